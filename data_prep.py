@@ -1,0 +1,630 @@
+"""The shared CelebA loader, image helpers and a synthetic CelebA that runs anywhere.
+
+Every script in this repository reads faces through this module. It understands the real CelebA download
+(Liu et al. 2015, "Deep Learning Face Attributes in the Wild") in both layouts people have: the original
+`img_align_celeba/` + `list_attr_celeba.txt` and the CSV variant (`list_attr_celeba.csv`,
+`img_align_celeba/img_align_celeba/`). Faces are selected by split and by an attribute filter such as
+"Attractive,-Eyeglasses", cropped as in the seeds (the DCGAN 108-pixel centre crop, or the makeover box),
+decoded once into a uint8 `.npy` cache, and fed to training through `tf.data`.
+
+CelebA cannot be downloaded everywhere, so the embedded default is a synthetic CelebA rendered procedurally in
+exactly CelebA's on-disk format with ground-truth attributes (`render_synthetic_celeba`).
+
+Usage:
+    python data_prep.py synth --out data/synthetic-celeba --count 20000 --seed 0
+    python data_prep.py stats                                   # the synthetic default, rendered on first use
+    python data_prep.py stats --data ~/celeba --filter "Attractive,-Eyeglasses"
+    python data_prep.py prepare --data ~/celeba --split train --image-size 64
+    python data_prep.py prepare --count 2000                    # CPU-sized: a small synthetic set
+"""
+
+import argparse
+import concurrent.futures
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import sys
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+DEFAULT_DATA_DIR = os.path.join("data", "synthetic-celeba")
+DEFAULT_CACHE_DIR = os.path.join("data", "cache")
+DEFAULT_SYNTHETIC_COUNT = 20000  # enough for the demo to learn varied faces in a few CPU minutes
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
+    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
+    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
+    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
+    "Wearing_Necklace", "Wearing_Necktie", "Young")  # CelebA's 40, in CelebA's order
+SPLITS = {"train": 0, "validation": 1, "test": 2}
+LANDMARK_COLUMNS = ["lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
+                    "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y"]
+# The makeover crop of the seeds: an 80-wide, 100-tall box whose top-left corner is (x=49, y=90).
+MAKEOVER_BOX = (49, 90, 80, 100)
+CROPS = ("dcgan", "makeover")
+
+
+class DataError(ValueError):
+    """Bad input data or arguments: the message is one line that names the problem."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading CelebA
+
+
+@dataclasses.dataclass
+class CelebA:
+    """A CelebA-layout dataset: attributes (int8, 1 or -1) and partition (0/1/2) are indexed by file name."""
+
+    root: str
+    image_dir: str
+    attributes: pd.DataFrame
+    partition: pd.Series
+    landmarks: pd.DataFrame | None
+    skipped_missing: int = 0
+
+    @property
+    def attribute_names(self):
+        return list(self.attributes.columns)
+
+
+def _find_layout(root):
+    """Return (attribute file, image dir, layout) for the original .txt layout or the CSV variant."""
+    if not os.path.isdir(root):
+        raise DataError(f"data directory not found: {root}")
+    text_file = os.path.join(root, "list_attr_celeba.txt")
+    csv_file = os.path.join(root, "list_attr_celeba.csv")
+    if os.path.isfile(text_file):
+        return text_file, os.path.join(root, "img_align_celeba"), "txt"
+    if os.path.isfile(csv_file):
+        nested = os.path.join(root, "img_align_celeba", "img_align_celeba")
+        image_dir = nested if os.path.isdir(nested) else os.path.join(root, "img_align_celeba")
+        return csv_file, image_dir, "csv"
+    raise DataError(f"no list_attr_celeba.txt or list_attr_celeba.csv in {root}")
+
+
+def _parse_table_txt(path, *, header_lines, value_names=None, value_parser=int):
+    """Parse CelebA's whitespace tables: optional count and names lines, then `file v1 v2 ...` rows."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        lines = handle.read().splitlines()
+    names = value_names
+    if header_lines == 2:
+        if len(lines) < 2:
+            raise DataError(f"{path}: expected a count line and a names line, found {len(lines)} lines")
+        names = lines[1].split()
+    files, rows = [], []
+    for number, line in enumerate(lines[header_lines:], start=header_lines + 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != len(names) + 1:
+            raise DataError(f"{path}:{number}: expected a file name and {len(names)} values, "
+                            f"found {len(parts) - 1} values")
+        try:
+            rows.append([value_parser(value) for value in parts[1:]])
+        except ValueError:
+            raise DataError(f"{path}:{number}: non-numeric value in {line.strip()[:80]!r}") from None
+        files.append(parts[0])
+    if header_lines == 2 and lines[0].strip().isdigit() and int(lines[0]) != len(files):
+        print(f"warning: {path} announces {int(lines[0])} rows but holds {len(files)}", file=sys.stderr)
+    return pd.DataFrame(rows, index=pd.Index(files, name="image_id"), columns=names)
+
+
+def _parse_table_csv(path):
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
+    if "image_id" not in table.columns:
+        raise DataError(f"{path}: expected an 'image_id' column, found {list(table.columns)[:5]}")
+    table = table.set_index("image_id")
+    bad = table.isna().any(axis=1) | ~table.apply(pd.api.types.is_numeric_dtype).all()
+    if bool(np.any(bad)):
+        raise DataError(f"{path}: non-numeric or missing values in the table")
+    return table
+
+
+def _check_attribute_values(attributes, path):
+    values = attributes.to_numpy()
+    bad_rows = np.flatnonzero(~np.isin(values, (-1, 0, 1)).all(axis=1))
+    if len(bad_rows):
+        raise DataError(f"{path}: values must be 1 or -1; row for {attributes.index[bad_rows[0]]} is not")
+    # Some re-exports write 0 for absent; the loader speaks CelebA's 1/-1.
+    return attributes.where(attributes != 0, -1).astype(np.int8)
+
+
+def default_partition(file_names):
+    """A deterministic 80/10/10 split by file name for datasets that ship no partition file."""
+    buckets = np.array([zlib.crc32(name.encode()) % 100 for name in file_names])
+    return pd.Series(np.where(buckets < 80, 0, np.where(buckets < 90, 1, 2)).astype(np.int8),
+                     index=pd.Index(file_names, name="image_id"), name="partition")
+
+
+def read_celeba(root, *, strict=False):
+    """Read a CelebA directory (either layout). Rows whose image file is missing are skipped with a count,
+    or raise with `strict=True`."""
+    attribute_file, image_dir, layout = _find_layout(root)
+    if not os.path.isdir(image_dir):
+        raise DataError(f"image directory not found: {image_dir}")
+    if layout == "txt":
+        attributes = _parse_table_txt(attribute_file, header_lines=2)
+    else:
+        attributes = _parse_table_csv(attribute_file)
+    attributes = _check_attribute_values(attributes, attribute_file)
+    present = set(os.listdir(image_dir))
+    missing = ~attributes.index.isin(list(present))
+    if missing.any():
+        if strict:
+            raise DataError(f"{int(missing.sum())} images listed in {attribute_file} are missing from "
+                            f"{image_dir}, first {attributes.index[missing][0]}")
+        print(f"warning: skipping {int(missing.sum())} attribute rows whose image is missing", file=sys.stderr)
+        attributes = attributes[~missing]
+    partition = _read_partition(root, layout, attributes.index)
+    landmarks = _read_landmarks(root, layout)
+    return CelebA(root, image_dir, attributes, partition, landmarks, int(missing.sum()))
+
+
+def _read_partition(root, layout, file_names):
+    path = os.path.join(root, f"list_eval_partition.{layout}")
+    if not os.path.isfile(path):
+        return default_partition(list(file_names))
+    if layout == "txt":
+        table = _parse_table_txt(path, header_lines=0, value_names=["partition"])
+    else:
+        table = _parse_table_csv(path)
+    partition = table.iloc[:, 0].astype(np.int8).rename("partition")
+    if not partition.isin((0, 1, 2)).all():
+        raise DataError(f"{path}: partition values must be 0, 1 or 2")
+    unlisted = ~file_names.isin(partition.index)
+    if unlisted.any():
+        raise DataError(f"{path}: no partition for {int(unlisted.sum())} images, first {file_names[unlisted][0]}")
+    return partition.reindex(file_names)
+
+
+def _read_landmarks(root, layout):
+    path = os.path.join(root, f"list_landmarks_align_celeba.{layout}")
+    if not os.path.isfile(path):
+        return None
+    if layout == "txt":
+        return _parse_table_txt(path, header_lines=2)
+    return _parse_table_csv(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attribute filters: "Attractive,-Eyeglasses" keeps attractive faces without eyeglasses.
+
+
+def parse_filter(text, attribute_names):
+    """Parse a filter into [(attribute, wanted)]. A leading '-' means the attribute must be absent."""
+    terms = []
+    for raw in (text or "").split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        wanted = not term.startswith("-")
+        name = term.lstrip("+-").strip()
+        matches = [known for known in attribute_names if known.lower() == name.lower()]
+        if not matches:
+            close = difflib.get_close_matches(name, attribute_names, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DataError(f"unknown attribute {name!r} in filter {text!r}; {hint}"
+                            f"valid names: {', '.join(attribute_names)}")
+        terms.append((matches[0], wanted))
+    return terms
+
+
+def filter_mask(attributes, text):
+    """Boolean mask of the rows of `attributes` that satisfy the filter; an empty result is an error."""
+    terms = parse_filter(text, list(attributes.columns))
+    mask = np.ones(len(attributes), dtype=bool)
+    counts = []
+    for name, wanted in terms:
+        term_mask = (attributes[name].to_numpy() == 1) == wanted
+        counts.append(f"{'' if wanted else '-'}{name} keeps {int(term_mask.sum())}")
+        mask &= term_mask
+    if terms and not mask.any():
+        raise DataError(f"filter {text!r} keeps no image of {len(attributes)}: {', '.join(counts)}")
+    return mask
+
+
+def select_files(celeba, *, split="train", filter=None, limit=None):
+    """File names of one split ('train', 'validation', 'test' or 'all') that pass the filter, in file order."""
+    if split not in (*SPLITS, "all"):
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join([*SPLITS, 'all'])}")
+    attributes = celeba.attributes
+    if split != "all":
+        attributes = attributes[celeba.partition.to_numpy() == SPLITS[split]]
+        if attributes.empty:
+            raise DataError(f"the {split} split of {celeba.root} is empty")
+    names = list(attributes.index[filter_mask(attributes, filter)])
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"--limit must be positive, got {limit}")
+        names = names[:limit]
+    return names
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Crops and image helpers. Images are RGB; uint8 in caches, float32 in [-1, 1] for the models.
+
+
+def crop_output_shape(crop="dcgan", image_size=64):
+    """(height, width) of a crop's output: square for DCGAN, the box's 5:4 aspect for the makeover crop."""
+    if crop == "dcgan":
+        return image_size, image_size
+    if crop == "makeover":
+        return round(image_size * MAKEOVER_BOX[3] / MAKEOVER_BOX[2]), image_size
+    raise DataError(f"unknown crop {crop!r}; expected one of {', '.join(CROPS)}")
+
+
+def crop_and_resize(image, *, crop="dcgan", image_size=64, crop_size=108):
+    """The seeds' crops on a 178x218 aligned image: a centred `crop_size` square (DCGAN) or the makeover
+    box, resized to `image_size` (area interpolation when shrinking)."""
+    height, width = image.shape[:2]
+    if crop == "dcgan":
+        if crop_size > min(height, width):
+            raise DataError(f"crop size {crop_size} does not fit a {width}x{height} image")
+        left, top, box_width, box_height = (width - crop_size) // 2, (height - crop_size) // 2, crop_size, crop_size
+    elif crop == "makeover":
+        left, top, box_width, box_height = MAKEOVER_BOX
+    else:
+        raise DataError(f"unknown crop {crop!r}; expected one of {', '.join(CROPS)}")
+    box = image[top:top + box_height, left:left + box_width]
+    out_height, out_width = crop_output_shape(crop, image_size)
+    shrinking = out_width < box_width
+    return cv2.resize(box, (out_width, out_height),
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def to_float(images):
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return np.asarray(images, dtype=np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images):
+    """float [-1, 1] -> uint8 [0, 255], clipping what a generator overshoots."""
+    return np.clip((np.asarray(images, dtype=np.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def decode_image(data, *, source="image"):
+    """Decode JPEG/PNG bytes (whatever the extension says) into RGB uint8; grey images become 3 channels."""
+    if len(data) == 0:
+        raise DataError(f"{source}: empty file (0 bytes)")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{source}: not a readable image (corrupt or unsupported format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image_uint8(path):
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"expected an image file, got a directory: {path}") from None
+    return decode_image(data, source=path)
+
+
+def read_image(path):
+    """Read an image file as RGB float32 in [-1, 1]."""
+    return to_float(read_image_uint8(path))
+
+
+def atomic_write_bytes(path, data):
+    """Write a file so that readers see the old file or the whole new one, never a half-written one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
+def atomic_save_npy(path, array):
+    """np.save through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}.npy"
+    np.save(temporary, array)
+    os.replace(temporary, path)
+
+
+def write_image(path, image):
+    """Write an RGB image (float in [-1, 1] or uint8) as PNG or JPEG, chosen by the extension."""
+    if np.asarray(image).dtype != np.uint8:
+        image = to_uint8(image)
+    extension = os.path.splitext(path)[1].lower() or ".png"
+    ok, encoded = cv2.imencode(extension, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError(f"cannot encode an image as {extension}: {path}")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
+def make_grid(images, *, columns=None, row_labels=None, column_labels=None, padding=2, scale=1):
+    """Tile images (float [-1, 1] or uint8, (n, h, w, 3)) into one uint8 grid with optional text labels."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"expected images of shape (n, height, width, 3), got {images.shape}")
+    if images.dtype != np.uint8:
+        images = to_uint8(images)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    count, height, width = images.shape[:3]
+    columns = columns or int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    height, width = height * scale, width * scale
+    left = 8 + 7 * max((len(label) for label in row_labels or []), default=-1) if row_labels else 0
+    top = 16 if column_labels else 0
+    grid = np.full((top + rows * (height + padding) + padding, left + columns * (width + padding) + padding, 3),
+                   255, np.uint8)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        y, x = top + padding + row * (height + padding), left + padding + column * (width + padding)
+        grid[y:y + height, x:x + width] = np.kron(image, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else image
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for row, label in enumerate(row_labels or []):
+        y = top + padding + row * (height + padding) + height // 2 + 4
+        cv2.putText(grid, str(label), (4, y), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    for column, label in enumerate(column_labels or []):
+        x = left + padding + column * (width + padding)
+        cv2.putText(grid, str(label)[: max(1, width // 7)], (x, 12), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return grid
+
+
+def save_grid(path, images, **grid_options):
+    """Save images as one PNG grid (see make_grid for the options); returns the path."""
+    write_image(path, make_grid(images, **grid_options))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The prepared-image cache: each (dataset, split, filter, crop, size) is decoded once into a uint8 .npy.
+
+
+@dataclasses.dataclass
+class PreparedImages:
+    """uint8 images (n, height, width, 3), memory-mapped from the cache, and their file names."""
+
+    images: np.ndarray
+    names: list
+    cache_path: str
+    from_cache: bool
+
+
+def _cache_key(celeba, names, settings):
+    """Hash of everything the prepared array depends on: settings, file list, and each file's size and mtime."""
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
+    digest.update(os.path.abspath(celeba.root).encode())
+    for name in names:
+        status = os.stat(os.path.join(celeba.image_dir, name))
+        digest.update(f"{name}:{status.st_size}:{status.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _decode_chunk(output, start, paths, crop_options):
+    """Decode paths into output[start:...]; returns {index: error message} for the files that failed."""
+    failures = {}
+    for offset, path in enumerate(paths):
+        try:
+            output[start + offset] = crop_and_resize(read_image_uint8(path), **crop_options)
+        except (DataError, cv2.error) as error:
+            failures[start + offset] = str(error)
+    return failures
+
+
+def decode_files(paths, output, *, crop_options, workers=2, progress=True, chunk_size=256):
+    """Decode, crop and resize `paths` into `output` with `workers` threads (OpenCV releases the GIL, so
+    threads use every core without the cost of processes). Returns {index: error message} for failures."""
+    cv2.setNumThreads(1)  # one image per thread; OpenCV's own pool would fight ours for the two cores
+    starts = range(0, len(paths), chunk_size)
+    failures = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(paths), desc="preparing", unit="img", disable=not progress, mininterval=1.0) as bar:
+        jobs = {pool.submit(_decode_chunk, output, start, paths[start:start + chunk_size], crop_options):
+                len(paths[start:start + chunk_size]) for start in starts}
+        for job in concurrent.futures.as_completed(jobs):
+            failures.update(job.result())
+            bar.update(jobs[job])
+    return failures
+
+
+def prepare_images(data_dir=None, *, split="train", filter=None, crop="dcgan", image_size=64, crop_size=108,
+                   limit=None, cache_dir=None, workers=2, strict=False, progress=True, celeba=None):
+    """Decode one (dataset, split, filter, crop, size) into a cached uint8 array and memory-map it.
+
+    The cache is reused while every input is unchanged and rebuilt when any changes (settings, file list,
+    or any image's size or modification time). Unreadable images are skipped with a count (or raise with
+    `strict=True`). The array is written to a temporary file and renamed, so no cache is ever half written.
+    """
+    if image_size < 8:
+        raise DataError(f"image size must be at least 8, got {image_size}")
+    celeba = celeba or read_celeba(resolve_data_dir(data_dir), strict=strict)
+    names = select_files(celeba, split=split, filter=filter, limit=limit)
+    settings = {"split": split, "filter": filter or "", "crop": crop, "image_size": image_size,
+                "crop_size": crop_size, "limit": limit, "version": 1}
+    cache_dir = cache_dir or DEFAULT_CACHE_DIR
+    base = os.path.join(cache_dir, f"{crop}{image_size}-{split}-{_cache_key(celeba, names, settings)}")
+    if os.path.isfile(base + ".json") and os.path.isfile(base + ".npy"):
+        with open(base + ".json") as handle:
+            kept = json.load(handle)["names"]
+        return PreparedImages(np.load(base + ".npy", mmap_mode="r"), kept, base + ".npy", True)
+    os.makedirs(cache_dir, exist_ok=True)
+    height, width = crop_output_shape(crop, image_size)
+    temporary = f"{base}.tmp-{os.getpid()}.npy"
+    output = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=(len(names), height, width, 3))
+    paths = [os.path.join(celeba.image_dir, name) for name in names]
+    crop_options = {"crop": crop, "image_size": image_size, "crop_size": crop_size}
+    failures = decode_files(paths, output, crop_options=crop_options, workers=workers, progress=progress)
+    if failures and strict:
+        os.remove(temporary)
+        first = min(failures)
+        raise DataError(f"{len(failures)} unreadable images; first {failures[first]}")
+    if failures:
+        print(f"warning: skipped {len(failures)} unreadable images, e.g. {failures[min(failures)]}",
+              file=sys.stderr)
+        keep = np.array([index not in failures for index in range(len(names))])
+        if not keep.any():
+            os.remove(temporary)
+            raise DataError(f"none of the {len(names)} selected images could be read")
+        output = _compact(temporary, output, keep)
+        names = [name for name, kept in zip(names, keep) if kept]
+    output.flush()
+    del output
+    os.replace(temporary, base + ".npy")
+    atomic_write_bytes(base + ".json", json.dumps({"names": names, "settings": settings}).encode())
+    return PreparedImages(np.load(base + ".npy", mmap_mode="r"), names, base + ".npy", False)
+
+
+def _compact(temporary, output, keep):
+    """Rewrite the temporary array without the rows that failed to decode."""
+    compact_path = temporary.replace(".npy", "-compact.npy")
+    compact = np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.uint8,
+                                        shape=(int(keep.sum()), *output.shape[1:]))
+    compact[:] = output[keep]
+    del output
+    os.replace(compact_path, temporary)
+    return compact
+
+
+def make_dataset(images, *, batch_size=64, shuffle=True, flip=False, seed=0, drop_remainder=True):
+    """A tf.data pipeline over uint8 images: shuffle indices, gather a batch, scale to [-1, 1], optional
+    horizontal flip, prefetch. Gathering whole batches from one in-memory tensor avoids per-image work."""
+    import tensorflow as tf  # imported here so that the data tools start without TensorFlow
+
+    if len(images) < batch_size and drop_remainder:
+        raise DataError(f"only {len(images)} images for a batch of {batch_size}")
+    pixels = tf.constant(np.asarray(images))
+    indices = tf.data.Dataset.range(len(images))
+    if shuffle:
+        indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    flip_seed = tf.random.Generator.from_seed(seed) if flip else None
+
+    def load(batch_indices):
+        batch = tf.cast(tf.gather(pixels, batch_indices), tf.float32) / 127.5 - 1.0
+        if flip_seed is not None:
+            flips = flip_seed.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
+            batch = tf.where(flips, tf.reverse(batch, axis=[2]), batch)
+        return batch
+
+    dataset = indices.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The synthetic default
+
+
+def resolve_data_dir(data_dir=None, *, count=DEFAULT_SYNTHETIC_COUNT, seed=0, progress=True):
+    """The given directory, or the synthetic CelebA at data/synthetic-celeba, rendered on first use."""
+    if data_dir:
+        return os.path.expanduser(data_dir)
+    if not os.path.isfile(os.path.join(DEFAULT_DATA_DIR, "list_attr_celeba.txt")):
+        print(f"no --data given: rendering the synthetic CelebA ({count} faces) into {DEFAULT_DATA_DIR}")
+        render_synthetic_celeba(DEFAULT_DATA_DIR, count=count, seed=seed, progress=progress)
+    return DEFAULT_DATA_DIR
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def run_cli(main_function, argv=None):
+    """Run a script's main(): bad input prints one line naming the problem and exits 2, never a traceback."""
+    try:
+        return main_function(argv)
+    except (ValueError, OSError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def describe_dataset(celeba, *, filter=None):
+    """Counts per split and each attribute's frequency (after the filter), as printable text."""
+    attributes = celeba.attributes
+    partition = celeba.partition
+    if filter:
+        mask = filter_mask(attributes, filter)
+        attributes, partition = attributes[mask], partition[mask]
+    lines = [f"{celeba.root}: {len(attributes)} images" + (f" pass {filter!r}" if filter else "")]
+    lines.append("  " + ", ".join(f"{split} {int((partition == code).sum())}" for split, code in SPLITS.items()))
+    frequencies = (attributes == 1).mean()
+    for name, frequency in frequencies.items():
+        lines.append(f"  {name:<22s} {100 * frequency:5.1f}%  {'#' * int(round(40 * frequency))}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    synth = commands.add_parser("synth", help="render a synthetic CelebA",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    synth.add_argument("--out", default=DEFAULT_DATA_DIR, help="directory to create")
+    synth.add_argument("--count", type=int, default=DEFAULT_SYNTHETIC_COUNT, help="number of faces")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    synth.add_argument("--workers", type=int, default=2, help="rendering processes")
+    for name, text in (("stats", "print counts and attribute frequencies, save example faces"),
+                       ("prepare", "decode a split into the uint8 cache and report the rate")):
+        command = commands.add_parser(name, help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        command.add_argument("--data", default=None, help="CelebA directory (default: the synthetic CelebA)")
+        command.add_argument("--filter", default=None, help='attribute filter, e.g. "Attractive,-Eyeglasses"')
+        command.add_argument("--strict", action="store_true", help="fail on missing or unreadable images")
+    stats = commands.choices["stats"]
+    stats.add_argument("--out", default=os.path.join("runs", "data-stats", "examples.png"),
+                       help="grid of example faces (64 random faces of the filter, DCGAN crop)")
+    prepare = commands.choices["prepare"]
+    prepare.add_argument("--split", default="train", choices=[*SPLITS, "all"], help="which split")
+    prepare.add_argument("--crop", default="dcgan", choices=CROPS, help="training crop")
+    prepare.add_argument("--image-size", type=int, default=64, help="output size in pixels")
+    prepare.add_argument("--crop-size", type=int, default=108, help="side of the DCGAN centre crop")
+    prepare.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    prepare.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="where prepared arrays live")
+    prepare.add_argument("--workers", type=int, default=2, help="decoding threads")
+    prepare.add_argument("--count", type=int, default=DEFAULT_SYNTHETIC_COUNT,
+                         help="faces to render when the synthetic default does not exist yet")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.command == "synth":
+        started = time.perf_counter()
+        render_synthetic_celeba(args.out, count=args.count, seed=args.seed, workers=args.workers)
+        elapsed = time.perf_counter() - started
+        print(f"rendered {args.count} faces into {args.out} in {elapsed:.1f} s ({args.count / elapsed:.0f} images/s)")
+        return
+    data_dir = resolve_data_dir(args.data, count=getattr(args, "count", DEFAULT_SYNTHETIC_COUNT))
+    celeba = read_celeba(data_dir, strict=args.strict)
+    if args.command == "stats":
+        print(describe_dataset(celeba, filter=args.filter))
+        names = select_files(celeba, split="all", filter=args.filter)
+        chosen = np.random.default_rng(0).permutation(len(names))[:64]
+        faces = [crop_and_resize(read_image_uint8(os.path.join(celeba.image_dir, names[i]))) for i in chosen]
+        print(f"saved {len(faces)} example faces to {save_grid(args.out, np.stack(faces), columns=8)}")
+        return
+    started = time.perf_counter()
+    prepared = prepare_images(data_dir, split=args.split, filter=args.filter, crop=args.crop,
+                              image_size=args.image_size, crop_size=args.crop_size, limit=args.limit,
+                              cache_dir=args.cache_dir, workers=args.workers, strict=args.strict, celeba=celeba)
+    elapsed = time.perf_counter() - started
+    how = "reused the cache" if prepared.from_cache else f"{len(prepared.names) / elapsed:.0f} images/s"
+    print(f"{len(prepared.names)} images {prepared.images.shape[1:]} -> {prepared.cache_path} "
+          f"in {elapsed:.1f} s ({how})")
+
+
+if __name__ == "__main__":
+    run_cli(main)
