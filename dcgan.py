@@ -1,0 +1,771 @@
+"""DCGAN faces: Radford, Metz and Chintala 2015, "Unsupervised Representation Learning with Deep Convolutional
+Generative Adversarial Networks", trained on CelebA as in NVIDIA's "Photo editing with generative adversarial
+networks" posts and carpedm20's DCGAN-tensorflow (108-pixel centre crop resized to 64x64, z of 100, Adam 2e-4
+with beta1 0.5, batch 64).
+
+A run leaves its evidence in runs/<name>/: config.json, the fixed-z grid of every epoch in samples/, per-epoch
+d_losses.npy and g_losses.npy, a per-step log.csv with D(x) and D(G(z)), a resumable checkpoint of both networks
+and both optimizers, each epoch's generator, and the final generator.keras and discriminator.keras.
+
+Usage:
+    python dcgan.py --epochs 60 --data ~/celeba                       # the paper's run on real CelebA
+    python dcgan.py --epochs 4 --filters 32 --name demo              # CPU demo on the synthetic CelebA
+    python dcgan.py --resume --name demo --epochs 6                  # continue after the last finished epoch
+    python dcgan.py --data ~/celeba --filter "Attractive,-Eyeglasses" --limit 50000
+    python dcgan.py --freeze-d-after 2 --epochs 4 --name frozen      # the degenerate-generator experiment
+    python dcgan.py plot runs/demo [runs/frozen ...]                 # loss curves, overlaid
+    python dcgan.py sample runs/demo --count 64 --seed 1 --interpolate 3 7
+    python dcgan.py baseline --kind untrained                        # random-generator baselines
+    python dcgan.py baseline --kind noise
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import csv
+import json
+import math
+import platform
+import sys
+import time
+
+import numpy as np
+
+import data_prep
+
+import keras  # noqa: E402  (after the backend is chosen)
+import tensorflow as tf  # noqa: E402
+
+SUBCOMMANDS = ("plot", "sample", "baseline")
+WEIGHT_INIT = keras.initializers.RandomNormal(stddev=0.02)  # the paper: all weights from N(0, 0.02)
+GAMMA_INIT = keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model builders
+
+
+def number_of_blocks(image_size):
+    """Up- or down-sampling blocks between 4x4 and image_size: 4 for 64 (the paper), 3 for 32, 5 for 128."""
+    if image_size < 8 or image_size & (image_size - 1):
+        raise ValueError(f"image size must be a power of two of at least 8, got {image_size}")
+    return int(math.log2(image_size)) - 2
+
+
+def batch_norm(name):
+    # PyTorch's and carpedm20's momentum (0.9 in Keras terms) and epsilon.
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=GAMMA_INIT, name=name)
+
+
+def build_generator(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="generator"):
+    """z -> dense 4x4x(filters*2^(blocks-1)) -> transposed convolutions halving channels, doubling size -> tanh."""
+    blocks = number_of_blocks(image_size)
+    channels = filters * 2 ** (blocks - 1)  # 512 for 64x64 and filters 64
+    z = keras.Input((latent_dim,), name="z")
+    x = keras.layers.Dense(4 * 4 * channels, use_bias=False, kernel_initializer=WEIGHT_INIT, name="project")(z)
+    x = keras.layers.Reshape((4, 4, channels))(x)  # (batch, 4, 4, 512)
+    x = keras.layers.ReLU()(batch_norm("project_bn")(x))
+    for block in range(1, blocks):
+        channels //= 2
+        x = keras.layers.Conv2DTranspose(channels, kernel_size, strides=2, padding="same", use_bias=False,
+                                         kernel_initializer=WEIGHT_INIT, name=f"up{block}")(x)
+        x = keras.layers.ReLU()(batch_norm(f"up{block}_bn")(x))  # (batch, 4*2^block, 4*2^block, channels)
+    x = keras.layers.Conv2DTranspose(3, kernel_size, strides=2, padding="same", kernel_initializer=WEIGHT_INIT,
+                                     name=f"up{blocks}")(x)
+    image = keras.layers.Activation("tanh", dtype="float32", name="image")(x)  # (batch, size, size, 3)
+    return keras.Model(z, image, name=name)
+
+
+def build_discriminator(*, image_size=64, filters=64, kernel_size=5, name="discriminator"):
+    """Strided convolutions with 1x, 2x, 4x, 8x filters, LeakyReLU 0.2, batch norm on all but the first, one logit."""
+    blocks = number_of_blocks(image_size)
+    image = keras.Input((image_size, image_size, 3), name="image")
+    x = image
+    for block in range(blocks):
+        x = keras.layers.Conv2D(filters * 2 ** block, kernel_size, strides=2, padding="same", use_bias=block == 0,
+                                kernel_initializer=WEIGHT_INIT, name=f"down{block + 1}")(x)
+        if block > 0:
+            x = batch_norm(f"down{block + 1}_bn")(x)
+        x = keras.layers.LeakyReLU(0.2)(x)  # (batch, size/2^(block+1), ..., filters*2^block)
+    x = keras.layers.Flatten()(x)  # (batch, 4*4*8*filters)
+    logit = keras.layers.Dense(1, kernel_initializer=WEIGHT_INIT, dtype="float32", name="logit")(x)
+    return keras.Model(image, logit, name=name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The GAN
+
+
+def sample_latent(count, latent_dim, *, distribution="normal", seed=None):
+    """Latent codes from N(0, 1) (the default) or U(-1, 1) (the paper's), as a keras tensor."""
+    if distribution == "normal":
+        return keras.random.normal((count, latent_dim), seed=seed)
+    if distribution == "uniform":
+        return keras.random.uniform((count, latent_dim), minval=-1.0, maxval=1.0, seed=seed)
+    raise ValueError(f"unknown latent distribution {distribution!r}; expected 'normal' or 'uniform'")
+
+
+class DCGAN(keras.Model):
+    """Owns G, D, their optimizers and loss trackers; one D step then `generator_steps` G steps per batch."""
+
+    def __init__(self, generator, discriminator, *, latent_dim=100, latent_distribution="normal",
+                 generator_steps=1, label_smoothing=0.0, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = latent_dim
+        self.latent_distribution = latent_distribution
+        self.generator_steps = generator_steps
+        self.real_label = 1.0 - label_smoothing  # one-sided: only real labels are smoothed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "d_real", "d_fake")}
+        self.built = True  # G and D are built functional models; there is no call() for Keras to trace
+
+    def compile(self, d_optimizer, g_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _latent(self, batch_size):
+        return sample_latent(batch_size, self.latent_dim, distribution=self.latent_distribution,
+                             seed=self.seed_generator)
+
+    @staticmethod
+    def _average(per_example):
+        # Divides by the global batch, so the gradients summed across replicas are those of the mean loss.
+        return tf.nn.compute_average_loss(per_example)
+
+    @staticmethod
+    def _cross_entropy(label, logits):
+        return tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)[:, 0]
+
+    def _discriminator_loss(self, real_images, fake_images, *, training):
+        # Real and fake batches go through D separately, as in the paper, so batch norm sees one kind at a time.
+        real_logits = self.discriminator(real_images, training=training)
+        fake_logits = self.discriminator(fake_images, training=training)
+        loss = self._average(self._cross_entropy(self.real_label, real_logits) + self._cross_entropy(0.0, fake_logits))
+        return loss, real_logits, fake_logits
+
+    def _generator_loss(self, fake_images):
+        # Non-saturating loss: G maximises log D(G(z)) instead of minimising log(1 - D(G(z))).
+        fake_logits = self.discriminator(fake_images, training=self.discriminator.trainable)
+        return self._average(self._cross_entropy(1.0, fake_logits))
+
+    @staticmethod
+    def _apply(optimizer, tape, loss, variables):
+        gradients = tape.gradient(loss, [variable.value for variable in variables])
+        optimizer.apply_gradients(zip(gradients, variables))
+
+    def train_step(self, real_images):
+        """One D step on real and generated images, then G steps. As in PyTorch's reference, the first G step
+        reuses the batch of generated images (one generator forward pass fewer per step)."""
+        batch_size = tf.shape(real_images)[0]
+        # Only G's variables are watched, so that the D step inside is not recorded on G's tape.
+        generator_variables = self.generator.trainable_variables
+        with tf.GradientTape(watch_accessed_variables=False) as generator_tape:
+            generator_tape.watch([variable.value for variable in generator_variables])
+            fake_images = self.generator(self._latent(batch_size), training=True)
+            if self.discriminator.trainable:
+                with tf.GradientTape() as discriminator_tape:
+                    d_loss, real_logits, fake_logits = self._discriminator_loss(
+                        real_images, tf.stop_gradient(fake_images), training=True)
+                self._apply(self.d_optimizer, discriminator_tape, d_loss, self.discriminator.trainable_variables)
+            else:  # frozen (the degenerate-generator experiment): D is only scored, never updated
+                d_loss, real_logits, fake_logits = self._discriminator_loss(real_images, fake_images, training=False)
+            g_loss = self._generator_loss(fake_images)
+        self._apply(self.g_optimizer, generator_tape, g_loss, generator_variables)
+        for _ in range(self.generator_steps - 1):
+            with tf.GradientTape() as generator_tape:
+                g_loss = self._generator_loss(self.generator(self._latent(batch_size), training=True))
+            self._apply(self.g_optimizer, generator_tape, g_loss, generator_variables)
+        self.trackers["d_loss"].update_state(d_loss)
+        self.trackers["g_loss"].update_state(g_loss)
+        self.trackers["d_real"].update_state(tf.sigmoid(real_logits))
+        self.trackers["d_fake"].update_state(tf.sigmoid(fake_logits))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def state_arrays(self):
+        """Every variable a resumed run needs, in a fixed order: both networks, both optimizers, the z stream."""
+        variables = (self.generator.weights + self.discriminator.weights + self.d_optimizer.variables
+                     + self.g_optimizer.variables + [self.seed_generator.state])
+        return [np.asarray(keras.ops.convert_to_numpy(variable)) for variable in variables]
+
+    def load_state_arrays(self, arrays):
+        variables = (self.generator.weights + self.discriminator.weights + self.d_optimizer.variables
+                     + self.g_optimizer.variables + [self.seed_generator.state])
+        if len(variables) != len(arrays):
+            raise ValueError(f"checkpoint holds {len(arrays)} arrays, the model has {len(variables)} variables")
+        for variable, value in zip(variables, arrays):
+            if tuple(variable.shape) != value.shape:
+                raise ValueError(f"checkpoint shape {value.shape} does not fit {variable.path} {variable.shape}")
+            variable.assign(value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Callbacks
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Writes the run's evidence: per-step log.csv, and at each epoch's end the fixed-z grid, that epoch's
+    generator, the resumable checkpoint and the loss arrays. A NaN or infinite loss stops training before the
+    epoch is saved, so the last good checkpoint stays."""
+
+    def __init__(self, run_dir, *, fixed_z, history, tensorboard_dir=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.fixed_z = fixed_z
+        self.history_arrays = history  # {"d_losses": [...], "g_losses": [...], "d_real": [...], "d_fake": [...]}
+        self.writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
+        self.bad_loss = None
+        self.log_file = None
+        self.previous_means = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.previous_means = {}
+        self.log_file = open(os.path.join(self.run_dir, "log.csv"), "a", newline="")
+        self.log_writer = csv.writer(self.log_file)
+
+    def on_train_batch_end(self, step, logs=None):
+        # fit() reports running means over the epoch; the step's own value is recovered from two of them.
+        values = {}
+        for name in ("d_loss", "g_loss", "d_real", "d_fake"):
+            mean = float(logs[name])
+            values[name] = mean * (step + 1) - self.previous_means.get(name, 0.0) * step
+            self.previous_means[name] = mean
+        if not all(math.isfinite(value) for value in values.values()):
+            self.bad_loss = f"non-finite loss at epoch {len(self.history_arrays['d_losses']) + 1}, step {step + 1}"
+            self.model.stop_training = True
+            return
+        epoch = len(self.history_arrays["d_losses"]) + 1
+        self.log_writer.writerow([epoch, step + 1] + [f"{values[name]:.5f}" for name in values])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.log_file.close()
+        if self.bad_loss:
+            return
+        for name, key in (("d_losses", "d_loss"), ("g_losses", "g_loss"), ("d_real", "d_real"), ("d_fake", "d_fake")):
+            self.history_arrays[name].append(float(logs[key]))
+        number = len(self.history_arrays["d_losses"])
+        grid_path = os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png")
+        images = self.model.generator(self.fixed_z, training=False)
+        data_prep.save_grid(grid_path, keras.ops.convert_to_numpy(images), columns=8)
+        save_weights_atomic(self.model.generator, os.path.join(self.run_dir, "checkpoints",
+                                                                f"generator_epoch_{number:03d}.weights.h5"))
+        save_checkpoint(self.run_dir, self.model, self.history_arrays)
+        if self.writer:
+            with self.writer.as_default(step=number):
+                tf.summary.image("fixed_z_grid", data_prep.read_image_uint8(grid_path)[None], step=number)
+                for name, values in self.history_arrays.items():
+                    tf.summary.scalar(f"epoch/{name}", values[-1])
+
+
+class FreezeDiscriminator(keras.callbacks.Callback):
+    """From epoch `after_epoch` + 1 on, D stops learning (NVIDIA's degenerate-generator experiment)."""
+
+    def __init__(self, after_epoch):
+        super().__init__()
+        self.after_epoch = after_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= self.after_epoch and self.model.discriminator.trainable:
+            print(f"\nfreezing the discriminator from epoch {epoch + 1}")
+            self.model.discriminator.trainable = False
+            self.model.make_train_function(force=True)  # train_step branches on trainable at trace time
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Run directories and checkpoints
+
+
+def save_weights_atomic(model, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = path.replace(".weights.h5", f".tmp-{os.getpid()}.weights.h5")
+    model.save_weights(temporary)
+    os.replace(temporary, path)
+
+
+def save_checkpoint(run_dir, gan, history):
+    """One .npz with every variable and the loss history, then the .npy arrays; each written then renamed."""
+    directory = os.path.join(run_dir, "checkpoints")
+    os.makedirs(directory, exist_ok=True)
+    arrays = {f"state_{index:04d}": value for index, value in enumerate(gan.state_arrays())}
+    arrays.update({f"history_{name}": np.asarray(values, np.float64) for name, values in history.items()})
+    temporary = os.path.join(directory, f"last.tmp-{os.getpid()}.npz")
+    np.savez(temporary, **arrays)
+    os.replace(temporary, os.path.join(directory, "last.npz"))
+    data_prep.atomic_save_npy(os.path.join(run_dir, "d_losses.npy"), np.asarray(history["d_losses"], np.float32))
+    data_prep.atomic_save_npy(os.path.join(run_dir, "g_losses.npy"), np.asarray(history["g_losses"], np.float32))
+
+
+def load_checkpoint(run_dir):
+    """(state arrays, history) from runs/<name>/checkpoints/last.npz."""
+    path = os.path.join(run_dir, "checkpoints", "last.npz")
+    if not os.path.isfile(path):
+        raise ValueError(f"no checkpoint to resume from: {path} (did the first epoch finish?)")
+    with np.load(path) as archive:
+        state = [archive[key] for key in sorted(key for key in archive.files if key.startswith("state_"))]
+        history = {key[len("history_"):]: archive[key].tolist() for key in archive.files if key.startswith("history_")}
+    return state, history
+
+
+def read_config(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"not a run directory (no config.json): {run_dir}")
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def write_config(run_dir, config):
+    data_prep.atomic_write_bytes(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2).encode())
+
+
+def library_versions():
+    import cv2
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "opencv": cv2.__version__}
+
+
+def truncate_log(run_dir, finished_epochs):
+    """Drop log.csv rows of an epoch that never finished (a run killed mid-epoch), atomically."""
+    path = os.path.join(run_dir, "log.csv")
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= finished_epochs]
+    data_prep.atomic_write_bytes(path, "".join(",".join(row) + "\n" for row in kept).encode())
+
+
+def build_gan(config):
+    """Build G and D and the DCGAN from a run's config (dict with the training flags)."""
+    sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"]}
+    generator = build_generator(latent_dim=config["latent_dim"], **sizes)
+    discriminator = build_discriminator(**sizes)
+    gan = DCGAN(generator, discriminator, latent_dim=config["latent_dim"],
+                latent_distribution=config["latent_distribution"], generator_steps=config["g_steps"],
+                label_smoothing=config["label_smoothing"], seed=config["seed"])
+    gan.compile(d_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]),
+                g_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
+    # Slots are made now, not lazily inside the first distributed step (where MirroredStrategy fails).
+    gan.d_optimizer.build(discriminator.trainable_variables)
+    gan.g_optimizer.build(generator.trainable_variables)
+    return gan
+
+
+def make_strategy(name):
+    """tf.distribute for several GPUs ('mirrored') or machines ('multiworker', configured by TF_CONFIG)."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        # All GPUs; without GPUs, every logical CPU device (how the tests get two replicas on one CPU).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; expected none, mirrored or multiworker")
+
+
+class TrainingStopped(RuntimeError):
+    """Training met a non-finite loss; the last good checkpoint is kept."""
+
+
+def train(config, run_dir, *, resume=False, verbose=1):
+    """Train (or resume) the DCGAN described by `config` in `run_dir`; returns (gan, history)."""
+    strategy = make_strategy(config["strategy"])
+    keras.utils.set_random_seed(config["seed"])
+    keras.mixed_precision.set_global_policy(config["precision"])
+    prepared = data_prep.prepare_images(config["data"], split="train", filter=config["filter"], crop="dcgan",
+                                        image_size=config["image_size"], crop_size=config["crop_size"],
+                                        limit=config["limit"], cache_dir=config["cache_dir"])
+    dataset = data_prep.make_dataset(prepared.images, batch_size=config["batch_size"], flip=config["flip"],
+                                     seed=config["seed"])
+    if config.get("steps_per_epoch"):
+        dataset = dataset.repeat()
+    with strategy.scope():
+        gan = build_gan(config)
+        history = {"d_losses": [], "g_losses": [], "d_real": [], "d_fake": []}
+        if resume:
+            state, history = load_checkpoint(run_dir)
+            gan.load_state_arrays(state)
+            truncate_log(run_dir, len(history["d_losses"]))
+    if not resume:
+        data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_z.npy"),
+                                  latent_for_seed(config["seed"], 64, config["latent_dim"],
+                                                  config["latent_distribution"]))
+        data_prep.atomic_write_bytes(os.path.join(run_dir, "log.csv"), b"epoch,step,d_loss,g_loss,d_real,d_fake\n")
+    recorder = RunRecorder(run_dir, fixed_z=np.load(os.path.join(run_dir, "fixed_z.npy")), history=history,
+                           tensorboard_dir=os.path.join(run_dir, "tensorboard") if config["tensorboard"] else None)
+    callbacks = [recorder]
+    if config["freeze_d_after"] is not None:
+        callbacks.append(FreezeDiscriminator(config["freeze_d_after"]))
+    if config["tensorboard"]:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=50))
+    done = len(history["d_losses"])
+    if done >= config["epochs"]:
+        print(f"{run_dir} already has {done} epochs; pass a larger --epochs to continue")
+        return gan, history
+    print(f"training on {len(prepared.names)} images with {strategy.num_replicas_in_sync} replica(s), "
+          f"epochs {done + 1} to {config['epochs']}")
+    gan.fit(dataset, epochs=config["epochs"], initial_epoch=done, callbacks=callbacks, verbose=verbose, shuffle=False,
+            steps_per_epoch=config.get("steps_per_epoch"))
+    if recorder.bad_loss:
+        raise TrainingStopped(f"training stopped: {recorder.bad_loss}; the last good checkpoint "
+                              f"(epoch {len(history['d_losses'])}) stays in {run_dir}/checkpoints")
+    save_model_atomic(gan.generator, os.path.join(run_dir, "generator.keras"))
+    save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
+    return gan, history
+
+
+def save_model_atomic(model, path):
+    temporary = path.replace(".keras", f".tmp-{os.getpid()}.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sampling from a run, and the random-generator baselines
+
+
+def latent_for_seed(seed, count, latent_dim, distribution="normal"):
+    """z drawn with NumPy from an explicit seed, so an image can be rebuilt from its file name."""
+    rng = np.random.default_rng(seed)
+    if distribution == "uniform":
+        return rng.uniform(-1.0, 1.0, (count, latent_dim)).astype(np.float32)
+    return rng.standard_normal((count, latent_dim)).astype(np.float32)
+
+
+def load_generator(run_dir, *, epoch=None):
+    """The generator of a run: the final generator.keras, or the weights saved after `epoch`."""
+    config = read_config(run_dir)
+    if config.get("kind") == "noise":
+        raise ValueError(f"{run_dir} is the uniform-noise baseline; it has no generator")
+    final = os.path.join(run_dir, "generator.keras")
+    if epoch is None and os.path.isfile(final):
+        return keras.saving.load_model(final, compile=False)
+    epochs = saved_epochs(run_dir)
+    if not epochs:
+        raise ValueError(f"no generator in {run_dir} (neither generator.keras nor an epoch's weights)")
+    epoch = epochs[-1] if epoch is None else epoch
+    if epoch not in epochs:
+        raise ValueError(f"{run_dir} has no generator for epoch {epoch}; saved epochs: {epochs}")
+    generator = build_generator(latent_dim=config["latent_dim"], image_size=config["image_size"],
+                                filters=config["filters"], kernel_size=config["kernel"])
+    generator.load_weights(os.path.join(run_dir, "checkpoints", f"generator_epoch_{epoch:03d}.weights.h5"))
+    return generator
+
+
+def saved_epochs(run_dir):
+    directory = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name[len("generator_epoch_"):-len(".weights.h5")]) for name in os.listdir(directory)
+                  if name.startswith("generator_epoch_") and name.endswith(".weights.h5"))
+
+
+def generate(generator, z, *, batch_size=256, training=False):
+    """Images in [-1, 1] (float32 NumPy) for latent codes z, in batches."""
+    batches = [keras.ops.convert_to_numpy(generator(z[start:start + batch_size], training=training))
+               for start in range(0, len(z), batch_size)]
+    return np.concatenate(batches).astype(np.float32)
+
+
+def make_sampler(run_dir, *, epoch=None):
+    """A function (count, seed) -> images in [-1, 1] for any run: a trained DCGAN, the untrained-generator
+    baseline or the uniform-noise baseline. Evaluation scores every kind through this one door."""
+    config = read_config(run_dir)
+    if config.get("kind") == "noise":
+        size = config["image_size"]
+        return lambda count, seed: np.random.default_rng(seed).uniform(-1, 1, (count, size, size, 3)).astype(np.float32)
+    generator = load_generator(run_dir, epoch=epoch)
+    # An untrained generator's batch norm has no statistics yet: in inference mode (mean 0, variance 1) it
+    # paints flat grey, so it is sampled with batch statistics, as every DCGAN's first grid is.
+    training = config.get("kind") == "untrained"
+    return lambda count, seed: generate(generator, latent_for_seed(seed, count, config["latent_dim"],
+                                                                   config["latent_distribution"]), training=training)
+
+
+def slerp(start, end, fraction):
+    """Spherical interpolation (White 2016), which keeps Gaussian codes at a typical norm."""
+    cosine = np.dot(start / np.linalg.norm(start), end / np.linalg.norm(end))
+    angle = np.arccos(np.clip(cosine, -1.0, 1.0))
+    if angle < 1e-6:
+        return (1 - fraction) * start + fraction * end
+    return (np.sin((1 - fraction) * angle) * start + np.sin(fraction * angle) * end) / np.sin(angle)
+
+
+def interpolation_codes(seed_a, seed_b, *, steps=8, latent_dim=100, distribution="normal"):
+    """(linear codes, spherical codes), each (steps, latent_dim), from seed_a's z to seed_b's z."""
+    start = latent_for_seed(seed_a, 1, latent_dim, distribution)[0]
+    end = latent_for_seed(seed_b, 1, latent_dim, distribution)[0]
+    fractions = np.linspace(0.0, 1.0, steps)
+    linear = np.stack([(1 - t) * start + t * end for t in fractions])
+    spherical = np.stack([slerp(start, end, t) for t in fractions])
+    return linear.astype(np.float32), spherical.astype(np.float32)
+
+
+def write_baseline(run_dir, *, kind="untrained", image_size=64, filters=64, kernel=5, latent_dim=100,
+                   count=2000, seed=0):
+    """The Udacity proposal's benchmark: images made with no knowledge of faces, saved as a run directory
+    (config.json, samples/grid.png, samples.npy) that evaluate.py scores like a trained one."""
+    if kind not in ("untrained", "noise"):
+        raise ValueError(f"unknown baseline {kind!r}; expected 'untrained' or 'noise'")
+    os.makedirs(run_dir, exist_ok=True)
+    config = {"kind": kind, "image_size": image_size, "filters": filters, "kernel": kernel,
+              "latent_dim": latent_dim, "latent_distribution": "normal", "seed": seed,
+              "versions": library_versions()}
+    write_config(run_dir, config)
+    if kind == "untrained":
+        keras.utils.set_random_seed(seed)
+        generator = build_generator(latent_dim=latent_dim, image_size=image_size, filters=filters,
+                                    kernel_size=kernel)
+        save_model_atomic(generator, os.path.join(run_dir, "generator.keras"))
+    images = make_sampler(run_dir)(count, seed)
+    data_prep.save_grid(os.path.join(run_dir, "samples", "grid.png"), images[:64], columns=8)
+    data_prep.atomic_save_npy(os.path.join(run_dir, "samples.npy"), data_prep.to_uint8(images))
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loss plots
+
+
+def smooth(values, weight=0.98):
+    """TensorBoard-style exponential moving average, debiased at the start."""
+    smoothed, average = [], 0.0
+    for index, value in enumerate(values):
+        average = weight * average + (1 - weight) * value
+        smoothed.append(average / (1 - weight ** (index + 1)))
+    return np.asarray(smoothed)
+
+
+def read_step_log(run_dir):
+    import pandas as pd
+
+    path = os.path.join(run_dir, "log.csv")
+    if not os.path.isfile(path):
+        raise ValueError(f"no log.csv in {run_dir}")
+    return pd.read_csv(path)
+
+
+def plot_runs(run_dirs, out_path, *, smoothing=0.98):
+    """D and G loss per epoch, smoothed per step, and D(x), D(G(z)) per step, for one run or several overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for run_dir in run_dirs:
+        label = os.path.basename(os.path.normpath(run_dir))
+        d_losses = np.load(os.path.join(run_dir, "d_losses.npy"))
+        g_losses = np.load(os.path.join(run_dir, "g_losses.npy"))
+        epochs = np.arange(1, len(d_losses) + 1)
+        line, = axes[0].plot(epochs, d_losses, "o-", label=f"{label} D")
+        axes[0].plot(epochs, g_losses, "s--", color=line.get_color(), label=f"{label} G")
+        steps = read_step_log(run_dir)
+        position = np.arange(1, len(steps) + 1)
+        axes[1].plot(position, smooth(steps["d_loss"], smoothing), color=line.get_color(), label=f"{label} D")
+        axes[1].plot(position, smooth(steps["g_loss"], smoothing), "--", color=line.get_color(), label=f"{label} G")
+        axes[2].plot(position, smooth(steps["d_real"], smoothing), color=line.get_color(), label=f"{label} D(x)")
+        axes[2].plot(position, smooth(steps["d_fake"], smoothing), ":", color=line.get_color(),
+                     label=f"{label} D(G(z))")
+    for axis, title, xlabel in zip(axes, ("loss per epoch (mean)", f"loss per step (EMA {smoothing})",
+                                          "discriminator outputs per step"), ("epoch", "step", "step")):
+        axis.set_title(title)
+        axis.set_xlabel(xlabel)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    temporary = out_path.replace(".png", f".tmp-{os.getpid()}.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    os.replace(temporary, out_path)
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+RESUMABLE_OVERRIDES = {"epochs", "tensorboard", "freeze_d_after", "strategy", "steps_per_epoch", "cache_dir",
+                       "data", "resume", "name", "runs_dir"}
+
+
+def training_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--data", default=None, help="CelebA directory (either layout); default: the synthetic CelebA")
+    add("--filter", default=None, help='attribute filter, e.g. "Attractive,-Eyeglasses"')
+    add("--limit", type=int, default=None, help="use only the first N training images (e.g. 50000)")
+    add("--image-size", type=int, default=64, help="output size: a power of two (32, 64, 128)")
+    add("--crop-size", type=int, default=108, help="side of the centre crop of the 178x218 aligned images")
+    add("--filters", type=int, default=64, help="base filters of G and D (the paper: 64)")
+    add("--kernel", type=int, default=5, help="kernel size: 5 as carpedm20 and NVIDIA, 4 as PyTorch's example")
+    add("--latent-dim", type=int, default=100, help="size of z")
+    add("--latent-distribution", default="normal", choices=["normal", "uniform"], help="prior of z")
+    add("--batch-size", type=int, default=64, help="global batch, split across replicas")
+    add("--epochs", type=int, default=25, help="epochs to train in all (the paper's CelebA run: 60)")
+    add("--learning-rate", type=float, default=2e-4, help="Adam learning rate of G and D")
+    add("--beta1", type=float, default=0.5, help="Adam beta_1")
+    add("--g-steps", type=int, default=1, help="generator steps per discriminator step (carpedm20: 2)")
+    add("--label-smoothing", type=float, default=0.0, help="one-sided: real labels become 1 - this")
+    add("--flip", action="store_true", help="random horizontal flips of the real images")
+    add("--freeze-d-after", type=int, default=None, help="stop updating D after this many epochs")
+    add("--precision", default="float32", choices=["float32", "mixed_bfloat16"], help="compute dtype policy")
+    add("--strategy", default="none", choices=["none", "mirrored", "multiworker"], help="tf.distribute strategy")
+    add("--tensorboard", action="store_true", help="write TensorBoard scalars and the epoch grid")
+    add("--seed", type=int, default=0, help="seed of weights, z stream, shuffling and the fixed grid")
+    add("--name", default="dcgan", help="run name: the run directory is <runs-dir>/<name>")
+    add("--runs-dir", default="runs", help="where run directories live")
+    add("--resume", action="store_true", help="continue the run after its last finished epoch")
+    add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
+    add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+    return parser
+
+
+def explicit_flags(argv):
+    """The destinations the user actually typed (argparse hides this behind defaults)."""
+    shadow = training_parser()
+    for action in shadow._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(shadow.parse_args(argv)))
+
+
+def validate_config(config):
+    positive = ("epochs", "batch_size", "filters", "kernel", "latent_dim", "g_steps", "crop_size")
+    for name in positive:
+        if config[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {config[name]}")
+    number_of_blocks(config["image_size"])
+    if not 0.0 <= config["label_smoothing"] < 1.0:
+        raise ValueError(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
+    if config["freeze_d_after"] is not None and config["freeze_d_after"] < 0:
+        raise ValueError(f"--freeze-d-after must be 0 or more, got {config['freeze_d_after']}")
+
+
+def resolve_config(argv=None):
+    """Flags -> (config, run_dir, resume). Resuming reads config.json; only a few flags may change then."""
+    parser = training_parser()
+    args = parser.parse_args(argv)
+    run_dir = os.path.join(args.runs_dir, args.name)
+    config = {key: value for key, value in vars(args).items() if key not in ("resume", "name", "runs_dir")}
+    if args.resume:
+        saved = read_config(run_dir)
+        for key in explicit_flags(argv) - RESUMABLE_OVERRIDES:
+            if saved.get(key) != config[key]:
+                raise ValueError(f"--{key.replace('_', '-')} cannot change when resuming "
+                                 f"({saved.get(key)!r} in {run_dir}/config.json)")
+        overrides = {key: config[key] for key in explicit_flags(argv) & RESUMABLE_OVERRIDES if key in config}
+        config = {**saved, **overrides}
+    elif os.path.isfile(os.path.join(run_dir, "checkpoints", "last.npz")):
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
+    validate_config(config)
+    if config["filter"]:
+        data_prep.parse_filter(config["filter"], list(data_prep.CELEBA_ATTRIBUTES))
+    config["versions"] = library_versions()
+    return config, run_dir, args.resume
+
+
+def subcommand_parser(command):
+    parser = argparse.ArgumentParser(prog=f"dcgan.py {command}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    if command == "plot":
+        add("runs", nargs="+", help="run directories to overlay")
+        add("--out", default=None, help="PNG to write (default: <first run>/losses.png)")
+        add("--smoothing", type=float, default=0.98, help="EMA weight of the per-step curves")
+    elif command == "sample":
+        add("run", help="run directory")
+        add("--count", type=int, default=64, help="number of samples")
+        add("--seed", type=int, default=0, help="seed of z (the same seed gives the same faces)")
+        add("--epoch", type=int, default=None, help="use the generator saved after this epoch")
+        add("--interpolate", type=int, nargs=2, metavar=("SEED_A", "SEED_B"), default=None,
+            help="also write linear and spherical interpolation strips between two seeds' z")
+        add("--steps", type=int, default=8, help="images in an interpolation strip")
+        add("--npy", action="store_true", help="also save the samples as uint8 .npy (for scoring)")
+        add("--outdir", default=None, help="where to write (default: <run>/generated)")
+    else:
+        add("--kind", default="untrained", choices=["untrained", "noise"], help="which random generator")
+        add("--name", default=None, help="run name (default: baseline-<kind>)")
+        add("--runs-dir", default="runs", help="where run directories live")
+        add("--like", default=None, help="a trained run whose size and architecture to copy")
+        add("--image-size", type=int, default=64, help="image size")
+        add("--filters", type=int, default=64, help="base filters of the untrained generator")
+        add("--kernel", type=int, default=5, help="kernel size of the untrained generator")
+        add("--count", type=int, default=2000, help="samples to save in samples.npy")
+        add("--seed", type=int, default=0, help="seed of weights and samples")
+    return parser
+
+
+def run_sample(args):
+    config = read_config(args.run)
+    if args.count < 1:
+        raise ValueError(f"--count must be positive, got {args.count}")
+    outdir = args.outdir or os.path.join(args.run, "generated")
+    images = make_sampler(args.run, epoch=args.epoch)(args.count, args.seed)
+    grid = data_prep.save_grid(os.path.join(outdir, f"seed{args.seed:04d}.png"), images, columns=8)
+    data_prep.atomic_save_npy(os.path.join(outdir, f"seed{args.seed:04d}_z.npy"),
+                              latent_for_seed(args.seed, args.count, config["latent_dim"], config["latent_distribution"]))
+    print(f"wrote {grid}")
+    if args.npy:
+        data_prep.atomic_save_npy(os.path.join(outdir, f"seed{args.seed:04d}.npy"), data_prep.to_uint8(images))
+    if args.interpolate:
+        seed_a, seed_b = args.interpolate
+        linear, spherical = interpolation_codes(seed_a, seed_b, steps=args.steps, latent_dim=config["latent_dim"],
+                                                distribution=config["latent_distribution"])
+        generator = load_generator(args.run, epoch=args.epoch)
+        strip = generate(generator, np.concatenate([linear, spherical]))
+        path = data_prep.save_grid(os.path.join(outdir, f"interpolate_{seed_a}_{seed_b}.png"), strip,
+                                   columns=args.steps, row_labels=["linear", "spherical"])
+        print(f"wrote {path}")
+
+
+def run_subcommand(command, argv):
+    args = subcommand_parser(command).parse_args(argv)
+    if command == "plot":
+        for run_dir in args.runs:
+            read_config(run_dir)
+        out = args.out or os.path.join(args.runs[0], "losses.png")
+        print(f"wrote {plot_runs(args.runs, out, smoothing=args.smoothing)}")
+    elif command == "sample":
+        run_sample(args)
+    else:
+        sizes = {"image_size": args.image_size, "filters": args.filters, "kernel": args.kernel, "latent_dim": 100}
+        if args.like:
+            like = read_config(args.like)
+            sizes = {key: like[key] for key in sizes}
+        run_dir = os.path.join(args.runs_dir, args.name or f"baseline-{args.kind}")
+        write_baseline(run_dir, kind=args.kind, count=args.count, seed=args.seed, **sizes)
+        print(f"wrote {run_dir}/samples/grid.png and {run_dir}/samples.npy ({args.count} images)")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return run_subcommand(argv[0], argv[1:])
+    config, run_dir, resume = resolve_config(argv)
+    os.makedirs(run_dir, exist_ok=True)
+    config["data"] = data_prep.resolve_data_dir(config["data"]) if config["data"] is None else config["data"]
+    print(("resuming " if resume else "training ") + run_dir + " with\n"
+          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key != "versions"))
+    write_config(run_dir, config)
+    started = time.perf_counter()
+    try:
+        train(config, run_dir, resume=resume)
+    except TrainingStopped as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        sys.exit(1)
+    print(f"done in {time.perf_counter() - started:.0f} s; evidence in {run_dir}")
+
+
+if __name__ == "__main__":
+    data_prep.run_cli(main)
