@@ -1,0 +1,311 @@
+"""Measure the DCGAN trainer, the generator and the input pipeline on this machine, against its own peak.
+
+Every figure is the median of several timed windows after a warm-up. Training is counted in images per second
+at the paper's size (64x64, filters 64, batch 64) with 4x4 and 5x5 kernels, in float32 and mixed bfloat16; the
+FLOPs of one training step are counted from the layer shapes and compared with the machine's practical peak,
+measured with a large matrix multiply.
+
+Usage:
+    python bench.py                       # the full table (about 8 minutes on 2 CPU cores), bench.json
+    python bench.py --with-tests          # also time the test suite (about 5 more minutes)
+    python bench.py --tiny --out /tmp/b.json   # seconds: small shapes, for the tests
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import data_prep
+import dcgan
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+TARGETS = {  # the targets of the bench issue, for a 2-core machine of this project
+    "train_kernel4_images_per_second": 110.0,
+    "train_kernel5_images_per_second": 75.0,
+    "generate_images_per_second": 1500.0,
+    "jpeg_prepare_images_per_second": 3000.0,
+}
+PIPELINE_COST_TARGET_PERCENT = 3.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FLOPs and peak
+
+
+def layer_flops(layer):
+    """Forward multiply-adds x 2 for one image through a Dense, Conv2D or Conv2DTranspose layer."""
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        height, width, channels = layer.input.shape[1:]
+        return 2 * height * width * channels * np.prod(layer.kernel_size) * layer.filters
+    if isinstance(layer, keras.layers.Conv2D):
+        height, width, channels = layer.output.shape[1:]
+        return 2 * height * width * channels * np.prod(layer.kernel_size) * layer.input.shape[-1]
+    if isinstance(layer, keras.layers.Dense):
+        return 2 * layer.input.shape[-1] * layer.units
+    return 0
+
+
+def model_flops(model):
+    return int(sum(layer_flops(layer) for layer in model.layers))
+
+
+def training_step_flops(generator, discriminator):
+    """FLOPs per image of one step of dcgan.DCGAN: G forward once, D forward three times (real, fake for D,
+    fake for G), a backward pass costing twice its forward for D three times and G once: 3 F_G + 9 F_D."""
+    return 3 * model_flops(generator) + 9 * model_flops(discriminator)
+
+
+def timed_windows(function, *, windows=5, warmup=1):
+    """Median seconds of `function()` over `windows` calls after `warmup` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(windows):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def matmul_peak(dtype, *, size=2048, repeats=8, windows=5):
+    """Practical peak GFLOP/s of a large matrix multiply in `dtype`."""
+    a = tf.random.normal((size, size), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    b = tf.cast(tf.random.normal((size, size)), dtype)
+
+    @tf.function
+    def multiply():
+        total = tf.zeros((), tf.float32)
+        for _ in range(repeats):
+            total += tf.cast(tf.reduce_sum(tf.matmul(a, b)[:1, :1]), tf.float32)
+        return total
+
+    seconds = timed_windows(lambda: multiply().numpy(), windows=windows)
+    return 2 * size ** 3 * repeats / seconds / 1e9
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training, generation and input
+
+
+class StepTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_end(self, step, logs=None):
+        self.times.append(time.perf_counter())
+
+
+def training_rate(*, kernel, precision, image_size=64, filters=64, batch_size=64, steps=45, warmup=5,
+                  window=8, dataset=None):
+    """Median images/s of DCGAN training steps (windows of `window` steps after `warmup` steps)."""
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        config = {"image_size": image_size, "filters": filters, "kernel": kernel, "latent_dim": 100,
+                  "latent_distribution": "normal", "g_steps": 1, "label_smoothing": 0.0, "seed": 0,
+                  "learning_rate": 2e-4, "beta1": 0.5}
+        gan = dcgan.build_gan(config)
+        if dataset is None:  # one batch held in memory: the model's speed without any input cost
+            batch = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0)
+            dataset = tf.data.Dataset.from_tensors(batch).repeat()
+        timer = StepTimer()
+        gan.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
+        durations = np.diff(timer.times[warmup - 1:])
+        windows = [durations[start:start + window].sum() for start in range(0, len(durations) - window + 1, window)]
+        return batch_size * window / float(np.median(windows)), gan
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def generation_rate(generator, *, batch_size=256, windows=5):
+    z = tf.random.normal((batch_size, generator.input_shape[-1]))
+    predict = tf.function(lambda codes: generator(codes, training=False))
+    return batch_size / timed_windows(lambda: predict(z).numpy(), windows=windows)
+
+
+def jpeg_rate(celeba, *, count=2000, workers=2, image_size=64):
+    """Decode + crop + resize images/s of the shared loader on `count` JPEGs (page cache warm)."""
+    names = list(celeba.attributes.index[:count])
+    paths = [os.path.join(celeba.image_dir, name) for name in names]
+    output = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    options = {"crop": "dcgan", "image_size": image_size, "crop_size": 108}
+    seconds = timed_windows(lambda: data_prep.decode_files(paths, output, crop_options=options, workers=workers,
+                                                           progress=False), windows=3)
+    return len(paths) / seconds
+
+
+def pipeline_rate(images, *, batch_size=64, batches=200):
+    """Images/s that the cached tf.data pipeline delivers on its own."""
+    dataset = data_prep.make_dataset(images, batch_size=batch_size, flip=True).repeat()
+    iterator = iter(dataset)
+
+    def pull():
+        for _ in range(batches):
+            next(iterator)
+
+    return batch_size * batches / timed_windows(pull, windows=3)
+
+
+def startup_seconds(data_dir, *, image_size=64, filters=64):
+    """Seconds from `python dcgan.py` to the end of its first training step (a one-step run, its saving
+    included; the cache is warm)."""
+    with tempfile.TemporaryDirectory() as runs:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "dcgan.py", "--data", data_dir, "--epochs", "1", "--steps-per-epoch", "1",
+                        "--image-size", str(image_size), "--filters", str(filters), "--kernel", "4",
+                        "--runs-dir", runs], check=True, capture_output=True,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
+        return time.perf_counter() - started
+
+
+def test_suite_seconds():
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests"], capture_output=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__)))
+    return time.perf_counter() - started, result.returncode == 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The whole bench
+
+
+def run_bench(*, data_dir=None, tiny=False, with_tests=False, precisions=("float32", "mixed_bfloat16"),
+              log=print):
+    """Measure everything; returns a dict of figures (the JSON that bench.py writes)."""
+    sizes = {"image_size": 32, "filters": 8, "batch_size": 16, "steps": 14, "warmup": 2, "window": 4} if tiny \
+        else {"image_size": 64, "filters": 64, "batch_size": 64, "steps": 45, "warmup": 5, "window": 8}
+    data_dir = data_prep.resolve_data_dir(data_dir)
+    celeba = data_prep.read_celeba(data_dir)
+    results = {"machine": machine_description(), "tiny": tiny, "data": data_dir, "training": {}}
+    peaks = {"float32": matmul_peak(tf.float32, size=256 if tiny else 2048),
+             "mixed_bfloat16": matmul_peak(tf.bfloat16, size=256 if tiny else 2048)}
+    results["peak_gflops"] = peaks
+    log(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['mixed_bfloat16']:.0f} GFLOP/s")
+    for kernel in (4, 5):
+        for precision in precisions:
+            rate, gan = training_rate(kernel=kernel, precision=precision, **sizes)
+            flops = training_step_flops(gan.generator, gan.discriminator)
+            achieved = rate * flops / 1e9
+            results["training"][f"kernel{kernel}_{precision}"] = {
+                "images_per_second": rate, "gflop_per_image": flops / 1e9, "achieved_gflops": achieved,
+                "fraction_of_peak": achieved / peaks[precision]}
+            log(f"training kernel {kernel} {precision}: {rate:.1f} images/s "
+                f"({achieved:.0f} GFLOP/s, {100 * achieved / peaks[precision]:.0f}% of peak)")
+    results["generate_images_per_second"] = generation_rate(gan.generator, batch_size=64 if tiny else 256)
+    log(f"generation: {results['generate_images_per_second']:.0f} images/s")
+    results["jpeg_prepare_images_per_second"] = jpeg_rate(celeba, count=min(len(celeba.attributes), 200 if tiny else 2000))
+    log(f"JPEG decode, crop, resize: {results['jpeg_prepare_images_per_second']:.0f} images/s")
+    results.update(input_cost(data_dir, sizes, log=log))
+    results["startup_seconds"] = startup_seconds(data_dir, image_size=sizes["image_size"], filters=sizes["filters"])
+    log(f"command to first training step: {results['startup_seconds']:.1f} s")
+    if with_tests:
+        results["test_suite_seconds"], results["test_suite_passed"] = test_suite_seconds()
+        log(f"test suite: {results['test_suite_seconds']:.0f} s")
+    results["targets"] = check_targets(results) if not tiny else {}
+    return results
+
+
+def input_cost(data_dir, sizes, *, log=print):
+    """Cached pipeline images/s, and the share of a training epoch that the pipeline costs (training fed by
+    it against training on one batch held in memory), with the precision the README's demo uses."""
+    prepared = data_prep.prepare_images(data_dir, split="train", image_size=sizes["image_size"], progress=False)
+    pipeline = pipeline_rate(prepared.images, batch_size=sizes["batch_size"], batches=20 if sizes["steps"] < 20 else 200)
+    log(f"cached input pipeline: {pipeline:.0f} images/s")
+    dataset = data_prep.make_dataset(prepared.images, batch_size=sizes["batch_size"], flip=True).repeat()
+    fed, _ = training_rate(kernel=4, precision="float32", dataset=dataset, **sizes)
+    held, _ = training_rate(kernel=4, precision="float32", **sizes)
+    cost = max(0.0, 100.0 * (1.0 - fed / held))
+    log(f"training fed by the pipeline {fed:.1f} images/s, from memory {held:.1f}: input costs {cost:.1f}%")
+    return {"pipeline_images_per_second": pipeline, "train_from_pipeline_images_per_second": fed,
+            "train_from_memory_images_per_second": held, "input_cost_percent": cost}
+
+
+def check_targets(results):
+    best = {kernel: max(results["training"][f"kernel{kernel}_{precision}"]["images_per_second"]
+                        for precision in ("float32", "mixed_bfloat16")
+                        if f"kernel{kernel}_{precision}" in results["training"]) for kernel in (4, 5)}
+    measured = {"train_kernel4_images_per_second": best[4], "train_kernel5_images_per_second": best[5],
+                "generate_images_per_second": results["generate_images_per_second"],
+                "jpeg_prepare_images_per_second": results["jpeg_prepare_images_per_second"]}
+    targets = {name: {"target": target, "measured": measured[name], "met": measured[name] >= target}
+               for name, target in TARGETS.items()}
+    targets["input_cost_percent"] = {"target": PIPELINE_COST_TARGET_PERCENT, "measured": results["input_cost_percent"],
+                                     "met": results["input_cost_percent"] < PIPELINE_COST_TARGET_PERCENT}
+    return targets
+
+
+def machine_description():
+    flags = ""
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            info = handle.read()
+        model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+        flags = "avx512_bf16" if "avx512_bf16" in info else ("avx512f" if "avx512f" in info else "")
+    else:
+        model = platform.processor()
+    return {"cpu": model, "cores": os.cpu_count(), "features": flags, "gpus": len(tf.config.list_physical_devices("GPU")),
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def format_table(results):
+    """The Markdown table that the README's Speed section shows."""
+    lines = ["| what | figure |", "|---|---|"]
+    for name, figures in results["training"].items():
+        lines.append(f"| training {name.replace('_', ', ', 1)} (images/s) | {figures['images_per_second']:.1f} "
+                     f"({100 * figures['fraction_of_peak']:.0f}% of the {name.split('_', 1)[1]} peak) |")
+    lines += [f"| generation, batch 256 (images/s) | {results['generate_images_per_second']:.0f} |",
+              f"| JPEG decode + crop + resize, 2 threads (images/s) | {results['jpeg_prepare_images_per_second']:.0f} |",
+              f"| cached tf.data pipeline (images/s) | {results['pipeline_images_per_second']:.0f} |",
+              f"| input pipeline's share of a training epoch | {results['input_cost_percent']:.1f}% |",
+              f"| matmul peak float32 / bfloat16 (GFLOP/s) | {results['peak_gflops']['float32']:.0f} / "
+              f"{results['peak_gflops']['mixed_bfloat16']:.0f} |",
+              f"| command to first training step (s) | {results['startup_seconds']:.1f} |"]
+    if "test_suite_seconds" in results:
+        lines.append(f"| test suite (s) | {results['test_suite_seconds']:.0f} |")
+    for name, target in results.get("targets", {}).items():
+        lines.append(f"| target {name}: {target['target']:g} | {'met' if target['met'] else 'missed'} "
+                     f"({target['measured']:.1f}) |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", default=None, help="CelebA directory for the JPEG and pipeline figures "
+                                                     "(default: the synthetic CelebA)")
+    parser.add_argument("--out", default="bench.json", help="JSON file to write")
+    parser.add_argument("--tiny", action="store_true", help="small shapes and few steps (for tests)")
+    parser.add_argument("--with-tests", action="store_true", help="also time the test suite")
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated dtype policies")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    precisions = tuple(name.strip() for name in args.precisions.split(",") if name.strip())
+    for name in precisions:
+        if name not in ("float32", "mixed_bfloat16"):
+            raise ValueError(f"unknown precision {name!r}; expected float32 or mixed_bfloat16")
+    results = run_bench(data_dir=args.data, tiny=args.tiny, with_tests=args.with_tests, precisions=precisions)
+    table = format_table(results)
+    print(table)
+    data_prep.atomic_write_bytes(args.out, json.dumps({**results, "table": table}, indent=2).encode())
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    data_prep.run_cli(main)

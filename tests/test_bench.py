@@ -1,0 +1,38 @@
+"""bench.py in its tiny mode: every field is written; FLOPs are counted from the layer shapes."""
+
+import json
+
+import pytest
+
+import bench
+import dcgan
+
+
+def test_flops_of_the_paper_model_match_the_hand_count():
+    # 64x64, filters 64, kernel 4: D convs 6.3 + 3 x 67.1 MFLOP, G the mirror image; 3 F_G + 9 F_D per step.
+    generator = dcgan.build_generator(image_size=64, filters=64, kernel_size=4)
+    discriminator = dcgan.build_discriminator(image_size=64, filters=64, kernel_size=4)
+    assert bench.model_flops(discriminator) == pytest.approx(2 * (32 * 32 * 64 * 16 * 3 + 3 * 67108864 / 2) + 2 * 8192,
+                                                             rel=1e-6)
+    assert bench.training_step_flops(generator, discriminator) / 1e9 == pytest.approx(2.5, abs=0.1)
+
+
+def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
+    out = tmp_path / "bench.json"
+    bench.main(["--tiny", "--data", str(tiny_celeba), "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert set(results["training"]) == {"kernel4_float32", "kernel4_mixed_bfloat16", "kernel5_float32",
+                                        "kernel5_mixed_bfloat16"}
+    for figures in results["training"].values():
+        assert figures["images_per_second"] > 0 and 0 < figures["fraction_of_peak"] < 1.5
+    for field in ("generate_images_per_second", "jpeg_prepare_images_per_second", "pipeline_images_per_second",
+                  "train_from_pipeline_images_per_second", "train_from_memory_images_per_second",
+                  "input_cost_percent", "startup_seconds"):
+        assert results[field] >= 0, field
+    assert results["peak_gflops"]["float32"] > 0 and results["machine"]["cores"] >= 1
+    assert "| generation, batch 256" in results["table"]
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        bench.main(["--tiny", "--precisions", "fp8"])
