@@ -1,0 +1,114 @@
+"""The synthetic CelebA: CelebA's on-disk format, determinism, correlations, and attributes that show."""
+
+import os
+
+import numpy as np
+import pytest
+
+import data_prep
+
+EYE_BAND = slice(98, 124)
+MOUTH_BAND = slice(140, 162)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return data_prep.render_synthetic_celeba(str(tmp_path_factory.mktemp("synth") / "celeba"), count=40, seed=3,
+                                             workers=1, progress=False)
+
+
+def render_variants(*changes, seed=11, **fixed):
+    """The same face (same nuisance draws) rendered once per dict of attribute changes."""
+    base = dict(data_prep.sample_attributes(np.random.default_rng(seed)), **fixed)
+    return [data_prep.render_face(dict(base, **change), np.random.default_rng([seed, 1]))[0].astype(np.float32)
+            for change in changes]
+
+
+def pair(attribute, value_a, value_b, **fixed):
+    return render_variants({attribute: value_a}, {attribute: value_b}, **fixed)
+
+
+def band_change(images, band):
+    return float(np.abs(images[0][band] - images[1][band]).mean())
+
+
+def test_files_parse_as_celeba(synthetic):
+    celeba = data_prep.read_celeba(synthetic, strict=True)
+    assert celeba.attribute_names == list(data_prep.CELEBA_ATTRIBUTES)
+    assert len(celeba.attributes) == 40 and set(np.unique(celeba.attributes.to_numpy())) <= {-1, 1}
+    assert sorted(celeba.partition.unique().tolist()) == [0, 1, 2]
+    assert list(celeba.landmarks.columns) == data_prep.LANDMARK_COLUMNS
+    image = data_prep.read_image_uint8(os.path.join(celeba.image_dir, "000001.jpg"))
+    assert image.shape == (218, 178, 3)
+    with open(os.path.join(synthetic, "list_attr_celeba.txt")) as handle:
+        assert handle.readline().strip() == "40"
+
+
+def test_attributes_not_drawn_are_always_absent(synthetic):
+    attributes = data_prep.read_celeba(synthetic).attributes
+    for name in set(data_prep.CELEBA_ATTRIBUTES) - set(data_prep.RENDERED_ATTRIBUTES):
+        assert (attributes[name] == -1).all(), name
+    assert len(data_prep.RENDERED_ATTRIBUTES) >= 20
+
+
+def test_same_seed_same_files_other_seed_other_files(synthetic, tmp_path):
+    again = data_prep.render_synthetic_celeba(str(tmp_path / "again"), count=40, seed=3, workers=2, progress=False)
+    other = data_prep.render_synthetic_celeba(str(tmp_path / "other"), count=40, seed=4, workers=1, progress=False)
+    for name in ("list_attr_celeba.txt", "img_align_celeba/000007.jpg"):
+        with open(os.path.join(synthetic, name), "rb") as first, open(os.path.join(again, name), "rb") as second:
+            assert first.read() == second.read()
+    with open(os.path.join(synthetic, "img_align_celeba/000007.jpg"), "rb") as first, \
+            open(os.path.join(other, "img_align_celeba/000007.jpg"), "rb") as second:
+        assert first.read() != second.read()
+
+
+def test_correlations_are_plausible():
+    samples = [data_prep.sample_attributes(np.random.default_rng([5, index])) for index in range(600)]
+    women = [a for a in samples if not a["Male"]]
+    assert not any(a["Goatee"] or a["Mustache"] or a["Bald"] or a["Sideburns"] for a in women)
+    assert all(a["No_Beard"] == (not (a["Goatee"] or a["Mustache"])) for a in samples)
+    assert all(not (a["Bald"] and (a["Bangs"] or a["Black_Hair"] or a["Blond_Hair"])) for a in samples)
+    assert sum(a["Male"] for a in samples) / len(samples) == pytest.approx(0.42, abs=0.06)
+    grey_young = np.mean([a["Gray_Hair"] for a in samples if a["Young"]])
+    grey_old = np.mean([a["Gray_Hair"] for a in samples if not a["Young"]])
+    assert grey_old > 4 * grey_young
+
+
+def test_eyeglasses_change_the_eye_band_not_the_mouth():
+    images = pair("Eyeglasses", False, True, Wearing_Hat=False)
+    assert band_change(images, EYE_BAND) > 10 * max(band_change(images, MOUTH_BAND), 0.1)
+
+
+def test_smiling_changes_the_mouth_band_not_the_eyes():
+    images = pair("Smiling", False, True, Mustache=False)
+    assert band_change(images, MOUTH_BAND) > 10 * max(band_change(images, EYE_BAND), 0.1)
+
+
+def test_hat_changes_the_top_of_the_head():
+    images = pair("Wearing_Hat", False, True)
+    assert band_change(images, slice(20, 80)) > 20 and band_change(images, MOUTH_BAND) < 0.5
+
+
+def test_blond_hair_is_brighter_than_black():
+    no_hair_colour = dict(Bald=False, Wearing_Hat=False, Black_Hair=False, Brown_Hair=False, Blond_Hair=False,
+                          Gray_Hair=False)
+    black, blond = render_variants({"Black_Hair": True}, {"Blond_Hair": True}, **no_hair_colour)
+    crown = (slice(52, 68), slice(72, 106))
+    assert blond[crown].mean() > black[crown].mean() + 60
+
+
+def test_landmarks_follow_the_head_and_eyes_stay_on_celeba_rows():
+    eye_rows = []
+    for index in range(200):
+        rng = np.random.default_rng([9, index])
+        _, landmarks = data_prep.render_face(data_prep.sample_attributes(rng), rng)
+        eye_rows.extend(landmarks[:2, 1])
+        assert np.abs(landmarks - data_prep.CELEBA_TEMPLATE_LANDMARKS).max() < 12
+    assert np.abs(np.array(eye_rows) - 111).max() < 8
+
+
+def test_count_and_existing_directory_are_clear_errors(synthetic, tmp_path):
+    with pytest.raises(data_prep.DataError, match="--count must be positive, got 0"):
+        data_prep.render_synthetic_celeba(str(tmp_path / "none"), count=0)
+    with pytest.raises(data_prep.DataError, match="already exists"):
+        data_prep.render_synthetic_celeba(synthetic, count=5)
