@@ -16,12 +16,14 @@ Usage:
     python data_prep.py stats --data ~/celeba --filter "Attractive,-Eyeglasses"
     python data_prep.py prepare --data ~/celeba --split train --image-size 64
     python data_prep.py prepare --count 2000                    # CPU-sized: a small synthetic set
+    python data_prep.py face me.jpg --out me_64.png             # a photo aligned and cropped as the models see faces
 """
 
 import argparse
 import concurrent.futures
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -793,6 +795,117 @@ def render_synthetic_celeba(out_dir, *, count=20000, seed=0, workers=2, progress
     return out_dir
 
 # ----------------------------------------------------------------------------------------------------------
+# Faces in user photos: find the face with MTCNN, align it to CelebA's landmarks, then crop as for training.
+
+DETECTION_MAX_SIDE = 1024  # MTCNN's pyramid costs ~ pixel count; a face in a 1024 copy is still far above 20 px
+DETECTION_MIN_SIDE = 160  # tiny photos are enlarged to this: LFW's 25x25 crops go from 95% to 100% detected
+DETECTION_PAD_FRACTION = 0.25  # ... and given a border, since MTCNN misses faces that fill the whole frame
+
+
+@functools.lru_cache(maxsize=1)
+def face_detector():
+    """MTCNN (Zhang et al. 2016, "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional
+    Networks"), built once on first use: importing mtcnn imports TensorFlow, which takes seconds."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # only takes effect if TensorFlow is not yet imported
+    from mtcnn import MTCNN
+    return MTCNN()
+
+
+def _detection_copy(image):
+    """The copy of `image` that MTCNN sees, with the (x, y) scale and the padding that map its coordinates
+    back: large photos shrunk (speed), tiny ones enlarged and padded (MTCNN's smallest face is ~20 px)."""
+    height, width = image.shape[:2]
+    if max(height, width) > DETECTION_MAX_SIDE:
+        factor = DETECTION_MAX_SIDE / max(height, width)
+    elif min(height, width) < DETECTION_MIN_SIDE:
+        factor = DETECTION_MIN_SIDE / min(height, width)
+    else:
+        return image, np.ones(2, np.float32), 0
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    copy = cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+    pad = round(DETECTION_PAD_FRACTION * min(size)) if factor > 1 else 0
+    copy = cv2.copyMakeBorder(copy, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return copy, np.array([size[0] / width, size[1] / height], np.float32), pad
+
+
+def detect_faces(image, *, detector=None):
+    """Faces in an RGB uint8 photo of any size, largest box first, as dicts: "box" (x, y, width, height),
+    "confidence" and "landmarks", a (5, 2) float array in CELEBA_TEMPLATE_LANDMARKS's order (MTCNN's left_eye
+    is the image's left). We read MTCNN's numpy output because its JSON output rounds keypoints to pixels."""
+    image = np.asarray(image, np.uint8)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    copy, scale, pad = _detection_copy(image)
+    rows = (detector or face_detector()).detect_faces(copy, output_type="numpy", box_format="xyxy")
+    faces = []
+    for row in np.asarray(rows, np.float32).reshape(-1, 16):  # image id, x1, y1, x2, y2, confidence, 5 x, 5 y
+        corners = (row[1:5].reshape(2, 2) - pad) / scale
+        faces.append({"box": np.concatenate([corners[0], corners[1] - corners[0]]), "confidence": float(row[5]),
+                      "landmarks": (np.stack([row[6:11], row[11:16]], axis=1) - pad) / scale})
+    return sorted(faces, key=lambda face: face["box"][2] * face["box"][3], reverse=True)
+
+
+def alignment_matrix(landmarks):
+    """The 2x3 similarity (rotation, uniform scale, shift) taking a face's five landmarks onto CelebA's mean
+    landmarks; LMEDS so that one badly placed landmark cannot tilt the face."""
+    landmarks = np.asarray(landmarks, np.float32).reshape(5, 2)
+    matrix, _ = cv2.estimateAffinePartial2D(landmarks, CELEBA_TEMPLATE_LANDMARKS, method=cv2.LMEDS)
+    if matrix is None:
+        raise DataError(f"cannot align a face to landmarks {landmarks.round(1).tolist()}")
+    return matrix
+
+
+def align_face(image, landmarks):
+    """Warp a photo to a 178x218 uint8 image aligned as CelebA's img_align_celeba: the face's five landmarks
+    moved onto CELEBA_TEMPLATE_LANDMARKS, what lies outside the photo filled by reflection."""
+    matrix = alignment_matrix(landmarks)
+    scale = np.sqrt(abs(np.linalg.det(matrix[:, :2])))
+    if scale < 1:  # warpAffine has no area filter: shrink the photo first so a large face does not alias
+        height, width = image.shape[:2]
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+        factors = np.array([image.shape[1] / width, image.shape[0] / height])
+        matrix = np.column_stack([matrix[:, :2] / factors,  # cv2.resize maps pixel centres: x = (x' + .5) / f - .5
+                                  matrix[:, 2] + matrix[:, :2] @ (0.5 / factors - 0.5)])
+    return cv2.warpAffine(image, matrix, (ALIGNED_WIDTH, ALIGNED_HEIGHT), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def centre_crop_aligned(image):
+    """The largest centred region with CelebA's 178:218 aspect, resized to 178x218: the stand-in for alignment
+    when no face is found, right for photos already framed like a passport picture."""
+    height, width = image.shape[:2]
+    crop_width = min(width, round(height * ALIGNED_WIDTH / ALIGNED_HEIGHT))
+    crop_height = min(height, round(crop_width * ALIGNED_HEIGHT / ALIGNED_WIDTH))
+    left, top = (width - crop_width) // 2, (height - crop_height) // 2
+    box = image[top:top + crop_height, left:left + crop_width]
+    return cv2.resize(box, (ALIGNED_WIDTH, ALIGNED_HEIGHT),
+                      interpolation=cv2.INTER_AREA if crop_width > ALIGNED_WIDTH else cv2.INTER_CUBIC)
+
+
+def load_face(path, *, image_size=64, crop="dcgan", crop_size=108, fallback=False, detector=None,
+              return_details=False):
+    """A user's photo (JPEG or PNG, colour or grey, any size) as the models see CelebA: the largest face,
+    aligned like img_align_celeba, then the training crop, float32 in [-1, 1]. With `return_details` also a
+    dict: "aligned" (178x218 uint8), "landmarks" (5x2 in the photo, None on fallback), "faces_found",
+    "fallback". Without a face: DataError, or with `fallback=True` a plain centre crop."""
+    crop_output_shape(crop, image_size)  # a bad crop name fails now, before TensorFlow loads
+    image = read_image_uint8(path)
+    faces = detect_faces(image, detector=detector)
+    if len(faces) > 1:
+        print(f"note: {len(faces)} faces in {path}; using the largest", file=sys.stderr)
+    if faces:
+        landmarks, aligned = faces[0]["landmarks"], align_face(image, faces[0]["landmarks"])
+    elif fallback:
+        landmarks, aligned = None, centre_crop_aligned(image)
+    else:
+        raise DataError(f"no face found in {path}; pass fallback=True (--center-crop) to use a plain centre crop")
+    face = to_float(crop_and_resize(aligned, crop=crop, image_size=image_size, crop_size=crop_size))
+    if not return_details:
+        return face
+    return face, {"aligned": aligned, "landmarks": landmarks, "faces_found": len(faces), "fallback": not faces}
+
+# ----------------------------------------------------------------------------------------------------------
 # The synthetic default
 
 
@@ -854,6 +967,13 @@ def parse_args(argv=None):
         command.add_argument("--data", default=None, help="CelebA directory (default: the synthetic CelebA)")
         command.add_argument("--filter", default=None, help='attribute filter, e.g. "Attractive,-Eyeglasses"')
         command.add_argument("--strict", action="store_true", help="fail on missing or unreadable images")
+    face = commands.add_parser("face", help="align a photo's face as CelebA's and save the training crop",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    face.add_argument("photo", help="a JPEG or PNG with a face")
+    face.add_argument("--out", default=None, help="PNG to write (default: <photo>_aligned.png beside it)")
+    face.add_argument("--image-size", type=int, default=64, help="output size in pixels")
+    face.add_argument("--crop", default="dcgan", choices=CROPS, help="training crop")
+    face.add_argument("--center-crop", action="store_true", help="no face found: use a plain centre crop")
     stats = commands.choices["stats"]
     stats.add_argument("--out", default=os.path.join("runs", "data-stats", "examples.png"),
                        help="grid of example faces (64 random faces of the filter, DCGAN crop)")
@@ -877,6 +997,14 @@ def main(argv=None):
         render_synthetic_celeba(args.out, count=args.count, seed=args.seed, workers=args.workers)
         elapsed = time.perf_counter() - started
         print(f"rendered {args.count} faces into {args.out} in {elapsed:.1f} s ({args.count / elapsed:.0f} images/s)")
+        return
+    if args.command == "face":
+        face, details = load_face(args.photo, image_size=args.image_size, crop=args.crop,
+                                  fallback=args.center_crop, return_details=True)
+        out = args.out or os.path.splitext(args.photo)[0] + "_aligned.png"
+        write_image(out, face)
+        how = "centre crop (no face found)" if details["fallback"] else f"{details['faces_found']} face(s) found"
+        print(f"{how}; wrote {out}")
         return
     data_dir = resolve_data_dir(args.data, count=getattr(args, "count", DEFAULT_SYNTHETIC_COUNT))
     celeba = read_celeba(data_dir, strict=args.strict)
