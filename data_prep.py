@@ -499,9 +499,10 @@ def _compact(temporary, output, keep):
     return compact
 
 
-def make_dataset(images, *, batch_size=64, shuffle=True, flip=False, seed=0, drop_remainder=True):
-    """A tf.data pipeline over uint8 images: shuffle indices, gather a batch, scale to [-1, 1], optional
-    horizontal flip, prefetch. Gathering whole batches from one in-memory tensor avoids per-image work."""
+def make_dataset(images, *, batch_size=64, shuffle=True, flip=False, seed=0, drop_remainder=True, scale=True):
+    """A tf.data pipeline over uint8 images: shuffle indices, gather a batch, optional horizontal flip, scale
+    to float32 [-1, 1] (or keep uint8 with `scale=False`, for a model that scales on its own), prefetch.
+    Gathering whole batches from one in-memory tensor avoids per-image work."""
     import tensorflow as tf  # imported here so that the data tools start without TensorFlow
 
     if len(images) < batch_size and drop_remainder:
@@ -513,11 +514,11 @@ def make_dataset(images, *, batch_size=64, shuffle=True, flip=False, seed=0, dro
     flip_seed = tf.random.Generator.from_seed(seed) if flip else None
 
     def load(batch_indices):
-        batch = tf.cast(tf.gather(pixels, batch_indices), tf.float32) / 127.5 - 1.0
+        batch = tf.gather(pixels, batch_indices)
         if flip_seed is not None:
             flips = flip_seed.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
             batch = tf.where(flips, tf.reverse(batch, axis=[2]), batch)
-        return batch
+        return tf.cast(batch, tf.float32) / 127.5 - 1.0 if scale else batch
 
     dataset = indices.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

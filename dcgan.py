@@ -166,6 +166,8 @@ class DCGAN(keras.Model):
     def train_step(self, real_images):
         """One D step on real and generated images, then G steps. As in PyTorch's reference, the first G step
         reuses the batch of generated images (one generator forward pass fewer per step)."""
+        if real_images.dtype == tf.uint8:  # the pipeline hands over uint8: a quarter of the bytes to move
+            real_images = tf.cast(real_images, tf.float32) / 127.5 - 1.0
         batch_size = tf.shape(real_images)[0]
         # Only G's variables are watched, so that the D step inside is not recorded on G's tape.
         generator_variables = self.generator.trainable_variables
@@ -387,7 +389,7 @@ def train(config, run_dir, *, resume=False, verbose=1):
                                         image_size=config["image_size"], crop_size=config["crop_size"],
                                         limit=config["limit"], cache_dir=config["cache_dir"])
     dataset = data_prep.make_dataset(prepared.images, batch_size=config["batch_size"], flip=config["flip"],
-                                     seed=config["seed"])
+                                     seed=config["seed"], scale=False)
     if config.get("steps_per_epoch"):
         dataset = dataset.repeat()
     with strategy.scope():

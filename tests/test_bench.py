@@ -30,7 +30,7 @@ def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
                   "input_cost_percent", "startup_seconds"):
         assert results[field] >= 0, field
     assert results["peak_gflops"]["float32"] > 0 and results["machine"]["cores"] >= 1
-    assert "| generation, batch 256" in results["table"]
+    assert "| generation, kernel 4, batch 256, float32" in results["table"]
 
 
 def test_unknown_precision_is_a_clear_error():
