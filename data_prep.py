@@ -459,8 +459,13 @@ def prepare_images(data_dir=None, *, split="train", filter=None, crop="dcgan", i
     base = os.path.join(cache_dir, f"{crop}{image_size}-{split}-{_cache_key(celeba, names, settings)}")
     if os.path.isfile(base + ".json") and os.path.isfile(base + ".npy"):
         with open(base + ".json") as handle:
-            kept = json.load(handle)["names"]
-        return PreparedImages(np.load(base + ".npy", mmap_mode="r"), kept, base + ".npy", True)
+            saved = json.load(handle)
+        skipped = saved.get("skipped", [])
+        if skipped and strict:
+            raise DataError(f"{len(skipped)} unreadable images (skipped when {base}.npy was built); first {skipped[0]}")
+        if skipped:
+            print(f"warning: {len(skipped)} unreadable images were skipped, e.g. {skipped[0]}", file=sys.stderr)
+        return PreparedImages(np.load(base + ".npy", mmap_mode="r"), saved["names"], base + ".npy", True)
     os.makedirs(cache_dir, exist_ok=True)
     height, width = crop_output_shape(crop, image_size)
     temporary = f"{base}.tmp-{os.getpid()}.npy"
@@ -484,7 +489,8 @@ def prepare_images(data_dir=None, *, split="train", filter=None, crop="dcgan", i
     output.flush()
     del output
     os.replace(temporary, base + ".npy")
-    atomic_write_bytes(base + ".json", json.dumps({"names": names, "settings": settings}).encode())
+    skipped = [failures[index] for index in sorted(failures)]
+    atomic_write_bytes(base + ".json", json.dumps({"names": names, "settings": settings, "skipped": skipped}).encode())
     return PreparedImages(np.load(base + ".npy", mmap_mode="r"), names, base + ".npy", False)
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny CelebA written in the original layout, without the synthetic renderer."""
 
 import os
+import shutil
 import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -16,26 +17,39 @@ import data_prep  # noqa: E402
 TINY_COUNT = 200
 
 
+def tiny_partition(index, count=TINY_COUNT):
+    """The split code of the 1-based image `index`: the first 80% train, the next 10% validation, the rest test."""
+    return 0 if index <= 0.8 * count else (1 if index <= 0.9 * count else 2)
+
+
+def tiny_celeba_rows(*, count=TINY_COUNT, seed=0):
+    """The ground truth of the tiny CelebA: (file name, 40 attribute values of 1/-1 in CelebA's order, background
+    colour) per face. Tests compare the loader against this, not against the loader's own reading."""
+    rng = np.random.default_rng(seed)
+    for index in range(1, count + 1):
+        values = rng.choice([-1, 1], size=40)
+        background = rng.integers(40, 200, 3)
+        yield f"{index:06d}.jpg", values, background
+
+
 def write_tiny_celeba(root, *, count=TINY_COUNT, seed=0):
     """178x218 JPEGs whose content follows three attributes (Male: blue face, Eyeglasses: a dark band over the
     eyes, Smiling: a bright mouth), with CelebA's attribute, partition and landmark files."""
-    rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "img_align_celeba"), exist_ok=True)
     names = list(data_prep.CELEBA_ATTRIBUTES)
     attribute_lines, partition_lines, landmark_lines = [], [], []
-    for index in range(1, count + 1):
-        values = rng.choice([-1, 1], size=40)
+    for index, (name, values, background) in enumerate(tiny_celeba_rows(count=count, seed=seed), start=1):
         male, glasses, smiling = (values[names.index(name)] == 1 for name in ("Male", "Eyeglasses", "Smiling"))
-        image = np.full((218, 178, 3), rng.integers(40, 200, 3), np.uint8)
+        image = np.full((218, 178, 3), background, np.uint8)
         cv2.ellipse(image, (89, 125), (42, 56), 0, 0, 360, (200, 120, 60) if male else (90, 150, 220), -1)
         if glasses:
             image[103:120, 55:123] = 20
         if smiling:
             image[145:158, 70:108] = 250
-        name = f"{index:06d}.jpg"
         cv2.imwrite(os.path.join(root, "img_align_celeba", name), image)
+        # Values padded to two characters, so runs of spaces separate them as in the real file.
         attribute_lines.append(name + " " + " ".join(f"{value:2d}" for value in values))
-        partition_lines.append(f"{name} {0 if index <= 0.8 * count else (1 if index <= 0.9 * count else 2)}")
+        partition_lines.append(f"{name} {tiny_partition(index, count)}")
         landmark_lines.append(name + "  69  111  108  111   88  135   72  152  105  152")
     with open(os.path.join(root, "list_attr_celeba.txt"), "w") as handle:
         handle.write(f"{count}\n{' '.join(names)} \n" + "\n".join(attribute_lines) + "\n")
@@ -44,6 +58,35 @@ def write_tiny_celeba(root, *, count=TINY_COUNT, seed=0):
     with open(os.path.join(root, "list_landmarks_align_celeba.txt"), "w") as handle:
         handle.write(f"{count}\n{' '.join(data_prep.LANDMARK_COLUMNS)}\n" + "\n".join(landmark_lines) + "\n")
     return root
+
+
+def _read_whitespace_table(path, header_lines):
+    """(column names or None, [[file, value, ...], ...]) of one of CelebA's .txt tables."""
+    with open(path) as handle:
+        lines = handle.read().splitlines()
+    names = lines[1].split() if header_lines == 2 else None
+    return names, [line.split() for line in lines[header_lines:] if line.strip()]
+
+
+def write_csv_layout(txt_root, csv_root):
+    """Convert a CelebA in the original .txt layout into the Kaggle CSV variant: list_attr_celeba.csv,
+    list_eval_partition.csv, list_landmarks_align_celeba.csv and images under img_align_celeba/img_align_celeba/."""
+    image_dir = os.path.join(csv_root, "img_align_celeba", "img_align_celeba")
+    os.makedirs(image_dir, exist_ok=True)
+    source_images = os.path.join(txt_root, "img_align_celeba")
+    for name in sorted(os.listdir(source_images)):
+        shutil.copy2(os.path.join(source_images, name), os.path.join(image_dir, name))
+    tables = (("list_attr_celeba", 2, None), ("list_eval_partition", 0, ["partition"]),
+              ("list_landmarks_align_celeba", 2, None))
+    for stem, header_lines, fixed_names in tables:
+        source = os.path.join(txt_root, f"{stem}.txt")
+        if not os.path.isfile(source):
+            continue
+        names, rows = _read_whitespace_table(source, header_lines)
+        with open(os.path.join(csv_root, f"{stem}.csv"), "w") as handle:
+            handle.write(",".join(["image_id", *(names or fixed_names)]) + "\n")
+            handle.write("".join(",".join(row) + "\n" for row in rows))
+    return csv_root
 
 
 @pytest.fixture(scope="session")
