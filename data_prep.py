@@ -649,7 +649,7 @@ def _draw_face(canvas, a, look):
             cv2.line(canvas, (74, y), (104, y), line, 1, cv2.LINE_AA)
         cv2.line(canvas, (76, 138), (70, 154), line, 2, cv2.LINE_AA)
         cv2.line(canvas, (101, 138), (107, 154), line, 2, cv2.LINE_AA)
-    if a["Rosy_Cheeks"] or a["Heavy_Makeup"]:
+    if a["Rosy_Cheeks"]:  # only rosy cheeks blush: make-up is drawn on the eyes, so the two stay separable
         blush = canvas.copy()
         for x in (66, 112):
             cv2.circle(blush, (x, 134), 10, (235, 90, 110), -1, cv2.LINE_AA)
@@ -660,8 +660,9 @@ def _draw_face(canvas, a, look):
 def _draw_eyes(canvas, a, look, skin):
     height = 2 if a["Narrow_Eyes"] else 5
     for (x, y), side in zip(CELEBA_TEMPLATE_LANDMARKS[:2].astype(int), (-1, 1)):
-        if a["Heavy_Makeup"]:
+        if a["Heavy_Makeup"]:  # eye shadow above, eyeliner below
             cv2.ellipse(canvas, (x, y - 4), (11, 6), 0, 180, 360, _colour(look["makeup"]), -1, cv2.LINE_AA)
+            cv2.ellipse(canvas, (x, y + 1), (10, 5), 0, 0, 180, (25, 20, 30), 2, cv2.LINE_AA)
         if a["Bags_Under_Eyes"]:
             cv2.ellipse(canvas, (x, y + 5), (8, 4), 0, 0, 180, _colour(np.array(skin) * 0.65), 2, cv2.LINE_AA)
         cv2.ellipse(canvas, (x, y), (9, height), 0, 0, 360, (245, 245, 245), -1, cv2.LINE_AA)

@@ -112,3 +112,11 @@ def test_count_and_existing_directory_are_clear_errors(synthetic, tmp_path):
         data_prep.render_synthetic_celeba(str(tmp_path / "none"), count=0)
     with pytest.raises(data_prep.DataError, match="already exists"):
         data_prep.render_synthetic_celeba(synthetic, count=5)
+
+
+def test_rosy_cheeks_and_make_up_draw_different_things():
+    cheeks = (slice(126, 142), slice(56, 76))
+    rosy = render_variants({"Rosy_Cheeks": False}, {"Rosy_Cheeks": True}, Heavy_Makeup=False)
+    make_up = render_variants({"Heavy_Makeup": False}, {"Heavy_Makeup": True}, Rosy_Cheeks=False)
+    assert band_change(rosy, cheeks) > 10 and band_change(make_up, cheeks) < 1
+    assert band_change(make_up, EYE_BAND) > 3 * band_change(rosy, EYE_BAND) + 1
