@@ -1,0 +1,819 @@
+"""Honest measurement of GANs on faces: an attribute CNN trained on the same faces, and scores of generator runs
+against held-out real faces, anchored by a real-versus-real floor and two random-generator baselines.
+
+The instrument is a small multi-label CNN on CelebA's 40 attributes (Liu et al. 2015). Its penultimate layer is
+the feature space of every score: the Frechet distance (Heusel et al. 2017, "GANs Trained by a Two Time-Scale
+Update Rule Converge to a Local Nash Equilibrium": the FID formula on these features), the unbiased kernel
+distance (Binkowski et al. 2018, "Demystifying MMD GANs": KID, cubic polynomial kernel, averaged over subsets),
+precision and recall of the generated distribution (Kynkaanniemi et al. 2019, "Improved Precision and Recall
+Metric for Assessing Generative Models": k-nearest-neighbour manifolds), the distance between real and generated
+attribute frequencies, and the run's own discriminator's accuracy at telling held-out real faces from samples (the
+Udacity proposal's "test accuracy"). `--features inception` swaps in Keras's InceptionV3 for the standard FID when
+its ImageNet weights can be had.
+
+Every table holds, computed the same way in the same run: held-out real against other real faces (the floor: the
+test split against the validation split), the generator runs, an untrained generator and uniform noise.
+
+Usage:
+    python evaluate.py classifier                                        # the attribute CNN on the synthetic CelebA
+    python evaluate.py classifier --data ~/celeba --epochs 5             # on real CelebA (about 88-91% mean accuracy)
+    python evaluate.py classifier --epochs 1 --limit 4000                # CPU-sized: a minute on 2 cores
+    python evaluate.py score runs/demo                                   # runs/demo/scores/scores.{md,json,png}
+    python evaluate.py score runs/demo runs/frozen --n 500 --seed 1      # CPU-sized: fewer samples, two runs
+    python evaluate.py score runs/demo --every-epoch                     # Frechet distance per epoch beside the losses
+    python evaluate.py score runs/demo --features inception --inception-weights inception_v3_notop.h5
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import dataclasses
+import json
+import socket
+import sys
+import time
+import warnings
+
+import numpy as np
+import scipy.linalg
+import scipy.special
+
+import data_prep
+import dcgan
+
+import keras  # noqa: E402  (after the backend is chosen)
+import tensorflow as tf  # noqa: E402
+
+DEFAULT_CLASSIFIER_DIR = os.path.join("runs", "classifier")
+CLASSIFIER_FILTERS = (32, 64, 128, 256)  # four conv blocks, each halving the image
+FEATURE_DIM = 256  # width of the penultimate "features" layer that every score is measured in
+DEFAULT_COUNT = 2000  # samples per row, and held-out real images they are compared with
+KID_SUBSETS = 100  # Binkowski et al.: 100 subsets of 1000
+KID_SUBSET_SIZE = 1000
+NEIGHBOURS = 3  # Kynkaanniemi et al.'s k
+INCEPTION_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+INCEPTION_HOST = "storage.googleapis.com"  # where Keras downloads the ImageNet weights from
+INCEPTION_SIZE = 299  # InceptionV3's native input, as the standard FID code resizes to
+FEATURE_KINDS = ("classifier", "inception")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model builders
+
+
+def build_classifier(*, image_size=64, filters=CLASSIFIER_FILTERS, feature_dim=FEATURE_DIM,
+                     attributes=len(data_prep.CELEBA_ATTRIBUTES), name="attribute_cnn"):
+    """Images in [-1, 1] -> conv blocks (3x3 conv, batch norm, ReLU, 2x2 max pool) -> global average pool ->
+    Dense "features" (the penultimate layer the scores use) -> one logit per attribute."""
+    if image_size < 2 ** len(filters):
+        raise ValueError(f"image size {image_size} is too small for {len(filters)} pooling blocks")
+    image = keras.Input((image_size, image_size, 3), name="image")
+    x = image
+    for block, channels in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv{block}")(x)
+        x = keras.layers.BatchNormalization(name=f"conv{block}_bn")(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)  # (batch, size/2^block, size/2^block, channels)
+    x = keras.layers.GlobalAveragePooling2D(name="average")(x)  # (batch, filters[-1])
+    features = keras.layers.Dense(feature_dim, activation="relu", name="features")(x)  # (batch, feature_dim)
+    logits = keras.layers.Dense(attributes, dtype="float32", name="logits")(features)  # (batch, 40)
+    return keras.Model(image, logits, name=name)
+
+
+def build_inception_features(*, image_size=64, weights=None):
+    """Images in [-1, 1] (InceptionV3's own input range) resized to 299x299 -> InceptionV3's 2048 average-pooled
+    features, the space of the standard FID."""
+    image = keras.Input((image_size, image_size, 3), name="image")
+    resized = keras.layers.Resizing(INCEPTION_SIZE, INCEPTION_SIZE, interpolation="bilinear")(image)
+    inception = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights,
+                                               input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3))
+    return keras.Model(image, inception(resized), name="inception_v3_features")  # (batch, 2048)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics: pure NumPy on feature arrays (n, d)
+
+
+def _check_features(features_a, features_b, *, minimum=2):
+    features_a = np.asarray(features_a, np.float64)
+    features_b = np.asarray(features_b, np.float64)
+    if features_a.ndim != 2 or features_b.ndim != 2:
+        raise ValueError(f"expected feature arrays (n, d), got shapes {features_a.shape} and {features_b.shape}")
+    if features_a.shape[1] != features_b.shape[1]:
+        raise ValueError(f"feature widths differ: {features_a.shape[1]} and {features_b.shape[1]}")
+    if min(len(features_a), len(features_b)) < minimum:
+        raise ValueError(f"need at least {minimum} points per set, got {len(features_a)} and {len(features_b)}")
+    return features_a, features_b
+
+
+def frechet_from_moments(mean_a, covariance_a, mean_b, covariance_b, *, eps=1e-6):
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), the Frechet distance of two Gaussians. As in the
+    reference FID code, a non-finite or clearly complex square root is retried with eps*I added to both."""
+    mean_a, mean_b = np.asarray(mean_a, np.float64), np.asarray(mean_b, np.float64)
+    covariance_a, covariance_b = np.atleast_2d(covariance_a), np.atleast_2d(covariance_b)
+    with warnings.catch_warnings():  # a singular product is expected (dead features) and handled below
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(covariance_a @ covariance_b)
+        if not np.isfinite(root).all() or np.abs(np.imag(np.diagonal(root))).max(initial=0) > 1e-3:
+            offset = np.eye(len(covariance_a)) * eps
+            root = scipy.linalg.sqrtm((covariance_a + offset) @ (covariance_b + offset))
+    distance = (np.sum((mean_a - mean_b) ** 2) + np.trace(covariance_a) + np.trace(covariance_b)
+                - 2.0 * np.trace(np.real(root)))
+    return max(float(distance), 0.0)  # rounding can leave -1e-12 for identical sets
+
+
+def frechet_distance(features_a, features_b):
+    """The FID formula on any features: the Frechet distance of the Gaussians fitted to the two sets."""
+    features_a, features_b = _check_features(features_a, features_b)
+    return frechet_from_moments(features_a.mean(0), np.cov(features_a, rowvar=False),
+                                features_b.mean(0), np.cov(features_b, rowvar=False))
+
+
+def _cubic_kernel(x, y):
+    """(x.y / d + 1)^3 for every pair, in place (np.power on a million entries costs more than the matmul)."""
+    kernel = x @ y.T  # (len(x), len(y))
+    kernel /= x.shape[1]
+    kernel += 1.0
+    return kernel * kernel * kernel
+
+
+def kernel_distance_subsets(features_a, features_b, *, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=0):
+    """The unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3 on each of `subsets` random subsets
+    (Binkowski et al. 2018); `subset_size` is lowered to the smaller set's size."""
+    features_a, features_b = _check_features(features_a, features_b)
+    if subsets < 1 or subset_size < 2:
+        raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
+    size = min(subset_size, len(features_a), len(features_b))
+    rng = np.random.default_rng(seed)
+    values = np.empty(subsets)
+    for index in range(subsets):
+        x = features_a[rng.choice(len(features_a), size, replace=False)]
+        y = features_b[rng.choice(len(features_b), size, replace=False)]
+        kernel_xx, kernel_yy, kernel_xy = (_cubic_kernel(x, x), _cubic_kernel(y, y), _cubic_kernel(x, y))
+        within = (kernel_xx.sum() - np.trace(kernel_xx) + kernel_yy.sum() - np.trace(kernel_yy)) / (size * (size - 1))
+        values[index] = within - 2.0 * kernel_xy.mean()
+    return values
+
+
+def kernel_distance(features_a, features_b, *, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=0):
+    """KID: the mean over subsets of the unbiased cubic-kernel MMD^2 (about 0 for one distribution; can dip
+    slightly below 0)."""
+    return float(kernel_distance_subsets(features_a, features_b, subsets=subsets, subset_size=subset_size,
+                                         seed=seed).mean())
+
+
+def _squared_distances(points, centres):
+    squared = (np.sum(points ** 2, 1)[:, None] + np.sum(centres ** 2, 1)[None, :] - 2.0 * points @ centres.T)
+    return np.maximum(squared, 0.0)  # (len(points), len(centres))
+
+
+def _neighbour_radii(features, k, chunk=1024):
+    """Squared distance from each point to its k-th nearest other point (index 0 of a sorted row is itself)."""
+    radii = np.empty(len(features))
+    for start in range(0, len(features), chunk):
+        distances = _squared_distances(features[start:start + chunk], features)
+        radii[start:start + chunk] = np.partition(distances, k, axis=1)[:, k]
+    return radii
+
+
+def _fraction_inside(points, centres, radii, chunk=1024):
+    """Fraction of `points` inside at least one ball (centre, radius) of the k-NN manifold."""
+    inside = 0
+    for start in range(0, len(points), chunk):
+        inside += int(np.any(_squared_distances(points[start:start + chunk], centres) <= radii[None, :], 1).sum())
+    return inside / len(points)
+
+
+def precision_recall(real_features, fake_features, *, k=NEIGHBOURS):
+    """Kynkaanniemi et al. 2019: precision is the fraction of fakes inside the real k-NN manifold (fidelity),
+    recall the fraction of reals inside the fake manifold (coverage; near 0 for a collapsed generator)."""
+    real, fake = _check_features(real_features, fake_features, minimum=k + 1)
+    precision = _fraction_inside(fake, real, _neighbour_radii(real, k))
+    recall = _fraction_inside(real, fake, _neighbour_radii(fake, k))
+    return precision, recall
+
+
+def attribute_frequencies(probabilities, *, threshold=0.5):
+    """(n, 40) probabilities (or 0/1 labels) -> (40,) fraction of images with each attribute present."""
+    probabilities = np.asarray(probabilities, np.float64)
+    if probabilities.ndim != 2:
+        raise ValueError(f"expected probabilities (n, attributes), got shape {probabilities.shape}")
+    return (probabilities > threshold).mean(0)
+
+
+def attribute_frequency_distance(reference, candidate):
+    """Mean absolute difference between two attribute-frequency vectors (40,), or of the frequencies of two
+    (n, 40) probability arrays: 0.1 means attributes are off by 10 percentage points on average."""
+    reference, candidate = (np.asarray(array, np.float64) for array in (reference, candidate))
+    reference = attribute_frequencies(reference) if reference.ndim == 2 else reference
+    candidate = attribute_frequencies(candidate) if candidate.ndim == 2 else candidate
+    if reference.shape != candidate.shape:
+        raise ValueError(f"attribute frequencies differ in shape: {reference.shape} and {candidate.shape}")
+    return float(np.abs(reference - candidate).mean())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The classifier: data, training, accuracy, saving and loading
+
+
+def attribute_labels(celeba, names):
+    """(n, 40) float32 labels in {0, 1} for the files `names`, columns in CELEBA_ATTRIBUTES order."""
+    table = celeba.attributes.loc[list(names), list(data_prep.CELEBA_ATTRIBUTES)]
+    return (table.to_numpy() == 1).astype(np.float32)
+
+
+def labelled_dataset(images, labels, *, batch_size=64, shuffle=True, flip=False, seed=0):
+    """tf.data of (float32 images in [-1, 1], labels) from a uint8 array, with optional random horizontal flips."""
+    pixels, targets = tf.constant(np.asarray(images)), tf.constant(np.asarray(labels, np.float32))
+    indices = tf.data.Dataset.range(len(images))
+    if shuffle:
+        indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    flip_seed = tf.random.Generator.from_seed(seed) if flip else None
+
+    def load(batch_indices):
+        batch = tf.gather(pixels, batch_indices)  # (batch, size, size, 3) uint8
+        if flip_seed is not None:
+            flips = flip_seed.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
+            batch = tf.where(flips, tf.reverse(batch, axis=[2]), batch)
+        return tf.cast(batch, tf.float32) / 127.5 - 1.0, tf.gather(targets, batch_indices)
+
+    dataset = indices.batch(batch_size)
+    return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def load_split(data_dir, *, split, image_size=64, crop_size=108, limit=None, cache_dir=None, filter=None,
+               progress=True, celeba=None):
+    """(uint8 images (n, size, size, 3), labels (n, 40)) of one split, DCGAN crop."""
+    celeba = celeba or data_prep.read_celeba(data_dir)
+    prepared = data_prep.prepare_images(data_dir, split=split, filter=filter, crop="dcgan", image_size=image_size,
+                                        crop_size=crop_size, limit=limit, cache_dir=cache_dir, progress=progress,
+                                        celeba=celeba)
+    return np.asarray(prepared.images), attribute_labels(celeba, prepared.names)
+
+
+def train_classifier(*, data_dir=None, image_size=64, crop_size=108, epochs=3, batch_size=64, learning_rate=1e-3,
+                     limit=None, filters=CLASSIFIER_FILTERS, feature_dim=FEATURE_DIM, cache_dir=None, seed=0,
+                     steps_per_epoch=None, progress=True, verbose=1):
+    """Train the attribute CNN on the training split (flips, Adam, sigmoid cross-entropy), watching the
+    validation split. The test split stays held out. Returns (classifier, training labels, history dict)."""
+    for flag, value in (("epochs", epochs), ("batch-size", batch_size)):
+        if value < 1:
+            raise ValueError(f"--{flag} must be a positive integer, got {value}")
+    data_dir = data_prep.resolve_data_dir(data_dir)
+    celeba = data_prep.read_celeba(data_dir)
+    keras.utils.set_random_seed(seed)
+    split_options = {"image_size": image_size, "crop_size": crop_size, "cache_dir": cache_dir,
+                     "progress": progress, "celeba": celeba}
+    train_images, train_labels = load_split(data_dir, split="train", limit=limit, **split_options)
+    validation_images, validation_labels = load_split(data_dir, split="validation", **split_options)
+    classifier = build_classifier(image_size=image_size, filters=tuple(filters), feature_dim=feature_dim)
+    classifier.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                       loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                       metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+    training = labelled_dataset(train_images, train_labels, batch_size=batch_size, flip=True, seed=seed)
+    if steps_per_epoch:
+        training = training.repeat()
+    validation = labelled_dataset(validation_images, validation_labels, batch_size=256, shuffle=False)
+    history = classifier.fit(training, validation_data=validation, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                             shuffle=False, verbose=verbose)  # the dataset shuffles itself
+    return classifier, train_labels, {key: [float(value) for value in values]
+                                      for key, values in history.history.items()}
+
+
+def classifier_accuracy(classifier, images, labels, *, train_labels, batch_size=256):
+    """Per-attribute accuracy on held-out images against always guessing the training split's majority label;
+    attributes whose training label never varies (not rendered in the synthetic CelebA) are listed apart."""
+    predicted = predict_attributes(classifier, images, batch_size=batch_size) > 0.5  # (n, 40)
+    truth = np.asarray(labels) > 0.5
+    majority = np.asarray(train_labels).mean(0) >= 0.5  # (40,)
+    accuracy = (predicted == truth).mean(0)
+    majority_accuracy = (truth == majority[None, :]).mean(0)
+    constant = np.asarray(train_labels).min(0) == np.asarray(train_labels).max(0)
+    rows = {name: {"accuracy": float(accuracy[i]), "majority": float(majority_accuracy[i]),
+                   "constant_in_training": bool(constant[i])}
+            for i, name in enumerate(data_prep.CELEBA_ATTRIBUTES)}
+    varying = ~constant
+    return {"attributes": rows, "mean_accuracy": float(accuracy.mean()),
+            "mean_majority": float(majority_accuracy.mean()),
+            "mean_accuracy_varying": float(accuracy[varying].mean()) if varying.any() else None,
+            "mean_majority_varying": float(majority_accuracy[varying].mean()) if varying.any() else None,
+            "constant_attributes": [name for name, flag in zip(data_prep.CELEBA_ATTRIBUTES, constant) if flag],
+            "test_images": int(len(truth))}
+
+
+def accuracy_markdown(report, *, title="Attribute CNN, held-out test split"):
+    """The per-attribute accuracy table, the majority baseline beside it, and the means."""
+    lines = [f"# {title}", "", f"{report['test_images']} test images. Majority: always guessing the training "
+             "split's most common label.", "", "| attribute | accuracy | majority | gain |", "|---|---:|---:|---:|"]
+    for name, row in report["attributes"].items():
+        flag = " (constant in training)" if row["constant_in_training"] else ""
+        lines.append(f"| {name}{flag} | {100 * row['accuracy']:.1f}% | {100 * row['majority']:.1f}% | "
+                     f"{100 * (row['accuracy'] - row['majority']):+.1f} |")
+    lines += ["", f"Mean over all 40: {100 * report['mean_accuracy']:.2f}% (majority "
+              f"{100 * report['mean_majority']:.2f}%)."]
+    if report["constant_attributes"]:
+        lines.append(f"Mean over the {40 - len(report['constant_attributes'])} attributes that vary in training: "
+                     f"{100 * report['mean_accuracy_varying']:.2f}% (majority "
+                     f"{100 * report['mean_majority_varying']:.2f}%). Constant in training: "
+                     f"{', '.join(report['constant_attributes'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def save_classifier(out_dir, classifier, config):
+    """classifier.keras and classifier.json (settings and accuracy), each written then renamed."""
+    os.makedirs(out_dir, exist_ok=True)
+    dcgan.save_model_atomic(classifier, os.path.join(out_dir, "classifier.keras"))
+    data_prep.atomic_write_bytes(os.path.join(out_dir, "classifier.json"), json.dumps(config, indent=2).encode())
+    return out_dir
+
+
+def _classifier_paths(path_or_run_dir):
+    path = os.path.expanduser(str(path_or_run_dir))
+    model_path = path if path.endswith(".keras") else os.path.join(path, "classifier.keras")
+    if not os.path.isfile(model_path):
+        raise data_prep.DataError(f"no attribute classifier at {model_path}; train one first with "
+                                  f"`python evaluate.py classifier` (or pass --classifier DIR)")
+    return model_path, os.path.join(os.path.dirname(model_path), "classifier.json")
+
+
+def load_classifier(path_or_run_dir):
+    """The attribute CNN saved by `python evaluate.py classifier` (a directory or its classifier.keras)."""
+    model_path, _ = _classifier_paths(path_or_run_dir)
+    return keras.saving.load_model(model_path, compile=False)
+
+
+def classifier_config(path_or_run_dir):
+    """classifier.json beside the classifier: data dir, image and crop size, cache dir, accuracy."""
+    _, config_path = _classifier_paths(path_or_run_dir)
+    if not os.path.isfile(config_path):
+        raise data_prep.DataError(f"no classifier.json beside the classifier in {os.path.dirname(config_path)}")
+    with open(config_path) as handle:
+        return json.load(handle)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The instrument: probabilities and features of any images
+
+
+def _as_model_input(images, image_size, what):
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3):
+        raise ValueError(f"{what} expects images (n, {image_size}, {image_size}, 3), got shape {images.shape}")
+    return data_prep.to_float(images) if images.dtype == np.uint8 else images.astype(np.float32)
+
+
+def _run_batches(model, images, batch_size):
+    size = model.input_shape[1]
+    outputs = [keras.ops.convert_to_numpy(model(_as_model_input(images[start:start + batch_size], size, model.name),
+                                                training=False))
+               for start in range(0, len(images), batch_size)]
+    return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def predict_attributes(classifier, images, batch_size=256):
+    """(n, 40) probabilities of CelebA's attributes for images (uint8, or float in [-1, 1])."""
+    return scipy.special.expit(_run_batches(classifier, images, batch_size).astype(np.float64))
+
+
+def feature_model(classifier):
+    """The classifier cut at its "features" layer; a model without one (InceptionV3's) is its own features."""
+    names = {layer.name for layer in classifier.layers}
+    if "features" not in names:
+        return classifier
+    return keras.Model(classifier.input, classifier.get_layer("features").output, name=f"{classifier.name}_features")
+
+
+def extract_features(classifier, images, batch_size=256):
+    """(n, d) penultimate features (256 for the attribute CNN, 2048 for InceptionV3) of images."""
+    return _run_batches(feature_model(classifier), images, batch_size)
+
+
+def keras_models_dir():
+    return os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")), "models")
+
+
+def internet_reachable(host=INCEPTION_HOST, port=443, timeout=3.0):
+    """A quick connectivity check, so that an offline machine fails at once instead of after a download timeout."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def inception_weights(weights_path=None):
+    """Where InceptionV3's ImageNet weights come from: the given file, Keras's cache, or "imagenet" (a download)
+    when the internet is reachable. Otherwise one DataError line that says why and what to do."""
+    if weights_path:
+        path = os.path.expanduser(weights_path)
+        if not os.path.isfile(path):
+            raise data_prep.DataError(f"--inception-weights file not found: {weights_path}")
+        return path
+    cached = os.path.join(keras_models_dir(), INCEPTION_WEIGHTS_FILE)
+    if os.path.isfile(cached):
+        return cached
+    if internet_reachable():
+        return "imagenet"
+    raise data_prep.DataError(f"--features inception needs InceptionV3's ImageNet weights: {cached} is absent and "
+                              f"{INCEPTION_HOST} is unreachable (offline?); pass --inception-weights PATH to "
+                              f"{INCEPTION_WEIGHTS_FILE} or use the default --features classifier")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring runs
+
+
+@dataclasses.dataclass
+class Instrument:
+    """What every row of a score table is measured with: the classifier (attribute frequencies), the feature
+    model, and the held-out real images with their features and predicted attribute frequencies."""
+
+    classifier: keras.Model
+    features: keras.Model
+    config: dict  # classifier.json, plus the scoring settings
+    real_images: np.ndarray  # (count, size, size, 3) uint8, from the test split
+    real_features: np.ndarray  # (count, d)
+    real_frequencies: np.ndarray  # (40,) predicted by the classifier, so that its own errors cancel
+    kid_subsets: int = KID_SUBSETS
+    kid_subset_size: int = KID_SUBSET_SIZE
+    neighbours: int = NEIGHBOURS
+    batch_size: int = 256
+    seed: int = 0
+
+
+def held_out_images(config, *, split="test", count=DEFAULT_COUNT, seed=0, filter=None, cache_dir=None,
+                    progress=True):
+    """`count` seeded-random real images of a split of the classifier's data, with the classifier's crop."""
+    prepared = data_prep.prepare_images(config["data"], split=split, filter=filter, crop="dcgan",
+                                        image_size=config["image_size"], crop_size=config["crop_size"],
+                                        cache_dir=cache_dir or config.get("cache_dir"), progress=progress)
+    available = len(prepared.names)
+    if count > available:
+        raise data_prep.DataError(f"--n {count} is more than the {available} {split} images of {config['data']}; "
+                                  f"pass --n {available} or fewer")
+    chosen = np.sort(np.random.default_rng(seed).permutation(available)[:count])
+    return np.asarray(prepared.images[chosen])
+
+
+def available_count(config, *, filter=None, cache_dir=None, progress=True):
+    """How many images the floor can use: the smaller of the test and validation splits (after the filter)."""
+    return min(len(data_prep.prepare_images(config["data"], split=split, filter=filter, crop="dcgan",
+                                            image_size=config["image_size"], crop_size=config["crop_size"],
+                                            cache_dir=cache_dir or config.get("cache_dir"), progress=progress).names)
+               for split in ("test", "validation"))
+
+
+def build_instrument(classifier_dir=DEFAULT_CLASSIFIER_DIR, *, count=None, seed=0, features="classifier",
+                     inception_weights_path=None, filter=None, cache_dir=None, kid_subsets=KID_SUBSETS,
+                     kid_subset_size=KID_SUBSET_SIZE, neighbours=NEIGHBOURS, batch_size=256, progress=True):
+    """Load the classifier (and InceptionV3 for `features="inception"`) and measure `count` held-out test images
+    (default: DEFAULT_COUNT, or fewer when the test or validation split is smaller)."""
+    if features not in FEATURE_KINDS:
+        raise ValueError(f"unknown --features {features!r}; expected one of {', '.join(FEATURE_KINDS)}")
+    config = classifier_config(classifier_dir)
+    if count is None:
+        count = min(DEFAULT_COUNT, available_count(config, filter=filter, cache_dir=cache_dir, progress=progress))
+        print(f"scoring {count} samples per row against {count} held-out images")
+    if count < neighbours + 1:
+        raise ValueError(f"--n must be more than k={neighbours} for precision and recall, got {count}")
+    weights = inception_weights(inception_weights_path) if features == "inception" else None
+    classifier = load_classifier(classifier_dir)
+    extractor = (build_inception_features(image_size=config["image_size"], weights=weights)
+                 if features == "inception" else feature_model(classifier))
+    real = held_out_images(config, split="test", count=count, seed=seed, filter=filter, cache_dir=cache_dir,
+                           progress=progress)
+    settings = {"classifier": str(classifier_dir), "features": features, "count": count, "seed": seed,
+                "filter": filter, "cache_dir": cache_dir, "inception_weights": weights}
+    return Instrument(classifier, extractor, {**config, "scoring": settings}, real,
+                      extract_features(extractor, real, batch_size),
+                      attribute_frequencies(predict_attributes(classifier, real, batch_size)),
+                      kid_subsets, kid_subset_size, neighbours, batch_size, seed)
+
+
+def discriminator_accuracy(discriminator, real_images, fake_images, *, batch_size=256):
+    """Fraction of held-out real images with logit > 0 and samples with logit <= 0, over both sets."""
+    real_logits = _run_batches(discriminator, real_images, batch_size)[:, 0]
+    fake_logits = _run_batches(discriminator, fake_images, batch_size)[:, 0]
+    return float((np.sum(real_logits > 0) + np.sum(fake_logits <= 0)) / (len(real_logits) + len(fake_logits)))
+
+
+def measure(instrument, images, *, discriminator=None):
+    """Every score of one set of images against the instrument's held-out real images."""
+    fake_features = extract_features(instrument.features, images, instrument.batch_size)
+    kid = kernel_distance_subsets(instrument.real_features, fake_features, subsets=instrument.kid_subsets,
+                                  subset_size=instrument.kid_subset_size, seed=instrument.seed)
+    precision, recall = precision_recall(instrument.real_features, fake_features, k=instrument.neighbours)
+    frequencies = attribute_frequencies(predict_attributes(instrument.classifier, images, instrument.batch_size))
+    accuracy = (discriminator_accuracy(discriminator, instrument.real_images, images, batch_size=instrument.batch_size)
+                if discriminator is not None else None)
+    return {"frechet_distance": frechet_distance(instrument.real_features, fake_features),
+            "kid": float(kid.mean()), "kid_std": float(kid.std()), "precision": precision, "recall": recall,
+            "attribute_distance": attribute_frequency_distance(instrument.real_frequencies, frequencies),
+            "attribute_frequencies": [float(value) for value in frequencies], "d_accuracy": accuracy}
+
+
+def run_kind(run_dir):
+    """"trained", "untrained" or "noise", from the run's config.json."""
+    return dcgan.read_config(run_dir).get("kind", "trained")
+
+
+def check_run(run_dir, image_size):
+    """The run's config, after checking that its images have the classifier's size."""
+    config = dcgan.read_config(run_dir)
+    if config.get("image_size") != image_size:
+        raise ValueError(f"{run_dir} makes {config.get('image_size')}x{config.get('image_size')} images but the "
+                         f"classifier was trained on {image_size}x{image_size}; train one with --image-size "
+                         f"{config.get('image_size')} or pass --classifier DIR")
+    return config
+
+
+def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):
+    """The run directories plus an untrained generator and uniform noise, written with dcgan.write_baseline
+    (the first trained run's architecture) unless the user passed runs of those kinds."""
+    kinds = {run_kind(run_dir) for run_dir in run_dirs}
+    trained = [dcgan.read_config(run_dir) for run_dir in run_dirs if run_kind(run_dir) == "trained"]
+    like = trained[0] if trained else {}
+    sizes = {key: like.get(key, default) for key, default in (("filters", 64), ("kernel", 5), ("latent_dim", 100))}
+    added = []
+    for kind in ("untrained", "noise"):
+        if kind not in kinds:
+            added.append(dcgan.write_baseline(os.path.join(baseline_dir, kind), kind=kind, image_size=image_size,
+                                              count=64, seed=seed, **sizes))
+    return list(run_dirs) + added
+
+
+def score_run(instrument, run_dir, *, epoch=None, with_discriminator=True):
+    """One row: samples from the run (seeded) measured against the held-out real images."""
+    config = check_run(run_dir, instrument.config["image_size"])
+    kind = config.get("kind", "trained")
+    images = dcgan.make_sampler(run_dir, epoch=epoch)(len(instrument.real_images), instrument.seed)
+    discriminator_path = os.path.join(run_dir, "discriminator.keras")
+    discriminator = None
+    if with_discriminator and kind == "trained" and os.path.isfile(discriminator_path):
+        discriminator = keras.saving.load_model(discriminator_path, compile=False)
+    row = {"name": os.path.basename(os.path.normpath(run_dir)), "run": str(run_dir), "kind": kind, "epoch": epoch}
+    row.update(measure(instrument, images, discriminator=discriminator))
+    if row["d_accuracy"] is None:
+        row["d_accuracy_note"] = ("no discriminator (baseline)" if kind != "trained"
+                                  else "not applicable (no discriminator.keras for this epoch or run)")
+    return row
+
+
+def score_floor(instrument, *, filter=None, progress=True):
+    """The floor: held-out test images against as many validation images, measured the same way."""
+    settings = instrument.config["scoring"]
+    images = held_out_images(instrument.config, split="validation", count=len(instrument.real_images),
+                             seed=instrument.seed + 1, filter=filter, cache_dir=settings["cache_dir"],
+                             progress=progress)
+    row = {"name": "real (validation split)", "run": None, "kind": "real", "epoch": None}
+    row.update(measure(instrument, images))
+    row["d_accuracy_note"] = "not applicable (real against real)"
+    return row
+
+
+def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True):
+    """The score table: the floor, each run, and the untrained and noise baselines (created when absent)."""
+    for run_dir in run_dirs:
+        check_run(run_dir, instrument.config["image_size"])
+    all_runs = ensure_baselines(run_dirs, baseline_dir, image_size=instrument.config["image_size"],
+                                seed=instrument.seed)
+    rows = [score_floor(instrument, filter=filter, progress=progress)]
+    for run_dir in all_runs:
+        print(f"scoring {run_dir}")
+        rows.append(score_run(instrument, run_dir))
+    return rows
+
+
+def score_epochs(instrument, run_dir):
+    """Each saved epoch of a trained run scored as a row, with that epoch's mean D and G losses."""
+    epochs = dcgan.saved_epochs(run_dir)
+    if not epochs:
+        raise ValueError(f"{run_dir} has no per-epoch generators (checkpoints/generator_epoch_*.weights.h5)")
+    d_losses, g_losses = (np.load(os.path.join(run_dir, f"{name}.npy")) if os.path.isfile(
+        os.path.join(run_dir, f"{name}.npy")) else np.array([]) for name in ("d_losses", "g_losses"))
+    rows = []
+    for epoch in epochs:
+        print(f"scoring {run_dir} epoch {epoch}")
+        row = score_run(instrument, run_dir, epoch=epoch, with_discriminator=False)
+        row["d_loss"] = float(d_losses[epoch - 1]) if epoch <= len(d_losses) else None
+        row["g_loss"] = float(g_losses[epoch - 1]) if epoch <= len(g_losses) else None
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reports: Markdown, JSON and charts
+
+
+def _number(value, digits=4):
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
+
+def scores_markdown(rows, settings):
+    """The score table, with how it was measured above it."""
+    lines = [f"Features: {settings['features']} ({settings['feature_dim']}-d); {settings['count']} samples per "
+             f"row against {settings['count']} held-out test images of {settings['data']}; seed {settings['seed']}.",
+             "Floor: the test split against the validation split. D accuracy: the run's discriminator on held-out "
+             "real images and the samples (logit > 0 means real; 0.5 is chance).", "",
+             "| run | kind | Frechet distance | KID | precision | recall | attribute distance | D accuracy |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        name = row["name"] + (f" epoch {row['epoch']}" if row.get("epoch") else "")
+        kid_std = row["kid_std"] if row["kid_std"] > 1e-12 else 0.0  # one subset of all n: no spread
+        lines.append(f"| {name} | {row['kind']} | {_number(row['frechet_distance'])} | "
+                     f"{_number(row['kid'])} +- {_number(kid_std, 2)} | {row['precision']:.3f} | "
+                     f"{row['recall']:.3f} | {row['attribute_distance']:.3f} | {_number(row['d_accuracy'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_figure(figure, path):
+    """Save a matplotlib figure to a temporary PNG, then rename."""
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = path[:-len(".png")] + f".tmp-{os.getpid()}.png"
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    os.replace(temporary, path)
+    return path
+
+
+def plot_scores(rows, path):
+    """One bar chart per score, one bar per row (floor, runs, baselines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = (("frechet_distance", "Frechet distance (lower is better)"), ("kid", "KID (lower is better)"),
+               ("precision", "precision"), ("recall", "recall"), ("attribute_distance", "attribute distance"))
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.5))
+    names = [row["name"] for row in rows]
+    colours = {"real": "tab:green", "trained": "tab:blue", "untrained": "tab:orange", "noise": "tab:red"}
+    for axis, (key, title) in zip(axes, metrics):
+        axis.bar(range(len(rows)), [row[key] for row in rows], color=[colours[row["kind"]] for row in rows])
+        axis.set_xticks(range(len(rows)), names, rotation=40, ha="right", fontsize=8)
+        axis.set_title(title)
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_epochs(rows, path, *, floor=None, noise=None):
+    """Frechet distance per epoch (floor and noise as lines) beside the mean D and G losses per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in dict.fromkeys(row["run"] for row in rows):
+        mine = [row for row in rows if row["run"] == run]
+        epochs = [row["epoch"] for row in mine]
+        left.plot(epochs, [row["frechet_distance"] for row in mine], "o-", label=mine[0]["name"])
+        line, = right.plot(epochs, [row["d_loss"] for row in mine], "o-", label=f"{mine[0]['name']} D")
+        right.plot(epochs, [row["g_loss"] for row in mine], "s--", color=line.get_color(), label=f"{mine[0]['name']} G")
+    for value, label, style in ((floor, "floor (real vs real)", "g:"), (noise, "uniform noise", "r:")):
+        if value is not None:
+            left.axhline(value, linestyle=":", color=style[0], label=label)
+    for axis, title in ((left, "Frechet distance per epoch"), (right, "mean loss per epoch")):
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def write_json(path, payload):
+    data_prep.atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    classifier = commands.add_parser("classifier", help="train the attribute CNN and report its test accuracy",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = classifier.add_argument
+    add("--data", default=None, help="CelebA directory (default: the synthetic CelebA)")
+    add("--image-size", type=int, default=64, help="side of the DCGAN crop the CNN sees (match your runs)")
+    add("--crop-size", type=int, default=108, help="side of the centre crop of the 178x218 aligned images")
+    add("--epochs", type=int, default=3, help="passes over the training split")
+    add("--batch-size", type=int, default=64, help="batch size")
+    add("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    add("--filters", type=int, nargs="+", default=list(CLASSIFIER_FILTERS), help="channels of each conv block")
+    add("--limit", type=int, default=None, help="train on only the first N training images")
+    add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+    add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
+    add("--seed", type=int, default=0, help="seed of weights, shuffling and flips")
+    add("--out", default=DEFAULT_CLASSIFIER_DIR, help="directory for classifier.keras, classifier.json, accuracy.md")
+    score = commands.add_parser("score", help="score generator runs against held-out real faces and baselines",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = score.add_argument
+    add("runs", nargs="+", help="run directories (trained, or baselines from `dcgan.py baseline`)")
+    add("--classifier", default=DEFAULT_CLASSIFIER_DIR, help="the attribute CNN's directory")
+    add("--n", type=int, default=None, help=f"samples per row, and held-out real images (default: {DEFAULT_COUNT}, "
+        "or the smaller of the test and validation splits)")
+    add("--seed", type=int, default=0, help="seed of samples, real-image choice and KID subsets")
+    add("--features", default="classifier", choices=FEATURE_KINDS, help="feature space of the distances")
+    add("--inception-weights", default=None, help=f"local {INCEPTION_WEIGHTS_FILE} for --features inception")
+    add("--filter", default=None, help="attribute filter of the real images (default: the first run's)")
+    add("--kid-subsets", type=int, default=KID_SUBSETS, help="KID subsets averaged")
+    add("--kid-subset-size", type=int, default=KID_SUBSET_SIZE, help="KID subset size (lowered to --n)")
+    add("--k", type=int, default=NEIGHBOURS, help="neighbours of the precision/recall manifolds")
+    add("--every-epoch", action="store_true", help="also score each saved epoch of the trained runs")
+    add("--cache-dir", default=None, help="prepared-image cache (default: the classifier's)")
+    add("--out", default=None, help="output directory (default: <first run>/scores)")
+    return parser.parse_args(argv)
+
+
+def run_classifier(args):
+    started = time.perf_counter()
+    data_dir = data_prep.resolve_data_dir(args.data)
+    classifier, train_labels, history = train_classifier(
+        data_dir=data_dir, image_size=args.image_size, crop_size=args.crop_size, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, limit=args.limit, filters=args.filters,
+        cache_dir=args.cache_dir, seed=args.seed, steps_per_epoch=args.steps_per_epoch)
+    test_images, test_labels = load_split(data_dir, split="test", image_size=args.image_size,
+                                          crop_size=args.crop_size, cache_dir=args.cache_dir)
+    report = classifier_accuracy(classifier, test_images, test_labels, train_labels=train_labels)
+    config = {"data": data_dir, "image_size": args.image_size, "crop": "dcgan", "crop_size": args.crop_size,
+              "cache_dir": args.cache_dir, "filters": list(args.filters), "feature_dim": FEATURE_DIM,
+              "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+              "limit": args.limit, "seed": args.seed, "train_images": int(len(train_labels)),
+              "seconds": round(time.perf_counter() - started, 1), "history": history, "test": report,
+              "versions": dcgan.library_versions()}
+    save_classifier(args.out, classifier, config)
+    markdown = accuracy_markdown(report)
+    data_prep.atomic_write_bytes(os.path.join(args.out, "accuracy.md"), markdown.encode())
+    print(markdown)
+    print(f"trained in {config['seconds']:.0f} s; wrote {args.out}/classifier.keras, classifier.json, accuracy.md")
+
+
+def run_score(args):
+    first = args.runs[0]
+    for run_dir in args.runs:
+        dcgan.read_config(run_dir)
+    trained = [run_dir for run_dir in args.runs if run_kind(run_dir) == "trained"]
+    filter = args.filter if args.filter is not None else (dcgan.read_config(trained[0]).get("filter")
+                                                          if trained else None)
+    if args.every_epoch and not trained:
+        raise ValueError(f"--every-epoch needs a trained run; {', '.join(args.runs)} are all baselines")
+    out = args.out or os.path.join(first, "scores")
+    print("scoring with\n" + "\n".join(f"  {key}: {value}" for key, value in {**vars(args), "filter": filter,
+                                                                                "out": out}.items()))
+    instrument = build_instrument(args.classifier, count=args.n, seed=args.seed, features=args.features,
+                                  inception_weights_path=args.inception_weights, filter=filter,
+                                  cache_dir=args.cache_dir, kid_subsets=args.kid_subsets,
+                                  kid_subset_size=args.kid_subset_size, neighbours=args.k)
+    rows = score_runs(args.runs, instrument=instrument, baseline_dir=os.path.join(out, "baselines"), filter=filter)
+    settings = {**instrument.config["scoring"], "data": instrument.config["data"],
+                "image_size": instrument.config["image_size"], "feature_dim": int(instrument.real_features.shape[1]),
+                "kid_subsets": args.kid_subsets, "k": args.k,
+                "kid_subset_size": min(args.kid_subset_size, len(instrument.real_images))}
+    markdown = scores_markdown(rows, settings)
+    data_prep.atomic_write_bytes(os.path.join(out, "scores.md"), markdown.encode())
+    write_json(os.path.join(out, "scores.json"), {"settings": settings, "rows": rows,
+                                                   "real_frequencies": instrument.real_frequencies.tolist(),
+                                                   "attributes": list(data_prep.CELEBA_ATTRIBUTES)})
+    plot_scores(rows, os.path.join(out, "scores.png"))
+    print(markdown)
+    print(f"wrote {out}/scores.md, scores.json, scores.png")
+    if args.every_epoch:
+        write_epoch_scores(instrument, trained, out, rows=rows, settings=settings)
+
+
+def write_epoch_scores(instrument, run_dirs, out, *, rows, settings):
+    """--every-epoch: each saved epoch scored, epochs.json and the Frechet distance beside the losses."""
+    epoch_rows = [row for run_dir in run_dirs for row in score_epochs(instrument, run_dir)]
+    floor = rows[0]["frechet_distance"]
+    noise = next(row["frechet_distance"] for row in rows if row["kind"] == "noise")
+    write_json(os.path.join(out, "epochs.json"), {"settings": settings, "rows": epoch_rows,
+                                                   "floor_frechet_distance": floor, "noise_frechet_distance": noise})
+    plot_epochs(epoch_rows, os.path.join(out, "fid_by_epoch.png"), floor=floor, noise=noise)
+    print(scores_markdown(epoch_rows, settings))
+    print(f"wrote {out}/epochs.json, fid_by_epoch.png")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.command == "classifier":
+        return run_classifier(args)
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be a positive integer, got {args.n}")
+    return run_score(args)
+
+
+if __name__ == "__main__":
+    data_prep.run_cli(main)

@@ -1,0 +1,307 @@
+"""evaluate.py: the metrics against closed forms and extreme cases, a tiny attribute CNN on the tiny CelebA, and
+the score command end to end on a DCGAN trained for a moment (32x32 images, 8 filters, 20 held-out images)."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+import data_prep
+import dcgan
+import evaluate
+
+COUNT = 20  # the tiny CelebA's test and validation splits hold 20 images each
+QUICK = ["--n", str(COUNT), "--kid-subsets", "5"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    features = np.random.default_rng(0).normal(size=(500, 8))
+    assert evaluate.frechet_distance(features, features) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_from_moments_matches_closed_form_for_diagonal_gaussians():
+    mean_a, mean_b = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
+    variance_a, variance_b = np.array([1.0, 4.0, 0.25]), np.array([2.0, 1.0, 0.25])
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum(variance_a + variance_b - 2 * np.sqrt(variance_a * variance_b))
+    distance = evaluate.frechet_from_moments(mean_a, np.diag(variance_a), mean_b, np.diag(variance_b))
+    assert distance == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_of_gaussian_samples_approaches_closed_form():
+    rng = np.random.default_rng(1)
+    mean_a, mean_b = np.array([0.0, 0.5, 1.0, 0.0]), np.array([0.5, 0.5, -1.0, 0.0])
+    variance_a, variance_b = np.array([1.0, 2.0, 0.5, 1.0]), np.array([1.0, 0.5, 0.5, 3.0])
+    samples_a = mean_a + np.sqrt(variance_a) * rng.normal(size=(40000, 4))
+    samples_b = mean_b + np.sqrt(variance_b) * rng.normal(size=(40000, 4))
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum(variance_a + variance_b - 2 * np.sqrt(variance_a * variance_b))
+    assert evaluate.frechet_distance(samples_a, samples_b) == pytest.approx(expected, rel=0.03)
+
+
+def test_frechet_distance_survives_singular_covariances():
+    # Dead ReLU units give constant features, hence singular covariances; the eps*I retry keeps the result finite.
+    rng = np.random.default_rng(2)
+    features_a = np.concatenate([rng.normal(size=(100, 3)), np.zeros((100, 5))], axis=1)
+    features_b = np.concatenate([rng.normal(size=(100, 3)) + 1.0, np.zeros((100, 5))], axis=1)
+    distance = evaluate.frechet_distance(features_a, features_b)
+    assert np.isfinite(distance) and distance == pytest.approx(3.0, abs=1.0)
+
+
+def test_kernel_distance_is_about_zero_for_one_distribution_and_large_for_a_shifted_one():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(600, 16))
+    same = evaluate.kernel_distance(features, features, subsets=20, subset_size=200, seed=0)
+    other_sample = evaluate.kernel_distance(features, rng.normal(size=(600, 16)), subsets=20, subset_size=200)
+    shifted = evaluate.kernel_distance(features, features + 1.0, subsets=20, subset_size=200, seed=0)
+    # Subsets drawn from one finite set overlap, which pulls the estimate slightly below 0; both are tiny next
+    # to a shift of one standard deviation.
+    assert shifted > 1.0
+    assert abs(same) < 0.01 * shifted and abs(other_sample) < 0.01 * shifted
+
+
+def test_precision_and_recall_of_identical_sets_are_one():
+    features = np.random.default_rng(4).normal(size=(300, 8))
+    assert evaluate.precision_recall(features, features, k=3) == (1.0, 1.0)
+
+
+def test_precision_and_recall_of_disjoint_sets_are_zero():
+    rng = np.random.default_rng(5)
+    real, fake = rng.normal(size=(300, 8)), rng.normal(size=(300, 8)) + 100.0
+    assert evaluate.precision_recall(real, fake, k=3) == (0.0, 0.0)
+
+
+def test_a_collapsed_generator_has_recall_near_zero():
+    real = np.random.default_rng(6).normal(size=(300, 8))
+    collapsed = np.repeat(real[:1], 300, axis=0)  # one face, repeated: plausible but without variety
+    precision, recall = evaluate.precision_recall(real, collapsed, k=3)
+    assert precision == 1.0 and recall < 0.02
+
+
+def test_attribute_frequency_distance_is_the_mean_absolute_difference_of_frequencies():
+    reference = np.zeros((4, 40))
+    reference[:2, 0] = 1.0  # attribute 0 present in half the images
+    candidate = np.zeros((4, 40))
+    candidate[:, 0] = 0.9  # ... in all of them (probability above 0.5)
+    candidate[:, 1] = 0.9  # attribute 1: 0% -> 100%
+    assert evaluate.attribute_frequency_distance(reference, candidate) == pytest.approx((0.5 + 1.0) / 40)
+    assert evaluate.attribute_frequency_distance(np.full(40, 0.25), np.full(40, 0.75)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: evaluate.frechet_distance(np.zeros((10, 3)), np.zeros((10, 4))),
+    lambda: evaluate.kernel_distance(np.zeros((10, 3)), np.zeros(10)),
+    lambda: evaluate.precision_recall(np.zeros((3, 2)), np.zeros((10, 2)), k=3),
+    lambda: evaluate.attribute_frequency_distance(np.zeros(40), np.zeros(39)),
+])
+def test_metrics_reject_bad_shapes_with_a_value_error(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The attribute CNN
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("evaluate")
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_celeba, workspace):
+    """A tiny attribute CNN (32x32, 8 and 16 filters) trained for a few epochs through the CLI."""
+    out = workspace / "classifier"
+    evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "32", "--filters", "8", "16",
+                   "--epochs", "4", "--batch-size", "32", "--learning-rate", "0.01",
+                   "--cache-dir", str(workspace / "cache"), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_celeba, workspace):
+    """A DCGAN trained for two epochs of three steps on the tiny CelebA."""
+    runs = workspace / "runs"
+    dcgan.main(["--data", tiny_celeba, "--image-size", "32", "--filters", "8", "--batch-size", "16",
+                "--steps-per-epoch", "3", "--epochs", "2", "--runs-dir", str(runs), "--name", "tiny",
+                "--cache-dir", str(workspace / "cache")])
+    return runs / "tiny"
+
+
+def test_classifier_cli_saves_model_and_reports_held_out_accuracy(classifier_dir):
+    config = json.loads((classifier_dir / "classifier.json").read_text())
+    assert config["image_size"] == 32 and config["crop"] == "dcgan" and config["train_images"] == 160
+    report = config["test"]
+    assert report["test_images"] == 20 and set(report["attributes"]) == set(data_prep.CELEBA_ATTRIBUTES)
+    accuracies = [row["accuracy"] for row in report["attributes"].values()]
+    assert report["mean_accuracy"] == pytest.approx(np.mean(accuracies))
+    # The tiny CelebA paints Male as the face's colour: even a few steps learn it beyond the majority guess.
+    male = report["attributes"]["Male"]
+    assert male["accuracy"] > male["majority"]
+    markdown = (classifier_dir / "accuracy.md").read_text()
+    assert "| Male |" in markdown and "Mean over all 40" in markdown
+
+
+def test_accuracy_report_sets_constant_attributes_apart():
+    labels = np.zeros((6, 40), np.float32)
+    labels[:3, 20] = 1  # only Male varies; the other 39 are never present (as unrendered attributes)
+
+    # A classifier that predicts every attribute absent: zero weights, a large negative bias.
+    classifier = evaluate.build_classifier(image_size=8, filters=(2,), feature_dim=4)
+    logits = classifier.get_layer("logits")
+    logits.set_weights([np.zeros_like(weight) for weight in logits.get_weights()])
+    logits.bias.assign(np.full(40, -5.0, np.float32))
+    images = np.zeros((6, 8, 8, 3), np.uint8)
+    report = evaluate.classifier_accuracy(classifier, images, labels, train_labels=labels)
+    assert len(report["constant_attributes"]) == 39 and "Male" not in report["constant_attributes"]
+    assert report["attributes"]["Male"]["accuracy"] == pytest.approx(0.5)
+    assert report["mean_accuracy_varying"] == pytest.approx(0.5)
+    assert "Constant in training" in evaluate.accuracy_markdown(report)
+
+
+def test_predict_attributes_and_extract_features_have_the_shared_shapes(classifier_dir, tiny_celeba, workspace):
+    classifier = evaluate.load_classifier(str(classifier_dir))
+    images, _ = evaluate.load_split(tiny_celeba, split="test", image_size=32, cache_dir=str(workspace / "cache"),
+                                    progress=False)
+    probabilities = evaluate.predict_attributes(classifier, images, batch_size=7)
+    features = evaluate.extract_features(classifier, images, batch_size=7)
+    assert probabilities.shape == (20, 40) and ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert features.shape == (20, evaluate.FEATURE_DIM)
+    # uint8 and float [-1, 1] inputs are the same images.
+    np.testing.assert_allclose(evaluate.extract_features(classifier, data_prep.to_float(images)), features,
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="32, 32, 3"):
+        evaluate.predict_attributes(classifier, np.zeros((2, 64, 64, 3), np.uint8))
+
+
+def test_held_out_real_images_score_closer_to_real_than_noise(classifier_dir):
+    instrument = evaluate.build_instrument(str(classifier_dir), count=COUNT, kid_subsets=5, progress=False)
+    floor = evaluate.score_floor(instrument, progress=False)
+    noise = evaluate.measure(instrument, np.random.default_rng(0).uniform(-1, 1, (COUNT, 32, 32, 3)).astype(np.float32))
+    assert floor["frechet_distance"] < noise["frechet_distance"]
+    assert floor["kid"] < noise["kid"]
+    assert floor["recall"] > noise["recall"]
+
+
+def test_a_missing_classifier_says_how_to_train_one(tmp_path):
+    with pytest.raises(data_prep.DataError, match="python evaluate.py classifier"):
+        evaluate.load_classifier(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The score command
+
+
+@pytest.fixture(scope="module")
+def scores_dir(classifier_dir, trained_run, workspace):
+    out = workspace / "scores"
+    evaluate.main(["score", str(trained_run), "--classifier", str(classifier_dir), *QUICK, "--every-epoch",
+                   "--out", str(out)])
+    return out
+
+
+def test_score_writes_table_json_and_chart_anchored_on_both_ends(scores_dir):
+    payload = json.loads((scores_dir / "scores.json").read_text())
+    rows = {row["kind"]: row for row in payload["rows"]}
+    assert [row["kind"] for row in payload["rows"]] == ["real", "trained", "untrained", "noise"]
+    assert payload["settings"]["count"] == COUNT and payload["settings"]["features"] == "classifier"
+    assert rows["real"]["frechet_distance"] < rows["noise"]["frechet_distance"]
+    assert rows["noise"]["recall"] <= 0.1
+    assert 0.0 <= rows["trained"]["d_accuracy"] <= 1.0
+    assert rows["untrained"]["d_accuracy"] is None and rows["noise"]["d_accuracy"] is None
+    markdown = (scores_dir / "scores.md").read_text()
+    assert markdown.count("\n| ") == 5 and "n/a" in markdown  # header and four rows
+    chart = data_prep.read_image_uint8(str(scores_dir / "scores.png"))
+    assert chart.shape[1] > chart.shape[0] > 100
+    # The random baselines were written on the fly, at the classifier's (and the run's) image size.
+    for kind in ("untrained", "noise"):
+        assert dcgan.read_config(str(scores_dir / "baselines" / kind))["image_size"] == 32
+
+
+def test_every_epoch_scores_each_saved_epoch_beside_the_losses(scores_dir, trained_run):
+    payload = json.loads((scores_dir / "epochs.json").read_text())
+    assert [row["epoch"] for row in payload["rows"]] == [1, 2]
+    d_losses = np.load(trained_run / "d_losses.npy")
+    assert [row["d_loss"] for row in payload["rows"]] == pytest.approx(d_losses.tolist())
+    assert all(np.isfinite(row["frechet_distance"]) for row in payload["rows"])
+    assert payload["floor_frechet_distance"] < payload["noise_frechet_distance"]
+    assert data_prep.read_image_uint8(str(scores_dir / "fid_by_epoch.png")).shape[0] > 100
+
+
+def run_cli_error(argv, capsys):
+    """Run the CLI in-process; return its one-line stderr after checking it exits 2 without a traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        data_prep.run_cli(evaluate.main, argv)
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    error = stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "Traceback" not in stderr
+    return error
+
+
+def test_a_run_without_a_generator_is_a_clean_error(classifier_dir, trained_run, tmp_path, capsys):
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    (empty / "config.json").write_text((trained_run / "config.json").read_text())
+    error = run_cli_error(["score", str(empty), "--classifier", str(classifier_dir), *QUICK,
+                           "--out", str(tmp_path / "out")], capsys)
+    assert "no generator" in error and "empty-run" in error
+
+
+def test_image_sizes_that_differ_from_the_classifier_are_a_clean_error(classifier_dir, tmp_path, capsys):
+    small = dcgan.write_baseline(str(tmp_path / "noise16"), kind="noise", image_size=16, count=4)
+    error = run_cli_error(["score", small, "--classifier", str(classifier_dir), *QUICK,
+                           "--out", str(tmp_path / "out")], capsys)
+    assert "16x16" in error and "32x32" in error
+
+
+def test_more_samples_than_held_out_images_is_a_clean_error(classifier_dir, trained_run, tmp_path, capsys):
+    error = run_cli_error(["score", str(trained_run), "--classifier", str(classifier_dir), "--n", "50",
+                           "--out", str(tmp_path / "out")], capsys)
+    assert "--n 50" in error and "20" in error
+
+
+def test_a_missing_classifier_is_a_clean_cli_error(trained_run, tmp_path, capsys):
+    error = run_cli_error(["score", str(trained_run), "--classifier", str(tmp_path / "nothing"), *QUICK], capsys)
+    assert "python evaluate.py classifier" in error
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --features inception without the internet
+
+
+def test_inception_offline_fails_fast_in_one_line(classifier_dir, trained_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))  # no cached weights there
+    monkeypatch.setattr(evaluate, "internet_reachable", lambda *args, **kwargs: False)
+    started = time.perf_counter()
+    with pytest.raises(data_prep.DataError) as error_info:
+        evaluate.inception_weights()
+    message = str(error_info.value)
+    assert "\n" not in message and "unreachable" in message and "--inception-weights" in message
+    error = run_cli_error(["score", str(trained_run), "--classifier", str(classifier_dir), *QUICK,
+                           "--features", "inception", "--out", str(tmp_path / "out")], capsys)
+    assert "InceptionV3" in error
+    assert time.perf_counter() - started < 10
+    assert not (tmp_path / "out" / "scores.json").exists()
+
+
+def test_inception_uses_cached_weights_without_asking_the_network(tmp_path, monkeypatch):
+    cached = tmp_path / "keras-home" / "models" / evaluate.INCEPTION_WEIGHTS_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"stand-in")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was asked although the weights are cached")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setattr(evaluate, "internet_reachable", no_network)
+    assert evaluate.inception_weights() == str(cached)
+
+
+def test_a_missing_inception_weights_file_is_a_clean_error(tmp_path):
+    with pytest.raises(data_prep.DataError, match="not found"):
+        evaluate.inception_weights(str(tmp_path / "absent.h5"))
