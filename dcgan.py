@@ -40,12 +40,20 @@ import keras  # noqa: E402  (after the backend is chosen)
 import tensorflow as tf  # noqa: E402
 
 SUBCOMMANDS = ("plot", "sample", "baseline")
-WEIGHT_INIT = keras.initializers.RandomNormal(stddev=0.02)  # the paper: all weights from N(0, 0.02)
-GAMMA_INIT = keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Model builders
+
+
+def weight_init():
+    """The paper's N(0, 0.02), a new initializer per layer: Keras gives an unseeded initializer its seed when it is
+    made, so one made at import time would ignore --seed and give same-shaped layers identical weights."""
+    return keras.initializers.RandomNormal(stddev=0.02)
+
+
+def gamma_init():
+    return keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
 
 
 def number_of_blocks(image_size):
@@ -57,7 +65,7 @@ def number_of_blocks(image_size):
 
 def batch_norm(name):
     # PyTorch's and carpedm20's momentum (0.9 in Keras terms) and epsilon.
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=GAMMA_INIT, name=name)
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_init(), name=name)
 
 
 def build_generator(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="generator"):
@@ -65,15 +73,15 @@ def build_generator(*, latent_dim=100, image_size=64, filters=64, kernel_size=5,
     blocks = number_of_blocks(image_size)
     channels = filters * 2 ** (blocks - 1)  # 512 for 64x64 and filters 64
     z = keras.Input((latent_dim,), name="z")
-    x = keras.layers.Dense(4 * 4 * channels, use_bias=False, kernel_initializer=WEIGHT_INIT, name="project")(z)
+    x = keras.layers.Dense(4 * 4 * channels, use_bias=False, kernel_initializer=weight_init(), name="project")(z)
     x = keras.layers.Reshape((4, 4, channels))(x)  # (batch, 4, 4, 512)
     x = keras.layers.ReLU()(batch_norm("project_bn")(x))
     for block in range(1, blocks):
         channels //= 2
         x = keras.layers.Conv2DTranspose(channels, kernel_size, strides=2, padding="same", use_bias=False,
-                                         kernel_initializer=WEIGHT_INIT, name=f"up{block}")(x)
+                                         kernel_initializer=weight_init(), name=f"up{block}")(x)
         x = keras.layers.ReLU()(batch_norm(f"up{block}_bn")(x))  # (batch, 4*2^block, 4*2^block, channels)
-    x = keras.layers.Conv2DTranspose(3, kernel_size, strides=2, padding="same", kernel_initializer=WEIGHT_INIT,
+    x = keras.layers.Conv2DTranspose(3, kernel_size, strides=2, padding="same", kernel_initializer=weight_init(),
                                      name=f"up{blocks}")(x)
     image = keras.layers.Activation("tanh", dtype="float32", name="image")(x)  # (batch, size, size, 3)
     return keras.Model(z, image, name=name)
@@ -86,12 +94,12 @@ def build_discriminator(*, image_size=64, filters=64, kernel_size=5, name="discr
     x = image
     for block in range(blocks):
         x = keras.layers.Conv2D(filters * 2 ** block, kernel_size, strides=2, padding="same", use_bias=block == 0,
-                                kernel_initializer=WEIGHT_INIT, name=f"down{block + 1}")(x)
+                                kernel_initializer=weight_init(), name=f"down{block + 1}")(x)
         if block > 0:
             x = batch_norm(f"down{block + 1}_bn")(x)
         x = keras.layers.LeakyReLU(0.2)(x)  # (batch, size/2^(block+1), ..., filters*2^block)
     x = keras.layers.Flatten()(x)  # (batch, 4*4*8*filters)
-    logit = keras.layers.Dense(1, kernel_initializer=WEIGHT_INIT, dtype="float32", name="logit")(x)
+    logit = keras.layers.Dense(1, kernel_initializer=weight_init(), dtype="float32", name="logit")(x)
     return keras.Model(image, logit, name=name)
 
 

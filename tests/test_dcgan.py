@@ -40,6 +40,20 @@ def test_builders_match_image_size(image_size):
     assert generator.get_layer("project").units == 4 * 4 * 4 * 2 ** (dcgan.number_of_blocks(image_size) - 1)
 
 
+def test_initial_weights_follow_the_seed():
+    import keras
+
+    def initial_weights(seed):
+        keras.utils.set_random_seed(seed)
+        generator = dcgan.build_generator(image_size=32, filters=4, kernel_size=4)
+        discriminator = dcgan.build_discriminator(image_size=32, filters=4, kernel_size=4)
+        return generator.get_weights() + discriminator.get_weights()
+
+    first, again, other = initial_weights(0), initial_weights(0), initial_weights(1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])  # the projection's kernel
+
+
 def test_run_writes_every_artifact(trained_run):
     config = dcgan.read_config(trained_run)
     assert config["seed"] == 0 and config["image_size"] == 32 and "tensorflow" in config["versions"]
