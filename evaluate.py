@@ -254,11 +254,12 @@ def load_split(data_dir, *, split, image_size=64, crop_size=108, limit=None, cac
     return np.asarray(prepared.images), attribute_labels(celeba, prepared.names)
 
 
-def train_classifier(*, data_dir=None, image_size=64, crop_size=108, epochs=3, batch_size=64, learning_rate=1e-3,
+def train_classifier(*, data_dir=None, image_size=64, crop_size=108, epochs=8, batch_size=64, learning_rate=1e-3,
                      limit=None, filters=CLASSIFIER_FILTERS, feature_dim=FEATURE_DIM, cache_dir=None, seed=0,
                      steps_per_epoch=None, progress=True, verbose=1):
-    """Train the attribute CNN on the training split (flips, Adam, sigmoid cross-entropy), watching the
-    validation split. The test split stays held out. Returns (classifier, training labels, history dict)."""
+    """Train the attribute CNN on the training split (flips, Adam with a cosine-decayed learning rate, sigmoid
+    cross-entropy), watching the validation split. The test split stays held out.
+    Returns (classifier, training labels, history dict)."""
     for flag, value in (("epochs", epochs), ("batch-size", batch_size)):
         if value < 1:
             raise ValueError(f"--{flag} must be a positive integer, got {value}")
@@ -270,7 +271,9 @@ def train_classifier(*, data_dir=None, image_size=64, crop_size=108, epochs=3, b
     train_images, train_labels = load_split(data_dir, split="train", limit=limit, **split_options)
     validation_images, validation_labels = load_split(data_dir, split="validation", **split_options)
     classifier = build_classifier(image_size=image_size, filters=tuple(filters), feature_dim=feature_dim)
-    classifier.compile(optimizer=keras.optimizers.Adam(learning_rate),
+    steps = steps_per_epoch or -(-len(train_images) // batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)  # settles at the end
+    classifier.compile(optimizer=keras.optimizers.Adam(schedule),
                        loss=keras.losses.BinaryCrossentropy(from_logits=True),
                        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
     training = labelled_dataset(train_images, train_labels, batch_size=batch_size, flip=True, seed=seed)
@@ -709,7 +712,7 @@ def parse_args(argv=None):
     add("--data", default=None, help="CelebA directory (default: the synthetic CelebA)")
     add("--image-size", type=int, default=64, help="side of the DCGAN crop the CNN sees (match your runs)")
     add("--crop-size", type=int, default=108, help="side of the centre crop of the 178x218 aligned images")
-    add("--epochs", type=int, default=3, help="passes over the training split")
+    add("--epochs", type=int, default=8, help="passes over the training split")
     add("--batch-size", type=int, default=64, help="batch size")
     add("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
     add("--filters", type=int, nargs="+", default=list(CLASSIFIER_FILTERS), help="channels of each conv block")
