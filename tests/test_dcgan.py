@@ -12,6 +12,7 @@ import pytest
 
 import data_prep
 import dcgan
+import keras  # after dcgan, which chooses the TensorFlow backend
 
 REPO = os.path.dirname(os.path.abspath(dcgan.__file__))
 
@@ -41,17 +42,22 @@ def test_builders_match_image_size(image_size):
 
 
 def test_initial_weights_follow_the_seed():
-    import keras
-
-    def initial_weights(seed):
+    def build(seed):
         keras.utils.set_random_seed(seed)
-        generator = dcgan.build_generator(image_size=32, filters=4, kernel_size=4)
-        discriminator = dcgan.build_discriminator(image_size=32, filters=4, kernel_size=4)
-        return generator.get_weights() + discriminator.get_weights()
+        return (dcgan.build_generator(image_size=32, filters=4, kernel_size=4),
+                dcgan.build_discriminator(image_size=32, filters=4, kernel_size=4))
 
-    first, again, other = initial_weights(0), initial_weights(0), initial_weights(1)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
-    assert not np.array_equal(first[0], other[0])  # the projection's kernel
+    def weights(models):
+        return [array for model in models for array in model.get_weights()]
+
+    first, again, other = build(0), build(0), build(1)
+    assert all(np.array_equal(a, b) for a, b in zip(weights(first), weights(again)))
+    assert not np.array_equal(weights(first)[0], weights(other)[0])  # the projection's kernel
+    # Layers of the same shape start apart: G's first batch norm and D's last both have 16 channels.
+    generator, discriminator = first
+    gamma_g = generator.get_layer("project_bn").gamma.numpy()
+    gamma_d = discriminator.get_layer("down3_bn").gamma.numpy()
+    assert gamma_g.shape == gamma_d.shape and not np.array_equal(gamma_g, gamma_d)
 
 
 def test_run_writes_every_artifact(trained_run):
