@@ -6,7 +6,8 @@ FLOPs of one training step are counted from the layer shapes and compared with t
 measured with a large matrix multiply.
 
 Usage:
-    python bench.py                       # the full table (about 8 minutes on 2 CPU cores), bench.json
+    python bench.py                       # the full table in the precision dcgan.py picks here, bench.json
+    python bench.py --precisions float32,mixed_bfloat16   # both precisions side by side (about twice as long)
     python bench.py --with-tests          # also time the test suite (about 5 more minutes)
     python bench.py --tiny --out /tmp/b.json   # seconds: small shapes, for the tests
 """
@@ -113,22 +114,19 @@ class StepTimer(keras.callbacks.Callback):
 def training_rate(*, kernel, precision, image_size=64, filters=64, batch_size=64, steps=45, warmup=5,
                   window=8, dataset=None):
     """Median images/s of DCGAN training steps (windows of `window` steps after `warmup` steps)."""
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        config = {"image_size": image_size, "filters": filters, "kernel": kernel, "latent_dim": 100,
-                  "latent_distribution": "normal", "g_steps": 1, "label_smoothing": 0.0, "seed": 0,
-                  "learning_rate": 2e-4, "beta1": 0.5}
+    config = {"image_size": image_size, "filters": filters, "kernel": kernel, "latent_dim": 100,
+              "latent_distribution": "normal", "g_steps": 1, "label_smoothing": 0.0, "seed": 0,
+              "learning_rate": 2e-4, "beta1": 0.5}
+    with dcgan.dtype_policy(precision):
         gan = dcgan.build_gan(config)
-        if dataset is None:  # one batch held in memory: the model's speed without any input cost
-            batch = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0)
-            dataset = tf.data.Dataset.from_tensors(batch).repeat()
-        timer = StepTimer()
-        gan.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
-        durations = np.diff(timer.times[warmup - 1:])
-        windows = [durations[start:start + window].sum() for start in range(0, len(durations) - window + 1, window)]
-        return batch_size * window / float(np.median(windows)), gan
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    if dataset is None:  # one batch held in memory: the model's speed without any input cost
+        batch = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0)
+        dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    timer = StepTimer()
+    gan.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
+    durations = np.diff(timer.times[warmup - 1:])
+    windows = [durations[start:start + window].sum() for start in range(0, len(durations) - window + 1, window)]
+    return batch_size * window / float(np.median(windows)), gan
 
 
 def generation_rate(generator, *, batch_size=256, windows=5):
@@ -207,9 +205,8 @@ def run_bench(*, data_dir=None, tiny=False, with_tests=False, precisions=("float
                 f"({achieved:.0f} GFLOP/s, {100 * achieved / peaks[precision]:.0f}% of peak)")
     results["generation"] = {}
     for precision in precisions:
-        keras.mixed_precision.set_global_policy(precision)
-        generator = dcgan.build_generator(image_size=sizes["image_size"], filters=sizes["filters"], kernel_size=4)
-        keras.mixed_precision.set_global_policy("float32")
+        with dcgan.dtype_policy(precision):
+            generator = dcgan.build_generator(image_size=sizes["image_size"], filters=sizes["filters"], kernel_size=4)
         results["generation"][precision] = generation_rate(generator, batch_size=64 if tiny else 256)
         log(f"generation, kernel 4, {precision}: {results['generation'][precision]:.0f} images/s")
     results["generate_images_per_second"] = max(results["generation"].values())
@@ -298,20 +295,28 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="bench.json", help="JSON file to write")
     parser.add_argument("--tiny", action="store_true", help="small shapes and few steps (for tests)")
     parser.add_argument("--with-tests", action="store_true", help="also time the test suite")
-    parser.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated dtype policies")
+    parser.add_argument("--precisions", default="auto",
+                        help="comma-separated dtype policies to time training and generation in: float32, "
+                             "mixed_bfloat16, or auto (the one dcgan.py picks on this machine)")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    precisions = tuple(name.strip() for name in args.precisions.split(",") if name.strip())
-    for name in precisions:
-        if name not in ("float32", "mixed_bfloat16"):
-            raise ValueError(f"unknown precision {name!r}; expected float32 or mixed_bfloat16")
+    precisions = []
+    for name in (name.strip() for name in args.precisions.split(",") if name.strip()):
+        if name not in dcgan.PRECISIONS:
+            raise ValueError(f"unknown precision {name!r}; expected one of {', '.join(dcgan.PRECISIONS)}")
+        policy, why = dcgan.resolve_precision(name)
+        if name == "auto":
+            print(f"precision auto: {policy} ({why})")
+        precisions = [*precisions, policy] if policy not in precisions else precisions
+    precisions = tuple(precisions)
     results = run_bench(data_dir=args.data, tiny=args.tiny, with_tests=args.with_tests, precisions=precisions)
     table = format_table(results)
     print(table)
-    data_prep.atomic_write_bytes(args.out, json.dumps({**results, "table": table}, indent=2).encode())
+    data_prep.write_json(args.out, {**results, "table": table})
     print(f"wrote {args.out}")
 
 

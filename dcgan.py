@@ -25,7 +25,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this rep
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import json
 import math
 import platform
@@ -36,8 +38,11 @@ import numpy as np
 
 import data_prep
 
-import keras  # noqa: E402  (after the backend is chosen)
-import tensorflow as tf  # noqa: E402
+with data_prep.quiet_tensorflow_start():
+    import keras  # noqa: E402  (after the backend is chosen)
+    import tensorflow as tf  # noqa: E402
+
+    tf.config.list_physical_devices()  # the device probe prints too; done here, inside the quiet block
 
 SUBCOMMANDS = ("plot", "sample", "baseline")
 
@@ -63,32 +68,56 @@ def number_of_blocks(image_size):
     return int(math.log2(image_size)) - 2
 
 
-def batch_norm(name):
-    # PyTorch's and carpedm20's momentum (0.9 in Keras terms) and epsilon.
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_init(), name=name)
+def batch_norm(name, *, synchronized=False):
+    # PyTorch's and carpedm20's momentum (0.9 in Keras terms) and epsilon. `synchronized` computes the statistics
+    # over the global batch under tf.distribute, so R replicas train the same network as one device would.
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_init(),
+                                           synchronized=synchronized, name=name)
 
 
-def build_generator(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="generator"):
+@keras.saving.register_keras_serializable(package="facemath")
+class MinibatchStdDev(keras.layers.Layer):
+    """Karras et al. 2018 ("Progressive Growing of GANs"): the standard deviation of each feature over the batch,
+    averaged into one number and appended as a constant channel, so D can see a batch that lacks variety (a
+    collapsing generator) and G is pushed to spread out. (batch, h, w, c) -> (batch, h, w, c + 1)."""
+
+    def call(self, inputs):
+        values = keras.ops.cast(inputs, "float32")
+        spread = keras.ops.mean(keras.ops.std(values, axis=0))  # () over features and positions
+        shape = keras.ops.shape(inputs)
+        channel = keras.ops.cast(keras.ops.broadcast_to(spread, (shape[0], shape[1], shape[2], 1)), inputs.dtype)
+        return keras.ops.concatenate([inputs, channel], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+
+def build_generator(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, synchronized_batch_norm=False,
+                    name="generator"):
     """z -> dense 4x4x(filters*2^(blocks-1)) -> transposed convolutions halving channels, doubling size -> tanh."""
     blocks = number_of_blocks(image_size)
     channels = filters * 2 ** (blocks - 1)  # 512 for 64x64 and filters 64
     z = keras.Input((latent_dim,), name="z")
     x = keras.layers.Dense(4 * 4 * channels, use_bias=False, kernel_initializer=weight_init(), name="project")(z)
     x = keras.layers.Reshape((4, 4, channels))(x)  # (batch, 4, 4, 512)
-    x = keras.layers.ReLU()(batch_norm("project_bn")(x))
+    x = keras.layers.ReLU()(batch_norm("project_bn", synchronized=synchronized_batch_norm)(x))
     for block in range(1, blocks):
         channels //= 2
         x = keras.layers.Conv2DTranspose(channels, kernel_size, strides=2, padding="same", use_bias=False,
                                          kernel_initializer=weight_init(), name=f"up{block}")(x)
-        x = keras.layers.ReLU()(batch_norm(f"up{block}_bn")(x))  # (batch, 4*2^block, 4*2^block, channels)
+        x = batch_norm(f"up{block}_bn", synchronized=synchronized_batch_norm)(x)
+        x = keras.layers.ReLU()(x)  # (batch, 4*2^block, 4*2^block, channels)
     x = keras.layers.Conv2DTranspose(3, kernel_size, strides=2, padding="same", kernel_initializer=weight_init(),
                                      name=f"up{blocks}")(x)
     image = keras.layers.Activation("tanh", dtype="float32", name="image")(x)  # (batch, size, size, 3)
     return keras.Model(z, image, name=name)
 
 
-def build_discriminator(*, image_size=64, filters=64, kernel_size=5, name="discriminator"):
-    """Strided convolutions with 1x, 2x, 4x, 8x filters, LeakyReLU 0.2, batch norm on all but the first, one logit."""
+def build_discriminator(*, image_size=64, filters=64, kernel_size=5, minibatch_std=False,
+                        synchronized_batch_norm=False, name="discriminator"):
+    """Strided convolutions with 1x, 2x, 4x, 8x filters, LeakyReLU 0.2, batch norm on all but the first, one logit.
+    Each block's activation is named `down<n>_features` (see discriminator_features); `minibatch_std` appends the
+    batch's spread as a channel before the logit (off in the paper's model)."""
     blocks = number_of_blocks(image_size)
     image = keras.Input((image_size, image_size, 3), name="image")
     x = image
@@ -96,11 +125,24 @@ def build_discriminator(*, image_size=64, filters=64, kernel_size=5, name="discr
         x = keras.layers.Conv2D(filters * 2 ** block, kernel_size, strides=2, padding="same", use_bias=block == 0,
                                 kernel_initializer=weight_init(), name=f"down{block + 1}")(x)
         if block > 0:
-            x = batch_norm(f"down{block + 1}_bn")(x)
-        x = keras.layers.LeakyReLU(0.2)(x)  # (batch, size/2^(block+1), ..., filters*2^block)
+            x = batch_norm(f"down{block + 1}_bn", synchronized=synchronized_batch_norm)(x)
+        # (batch, size/2^(block+1), size/2^(block+1), filters*2^block)
+        x = keras.layers.LeakyReLU(0.2, name=f"down{block + 1}_features")(x)
+    if minibatch_std:
+        x = MinibatchStdDev(name="minibatch_std")(x)  # (batch, 4, 4, 8*filters + 1)
     x = keras.layers.Flatten()(x)  # (batch, 4*4*8*filters)
     logit = keras.layers.Dense(1, kernel_initializer=weight_init(), dtype="float32", name="logit")(x)
     return keras.Model(image, logit, name=name)
+
+
+def discriminator_features(discriminator, *, layer=None):
+    """D cut at a named layer: a model from images to that layer's output, the "perceptual" features of Yeh et al.
+    2016. Default: the last block's activation (`down4_features` at 64x64)."""
+    names = [item.name for item in discriminator.layers if item.name.endswith("_features")]
+    layer = layer or (names[-1] if names else None)
+    if layer not in [item.name for item in discriminator.layers]:
+        raise ValueError(f"the discriminator has no layer {layer!r}; feature layers: {', '.join(names) or 'none'}")
+    return keras.Model(discriminator.input, discriminator.get_layer(layer).output, name=f"{discriminator.name}_{layer}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -151,20 +193,30 @@ class DCGAN(keras.Model):
         return tf.nn.compute_average_loss(per_example)
 
     @staticmethod
+    def _global_mean(values):
+        """The mean over the whole global batch, the same on every replica: what the step's loss really was.
+        (Each replica's `_average` is its share of the loss, 1/R of it with R replicas: right for gradients,
+        wrong for a log.)"""
+        local = tf.reduce_mean(tf.cast(values, tf.float32))
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, local)
+
+    @staticmethod
     def _cross_entropy(label, logits):
+        logits = tf.cast(logits, tf.float32)
         return tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)[:, 0]
 
-    def _discriminator_loss(self, real_images, fake_images, *, training):
-        # Real and fake batches go through D separately, as in the paper, so batch norm sees one kind at a time.
+    def _discriminator_losses(self, real_images, fake_images, *, training):
+        """Per-example D losses (real + fake). Real and fake batches go through D separately, as in the paper, so
+        batch norm sees one kind at a time."""
         real_logits = self.discriminator(real_images, training=training)
         fake_logits = self.discriminator(fake_images, training=training)
-        loss = self._average(self._cross_entropy(self.real_label, real_logits) + self._cross_entropy(0.0, fake_logits))
-        return loss, real_logits, fake_logits
+        per_example = self._cross_entropy(self.real_label, real_logits) + self._cross_entropy(0.0, fake_logits)
+        return per_example, real_logits, fake_logits
 
-    def _generator_loss(self, fake_images):
+    def _generator_losses(self, fake_images):
         # Non-saturating loss: G maximises log D(G(z)) instead of minimising log(1 - D(G(z))).
         fake_logits = self.discriminator(fake_images, training=self.discriminator.trainable)
-        return self._average(self._cross_entropy(1.0, fake_logits))
+        return self._cross_entropy(1.0, fake_logits)
 
     @staticmethod
     def _apply(optimizer, tape, loss, variables):
@@ -173,7 +225,8 @@ class DCGAN(keras.Model):
 
     def train_step(self, real_images):
         """One D step on real and generated images, then G steps. As in PyTorch's reference, the first G step
-        reuses the batch of generated images (one generator forward pass fewer per step)."""
+        reuses the batch of generated images (one generator forward pass fewer per step). Returns this step's
+        own losses and D outputs, averaged over the global batch (the trackers keep the epoch's means)."""
         if real_images.dtype == tf.uint8:  # the pipeline hands over uint8: a quarter of the bytes to move
             real_images = tf.cast(real_images, tf.float32) / 127.5 - 1.0
         batch_size = tf.shape(real_images)[0]
@@ -184,22 +237,27 @@ class DCGAN(keras.Model):
             fake_images = self.generator(self._latent(batch_size), training=True)
             if self.discriminator.trainable:
                 with tf.GradientTape() as discriminator_tape:
-                    d_loss, real_logits, fake_logits = self._discriminator_loss(
+                    d_losses, real_logits, fake_logits = self._discriminator_losses(
                         real_images, tf.stop_gradient(fake_images), training=True)
+                    d_loss = self._average(d_losses)
                 self._apply(self.d_optimizer, discriminator_tape, d_loss, self.discriminator.trainable_variables)
             else:  # frozen (the degenerate-generator experiment): D is only scored, never updated
-                d_loss, real_logits, fake_logits = self._discriminator_loss(real_images, fake_images, training=False)
-            g_loss = self._generator_loss(fake_images)
+                d_losses, real_logits, fake_logits = self._discriminator_losses(real_images, fake_images,
+                                                                                 training=False)
+            g_losses = self._generator_losses(fake_images)
+            g_loss = self._average(g_losses)
         self._apply(self.g_optimizer, generator_tape, g_loss, generator_variables)
         for _ in range(self.generator_steps - 1):
             with tf.GradientTape() as generator_tape:
-                g_loss = self._generator_loss(self.generator(self._latent(batch_size), training=True))
+                g_losses = self._generator_losses(self.generator(self._latent(batch_size), training=True))
+                g_loss = self._average(g_losses)
             self._apply(self.g_optimizer, generator_tape, g_loss, generator_variables)
-        self.trackers["d_loss"].update_state(d_loss)
-        self.trackers["g_loss"].update_state(g_loss)
-        self.trackers["d_real"].update_state(tf.sigmoid(real_logits))
-        self.trackers["d_fake"].update_state(tf.sigmoid(fake_logits))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        step = {"d_loss": self._global_mean(d_losses), "g_loss": self._global_mean(g_losses),
+                "d_real": self._global_mean(tf.sigmoid(tf.cast(real_logits, tf.float32))),
+                "d_fake": self._global_mean(tf.sigmoid(tf.cast(fake_logits, tf.float32)))}
+        for name, value in step.items():
+            self.trackers[name].update_state(value)
+        return step
 
     def state_arrays(self):
         """Every variable a resumed run needs, in a fixed order: both networks, both optimizers, the z stream."""
@@ -222,10 +280,14 @@ class DCGAN(keras.Model):
 # Callbacks
 
 
+STEP_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake")  # what train_step returns and log.csv keeps per step
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Writes the run's evidence: per-step log.csv, and at each epoch's end the fixed-z grid, that epoch's
-    generator, the resumable checkpoint and the loss arrays. A NaN or infinite loss stops training before the
-    epoch is saved, so the last good checkpoint stays."""
+    generator and discriminator, the resumable checkpoint and the loss arrays. log.csv is rewritten whole (to a
+    temporary file, then renamed) at each epoch's end, so it only ever holds finished epochs. A NaN or infinite
+    loss stops training before the epoch is saved, so the last good checkpoint stays."""
 
     def __init__(self, run_dir, *, fixed_z, history, tensorboard_dir=None):
         super().__init__()
@@ -234,40 +296,38 @@ class RunRecorder(keras.callbacks.Callback):
         self.history_arrays = history  # {"d_losses": [...], "g_losses": [...], "d_real": [...], "d_fake": [...]}
         self.writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
         self.bad_loss = None
-        self.log_file = None
-        self.previous_means = {}
+        self.epoch_steps = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.previous_means = {}
-        self.log_file = open(os.path.join(self.run_dir, "log.csv"), "a", newline="")
-        self.log_writer = csv.writer(self.log_file)
+        self.epoch_steps = []
 
     def on_train_batch_end(self, step, logs=None):
-        # fit() reports running means over the epoch; the step's own value is recovered from two of them.
-        values = {}
-        for name in ("d_loss", "g_loss", "d_real", "d_fake"):
-            mean = float(logs[name])
-            values[name] = mean * (step + 1) - self.previous_means.get(name, 0.0) * step
-            self.previous_means[name] = mean
-        if not all(math.isfinite(value) for value in values.values()):
+        # train_step returns the step's own values (not fit's running means), so they are logged as they are.
+        values = [float(logs[name]) for name in STEP_COLUMNS]
+        if not all(math.isfinite(value) for value in values):
             self.bad_loss = f"non-finite loss at epoch {len(self.history_arrays['d_losses']) + 1}, step {step + 1}"
             self.model.stop_training = True
             return
-        epoch = len(self.history_arrays["d_losses"]) + 1
-        self.log_writer.writerow([epoch, step + 1] + [f"{values[name]:.5f}" for name in values])
+        self.epoch_steps.append(values)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.log_file.close()
         if self.bad_loss:
             return
-        for name, key in (("d_losses", "d_loss"), ("g_losses", "g_loss"), ("d_real", "d_real"), ("d_fake", "d_fake")):
-            self.history_arrays[name].append(float(logs[key]))
+        means = np.mean(self.epoch_steps, axis=0)
+        for name, key in zip(("d_losses", "g_losses", "d_real", "d_fake"), STEP_COLUMNS):
+            self.history_arrays[name].append(float(means[STEP_COLUMNS.index(key)]))
         number = len(self.history_arrays["d_losses"])
+        rows = "".join(f"{number},{step}," + ",".join(f"{value:.6g}" for value in values) + "\n"
+                       for step, values in enumerate(self.epoch_steps, start=1))
+        log_path = os.path.join(self.run_dir, "log.csv")
+        with open(log_path, "rb") as handle:
+            data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
         grid_path = os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png")
         images = self.model.generator(self.fixed_z, training=False)
         data_prep.save_grid(grid_path, keras.ops.convert_to_numpy(images), columns=8)
-        save_weights_atomic(self.model.generator, os.path.join(self.run_dir, "checkpoints",
-                                                                f"generator_epoch_{number:03d}.weights.h5"))
+        for network in ("generator", "discriminator"):
+            save_weights_atomic(getattr(self.model, network),
+                                os.path.join(self.run_dir, "checkpoints", f"{network}_epoch_{number:03d}.weights.h5"))
         save_checkpoint(self.run_dir, self.model, self.history_arrays)
         if self.writer:
             with self.writer.as_default(step=number):
@@ -295,21 +355,21 @@ class FreezeDiscriminator(keras.callbacks.Callback):
 
 
 def save_weights_atomic(model, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = path.replace(".weights.h5", f".tmp-{os.getpid()}.weights.h5")
-    model.save_weights(temporary)
-    os.replace(temporary, path)
+    with data_prep.atomic_path(path) as temporary:
+        model.save_weights(temporary)
+
+
+def save_model_atomic(model, path):
+    with data_prep.atomic_path(path) as temporary:
+        model.save(temporary)
 
 
 def save_checkpoint(run_dir, gan, history):
     """One .npz with every variable and the loss history, then the .npy arrays; each written then renamed."""
-    directory = os.path.join(run_dir, "checkpoints")
-    os.makedirs(directory, exist_ok=True)
     arrays = {f"state_{index:04d}": value for index, value in enumerate(gan.state_arrays())}
     arrays.update({f"history_{name}": np.asarray(values, np.float64) for name, values in history.items()})
-    temporary = os.path.join(directory, f"last.tmp-{os.getpid()}.npz")
-    np.savez(temporary, **arrays)
-    os.replace(temporary, os.path.join(directory, "last.npz"))
+    with data_prep.atomic_path(os.path.join(run_dir, "checkpoints", "last.npz")) as temporary:
+        np.savez(temporary, **arrays)
     data_prep.atomic_save_npy(os.path.join(run_dir, "d_losses.npy"), np.asarray(history["d_losses"], np.float32))
     data_prep.atomic_save_npy(os.path.join(run_dir, "g_losses.npy"), np.asarray(history["g_losses"], np.float32))
 
@@ -334,7 +394,7 @@ def read_config(run_dir):
 
 
 def write_config(run_dir, config):
-    data_prep.atomic_write_bytes(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2).encode())
+    data_prep.write_json(os.path.join(run_dir, "config.json"), config)
 
 
 def library_versions():
@@ -355,20 +415,59 @@ def truncate_log(run_dir, finished_epochs):
     data_prep.atomic_write_bytes(path, "".join(",".join(row) + "\n" for row in kept).encode())
 
 
-def build_gan(config):
-    """Build G and D and the DCGAN from a run's config (dict with the training flags)."""
-    sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"]}
+def build_gan(config, *, replicas=1):
+    """Build G and D and the DCGAN from a run's config (dict with the training flags). With several replicas,
+    batch norm is synchronized across them, so the global batch trains the network one device would."""
+    sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"],
+             "synchronized_batch_norm": replicas > 1}
     generator = build_generator(latent_dim=config["latent_dim"], **sizes)
-    discriminator = build_discriminator(**sizes)
+    discriminator = build_discriminator(minibatch_std=config.get("minibatch_std", False), **sizes)
     gan = DCGAN(generator, discriminator, latent_dim=config["latent_dim"],
                 latent_distribution=config["latent_distribution"], generator_steps=config["g_steps"],
                 label_smoothing=config["label_smoothing"], seed=config["seed"])
-    gan.compile(d_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]),
-                g_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
+    d_rate = config.get("d_learning_rate") or config["learning_rate"]
+    g_rate = config.get("g_learning_rate") or config["learning_rate"]
+    gan.compile(d_optimizer=keras.optimizers.Adam(d_rate, beta_1=config["beta1"]),
+                g_optimizer=keras.optimizers.Adam(g_rate, beta_1=config["beta1"]))
     # Slots are made now, not lazily inside the first distributed step (where MirroredStrategy fails).
     gan.d_optimizer.build(discriminator.trainable_variables)
     gan.g_optimizer.build(generator.trainable_variables)
     return gan
+
+
+def native_bfloat16():
+    """(True or False, why): whether this machine computes bfloat16 natively. GPUs of compute capability 8.0
+    and later (Ampere on) do; CPUs do with AVX512_BF16 or AMX (Intel Sapphire Rapids on, AMD Zen 4 on). Without
+    them TensorFlow emulates bfloat16, measured at a third of float32's speed on an Intel Xeon."""
+    for device in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(device).get("compute_capability", (0, 0))
+        return capability >= (8, 0), f"GPU of compute capability {capability[0]}.{capability[1]}"
+    flags = set()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            flags = {word for line in handle if line.startswith("flags") for word in line.split()}
+    native = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(native), ("CPU with " + " and ".join(native)) if native else "CPU without AVX512_BF16 or AMX"
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras's global dtype policy set to `name` while models are built (layers keep the policy they were made
+    with), and put back afterwards, so that nothing built later (MTCNN, a classifier) inherits it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def resolve_precision(precision):
+    """--precision auto -> mixed_bfloat16 where bfloat16 is native, float32 elsewhere; returns (policy, why)."""
+    if precision != "auto":
+        return precision, "as asked"
+    native, why = native_bfloat16()
+    return ("mixed_bfloat16" if native else "float32"), why
 
 
 def make_strategy(name):
@@ -388,20 +487,23 @@ class TrainingStopped(RuntimeError):
     """Training met a non-finite loss; the last good checkpoint is kept."""
 
 
-def train(config, run_dir, *, resume=False, verbose=1):
-    """Train (or resume) the DCGAN described by `config` in `run_dir`; returns (gan, history)."""
-    strategy = make_strategy(config["strategy"])
-    keras.utils.set_random_seed(config["seed"])
-    keras.mixed_precision.set_global_policy(config["precision"])
+def train_dataset(config):
+    """The training images of a run's config as a tf.data pipeline of uint8 batches; returns (dataset, count)."""
     prepared = data_prep.prepare_images(config["data"], split="train", filter=config["filter"], crop="dcgan",
                                         image_size=config["image_size"], crop_size=config["crop_size"],
                                         limit=config["limit"], cache_dir=config["cache_dir"])
     dataset = data_prep.make_dataset(prepared.images, batch_size=config["batch_size"], flip=config["flip"],
                                      seed=config["seed"], scale=False)
-    if config.get("steps_per_epoch"):
-        dataset = dataset.repeat()
-    with strategy.scope():
-        gan = build_gan(config)
+    return (dataset.repeat() if config.get("steps_per_epoch") else dataset), len(prepared.names)
+
+
+def train(config, run_dir, *, resume=False, verbose=1):
+    """Train (or resume) the DCGAN described by `config` in `run_dir`; returns (gan, history)."""
+    strategy = make_strategy(config["strategy"])
+    keras.utils.set_random_seed(config["seed"])
+    dataset, count = train_dataset(config)
+    with strategy.scope(), dtype_policy(config["compute_precision"]):
+        gan = build_gan(config, replicas=strategy.num_replicas_in_sync)
         history = {"d_losses": [], "g_losses": [], "d_real": [], "d_fake": []}
         if resume:
             state, history = load_checkpoint(run_dir)
@@ -411,7 +513,8 @@ def train(config, run_dir, *, resume=False, verbose=1):
         data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_z.npy"),
                                   latent_for_seed(config["seed"], 64, config["latent_dim"],
                                                   config["latent_distribution"]))
-        data_prep.atomic_write_bytes(os.path.join(run_dir, "log.csv"), b"epoch,step,d_loss,g_loss,d_real,d_fake\n")
+        data_prep.atomic_write_bytes(os.path.join(run_dir, "log.csv"), ("epoch,step," + ",".join(STEP_COLUMNS)
+                                                                        + "\n").encode())
     recorder = RunRecorder(run_dir, fixed_z=np.load(os.path.join(run_dir, "fixed_z.npy")), history=history,
                            tensorboard_dir=os.path.join(run_dir, "tensorboard") if config["tensorboard"] else None)
     callbacks = [recorder]
@@ -423,7 +526,7 @@ def train(config, run_dir, *, resume=False, verbose=1):
     if done >= config["epochs"]:
         print(f"{run_dir} already has {done} epochs; pass a larger --epochs to continue")
         return gan, history
-    print(f"training on {len(prepared.names)} images with {strategy.num_replicas_in_sync} replica(s), "
+    print(f"training on {count} images with {strategy.num_replicas_in_sync} replica(s), "
           f"epochs {done + 1} to {config['epochs']}")
     gan.fit(dataset, epochs=config["epochs"], initial_epoch=done, callbacks=callbacks, verbose=verbose, shuffle=False,
             steps_per_epoch=config.get("steps_per_epoch"))
@@ -433,12 +536,6 @@ def train(config, run_dir, *, resume=False, verbose=1):
     save_model_atomic(gan.generator, os.path.join(run_dir, "generator.keras"))
     save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
     return gan, history
-
-
-def save_model_atomic(model, path):
-    temporary = path.replace(".keras", f".tmp-{os.getpid()}.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -453,32 +550,71 @@ def latent_for_seed(seed, count, latent_dim, distribution="normal"):
     return rng.standard_normal((count, latent_dim)).astype(np.float32)
 
 
-def load_generator(run_dir, *, epoch=None):
-    """The generator of a run: the final generator.keras, or the weights saved after `epoch`."""
+NETWORKS = ("generator", "discriminator")
+
+
+def build_network(config, network):
+    """An untrained generator or discriminator shaped as a run's config says."""
+    sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"]}
+    if network == "generator":
+        return build_generator(latent_dim=config["latent_dim"], **sizes)
+    return build_discriminator(minibatch_std=config.get("minibatch_std", False), **sizes)
+
+
+def load_network(run_dir, network="generator", *, epoch=None):
+    """A run's generator or discriminator: the final <network>.keras, or the weights saved after `epoch` (the
+    newest saved epoch when the run has no final network yet)."""
     config = read_config(run_dir)
     if config.get("kind") == "noise":
-        raise ValueError(f"{run_dir} is the uniform-noise baseline; it has no generator")
-    final = os.path.join(run_dir, "generator.keras")
+        raise ValueError(f"{run_dir} is the uniform-noise baseline; it has no {network}")
+    final = os.path.join(run_dir, f"{network}.keras")
     if epoch is None and os.path.isfile(final):
         return keras.saving.load_model(final, compile=False)
-    epochs = saved_epochs(run_dir)
+    epochs = saved_epochs(run_dir, network)
     if not epochs:
-        raise ValueError(f"no generator in {run_dir} (neither generator.keras nor an epoch's weights)")
+        raise ValueError(f"no {network} in {run_dir} (neither {network}.keras nor an epoch's weights)")
     epoch = epochs[-1] if epoch is None else epoch
     if epoch not in epochs:
-        raise ValueError(f"{run_dir} has no generator for epoch {epoch}; saved epochs: {epochs}")
-    generator = build_generator(latent_dim=config["latent_dim"], image_size=config["image_size"],
-                                filters=config["filters"], kernel_size=config["kernel"])
-    generator.load_weights(os.path.join(run_dir, "checkpoints", f"generator_epoch_{epoch:03d}.weights.h5"))
-    return generator
+        raise ValueError(f"{run_dir} has no {network} for epoch {epoch}; saved epochs: {epochs}")
+    model = build_network(config, network)
+    model.load_weights(os.path.join(run_dir, "checkpoints", f"{network}_epoch_{epoch:03d}.weights.h5"))
+    return model
 
 
-def saved_epochs(run_dir):
+def load_generator(run_dir, *, epoch=None):
+    """The generator of a run: the final generator.keras, or the weights saved after `epoch`."""
+    return load_network(run_dir, "generator", epoch=epoch)
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained run as later scripts use it: where it lives, its config.json and its two networks."""
+
+    directory: str
+    config: dict
+    generator: keras.Model
+    discriminator: keras.Model
+    epoch: int | None  # None: the final networks
+
+
+def load_run(run_dir, *, epoch=None):
+    """The one door to a trained run for encoder.py, facemath.py and makeover.py: config.json, the generator and
+    the discriminator, final or saved after `epoch`. Baselines are refused (they have no discriminator)."""
+    config = read_config(run_dir)
+    if config.get("kind") in ("untrained", "noise"):
+        raise ValueError(f"{run_dir} is the {config['kind']} baseline, not a trained run")
+    networks = {network: load_network(run_dir, network, epoch=epoch) for network in NETWORKS}
+    return Run(os.path.abspath(run_dir), config, networks["generator"], networks["discriminator"], epoch)
+
+
+def saved_epochs(run_dir, network="generator"):
+    """The epochs after which `network`'s weights were saved, in order."""
     directory = os.path.join(run_dir, "checkpoints")
     if not os.path.isdir(directory):
         return []
-    return sorted(int(name[len("generator_epoch_"):-len(".weights.h5")]) for name in os.listdir(directory)
-                  if name.startswith("generator_epoch_") and name.endswith(".weights.h5"))
+    prefix, suffix = f"{network}_epoch_", ".weights.h5"
+    return sorted(int(name[len(prefix):-len(suffix)]) for name in os.listdir(directory)
+                  if name.startswith(prefix) and name.endswith(suffix))
 
 
 def generate(generator, z, *, batch_size=256, training=False):
@@ -595,19 +731,15 @@ def plot_runs(run_dirs, out_path, *, smoothing=0.98):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    temporary = out_path.replace(".png", f".tmp-{os.getpid()}.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    os.replace(temporary, out_path)
-    return out_path
+    return data_prep.save_figure(figure, out_path)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Command line
 
 RESUMABLE_OVERRIDES = {"epochs", "tensorboard", "freeze_d_after", "strategy", "steps_per_epoch", "cache_dir",
-                       "data", "resume", "name", "runs_dir"}
+                       "data", "resume", "name", "runs_dir", "verbose"}
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 def training_parser():
@@ -626,12 +758,16 @@ def training_parser():
     add("--batch-size", type=int, default=64, help="global batch, split across replicas")
     add("--epochs", type=int, default=25, help="epochs to train in all (the paper's CelebA run: 60)")
     add("--learning-rate", type=float, default=2e-4, help="Adam learning rate of G and D")
+    add("--d-learning-rate", type=float, default=None, help="D's own rate (two time-scales); default --learning-rate")
+    add("--g-learning-rate", type=float, default=None, help="G's own rate; default --learning-rate")
     add("--beta1", type=float, default=0.5, help="Adam beta_1")
     add("--g-steps", type=int, default=1, help="generator steps per discriminator step (carpedm20: 2)")
     add("--label-smoothing", type=float, default=0.0, help="one-sided: real labels become 1 - this")
     add("--flip", action="store_true", help="random horizontal flips of the real images")
     add("--freeze-d-after", type=int, default=None, help="stop updating D after this many epochs")
-    add("--precision", default="float32", choices=["float32", "mixed_bfloat16"], help="compute dtype policy")
+    add("--minibatch-std", action="store_true", help="D sees the batch's spread (Karras et al. 2018), against collapse")
+    add("--precision", default="auto", choices=PRECISIONS,
+        help="compute dtype policy; auto: mixed_bfloat16 where the CPU or GPU runs bfloat16 natively, else float32")
     add("--strategy", default="none", choices=["none", "mirrored", "multiworker"], help="tf.distribute strategy")
     add("--tensorboard", action="store_true", help="write TensorBoard scalars and the epoch grid")
     add("--seed", type=int, default=0, help="seed of weights, z stream, shuffling and the fixed grid")
@@ -640,6 +776,7 @@ def training_parser():
     add("--resume", action="store_true", help="continue the run after its last finished epoch")
     add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
     add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser
 
 
@@ -664,25 +801,32 @@ def validate_config(config):
 
 
 def resolve_config(argv=None):
-    """Flags -> (config, run_dir, resume). Resuming reads config.json; only a few flags may change then."""
-    parser = training_parser()
-    args = parser.parse_args(argv)
+    """Flags -> (config, run_dir, resume). config holds every flag; resuming reads config.json, lets only a few
+    flags change, and keeps the library versions the run started with (each resume's are added to a list)."""
+    args = training_parser().parse_args(argv)
     run_dir = os.path.join(args.runs_dir, args.name)
-    config = {key: value for key, value in vars(args).items() if key not in ("resume", "name", "runs_dir")}
+    config = vars(args)
     if args.resume:
         saved = read_config(run_dir)
         for key in explicit_flags(argv) - RESUMABLE_OVERRIDES:
             if saved.get(key) != config[key]:
                 raise ValueError(f"--{key.replace('_', '-')} cannot change when resuming "
                                  f"({saved.get(key)!r} in {run_dir}/config.json)")
-        overrides = {key: config[key] for key in explicit_flags(argv) & RESUMABLE_OVERRIDES if key in config}
-        config = {**saved, **overrides}
+        overrides = {key: config[key] for key in explicit_flags(argv) & RESUMABLE_OVERRIDES}
+        config = {**saved, **overrides, "resume": True}
+        config["resumed_with"] = [*saved.get("resumed_with", []), library_versions()]
     elif os.path.isfile(os.path.join(run_dir, "checkpoints", "last.npz")):
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
+    else:
+        config["versions"] = library_versions()
     validate_config(config)
     if config["filter"]:
         data_prep.parse_filter(config["filter"], list(data_prep.CELEBA_ATTRIBUTES))
-    config["versions"] = library_versions()
+    # Absolute paths, so that the run can be used from any working directory.
+    config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
+    if config["data"] is not None:
+        config["data"] = os.path.abspath(os.path.expanduser(config["data"]))
+    config["compute_precision"], config["precision_reason"] = resolve_precision(config["precision"])
     return config, run_dir, args.resume
 
 
@@ -764,9 +908,9 @@ def main(argv=None):
         return run_subcommand(argv[0], argv[1:])
     config, run_dir, resume = resolve_config(argv)
     os.makedirs(run_dir, exist_ok=True)
-    config["data"] = data_prep.resolve_data_dir(config["data"]) if config["data"] is None else config["data"]
+    config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
     print(("resuming " if resume else "training ") + run_dir + " with\n"
-          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key != "versions"))
+          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))
     write_config(run_dir, config)
     started = time.perf_counter()
     try:

@@ -8,15 +8,17 @@ distance (Binkowski et al. 2018, "Demystifying MMD GANs": KID, cubic polynomial 
 precision and recall of the generated distribution (Kynkaanniemi et al. 2019, "Improved Precision and Recall
 Metric for Assessing Generative Models": k-nearest-neighbour manifolds), the distance between real and generated
 attribute frequencies, and the run's own discriminator's accuracy at telling held-out real faces from samples (the
-Udacity proposal's "test accuracy"). `--features inception` swaps in Keras's InceptionV3 for the standard FID when
-its ImageNet weights can be had.
+Udacity proposal's "test accuracy"). `--features inception` swaps in the pooled features of Keras's ImageNet
+InceptionV3 when its weights can be had: the FID formula on them, but not the 2015 TensorFlow Inception graph that
+published FIDs use, so its numbers are not published FIDs either.
 
 Every table holds, computed the same way in the same run: held-out real against other real faces (the floor: the
 test split against the validation split), the generator runs, an untrained generator and uniform noise.
 
 Usage:
     python evaluate.py classifier                                        # the attribute CNN on the synthetic CelebA
-    python evaluate.py classifier --data ~/celeba --epochs 5             # on real CelebA (about 88-91% mean accuracy)
+    python evaluate.py classifier --data ~/celeba --epochs 5             # on real CelebA (not measured here)
+    python evaluate.py classifier --crop makeover                        # a second CNN for the makeover crop
     python evaluate.py classifier --epochs 1 --limit 4000                # CPU-sized: a minute on 2 cores
     python evaluate.py score runs/demo                                   # runs/demo/scores/scores.{md,json,png}
     python evaluate.py score runs/demo runs/frozen --n 500 --seed 1      # CPU-sized: fewer samples, two runs
@@ -44,7 +46,7 @@ import scipy.special
 import data_prep
 import dcgan
 
-import keras  # noqa: E402  (after the backend is chosen)
+import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
 import tensorflow as tf  # noqa: E402
 
 DEFAULT_CLASSIFIER_DIR = os.path.join("runs", "classifier")
@@ -64,19 +66,21 @@ FEATURE_KINDS = ("classifier", "inception")
 # Model builders
 
 
-def build_classifier(*, image_size=64, filters=CLASSIFIER_FILTERS, feature_dim=FEATURE_DIM,
+def build_classifier(*, image_shape=(64, 64), filters=CLASSIFIER_FILTERS, feature_dim=FEATURE_DIM,
                      attributes=len(data_prep.CELEBA_ATTRIBUTES), name="attribute_cnn"):
-    """Images in [-1, 1] -> conv blocks (3x3 conv, batch norm, ReLU, 2x2 max pool) -> global average pool ->
-    Dense "features" (the penultimate layer the scores use) -> one logit per attribute."""
-    if image_size < 2 ** len(filters):
-        raise ValueError(f"image size {image_size} is too small for {len(filters)} pooling blocks")
-    image = keras.Input((image_size, image_size, 3), name="image")
+    """Images (height, width) in [-1, 1] -> conv blocks (3x3 conv, batch norm, ReLU, 2x2 max pool) -> global
+    average pool -> Dense "features" (the penultimate layer the scores use) -> one logit per attribute. Any
+    crop's shape works: 64x64 for the DCGAN crop, 80x64 for the makeover crop."""
+    height, width = image_shape
+    if min(height, width) < 2 ** len(filters):
+        raise ValueError(f"image shape {height}x{width} is too small for {len(filters)} pooling blocks")
+    image = keras.Input((height, width, 3), name="image")
     x = image
     for block, channels in enumerate(filters, start=1):
         x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv{block}")(x)
         x = keras.layers.BatchNormalization(name=f"conv{block}_bn")(x)
         x = keras.layers.ReLU()(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)  # (batch, size/2^block, size/2^block, channels)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)  # (batch, height/2^block, width/2^block, channels)
     x = keras.layers.GlobalAveragePooling2D(name="average")(x)  # (batch, filters[-1])
     features = keras.layers.Dense(feature_dim, activation="relu", name="features")(x)  # (batch, feature_dim)
     logits = keras.layers.Dense(attributes, dtype="float32", name="logits")(features)  # (batch, 40)
@@ -84,8 +88,8 @@ def build_classifier(*, image_size=64, filters=CLASSIFIER_FILTERS, feature_dim=F
 
 
 def build_inception_features(*, image_size=64, weights=None):
-    """Images in [-1, 1] (InceptionV3's own input range) resized to 299x299 -> InceptionV3's 2048 average-pooled
-    features, the space of the standard FID."""
+    """Images in [-1, 1] (InceptionV3's own input range) resized to 299x299 -> Keras's ImageNet InceptionV3, its 2048
+    average-pooled features (close to, but not, the 2015 Inception graph of published FIDs)."""
     image = keras.Input((image_size, image_size, 3), name="image")
     resized = keras.layers.Resizing(INCEPTION_SIZE, INCEPTION_SIZE, interpolation="bilinear")(image)
     inception = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights,
@@ -111,15 +115,20 @@ def _check_features(features_a, features_b, *, minimum=2):
 
 def frechet_from_moments(mean_a, covariance_a, mean_b, covariance_b, *, eps=1e-6):
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), the Frechet distance of two Gaussians. As in the
-    reference FID code, a non-finite or clearly complex square root is retried with eps*I added to both."""
+    reference FID code (Heusel et al.), a non-finite square root is retried with eps*I added to both, and a
+    square root with a clearly complex diagonal (the covariances are not positive semi-definite) is an error."""
     mean_a, mean_b = np.asarray(mean_a, np.float64), np.asarray(mean_b, np.float64)
     covariance_a, covariance_b = np.atleast_2d(covariance_a), np.atleast_2d(covariance_b)
     with warnings.catch_warnings():  # a singular product is expected (dead features) and handled below
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         root = scipy.linalg.sqrtm(covariance_a @ covariance_b)
-        if not np.isfinite(root).all() or np.abs(np.imag(np.diagonal(root))).max(initial=0) > 1e-3:
+        if not np.isfinite(root).all():
             offset = np.eye(len(covariance_a)) * eps
             root = scipy.linalg.sqrtm((covariance_a + offset) @ (covariance_b + offset))
+    imaginary = np.abs(np.imag(np.diagonal(root))).max(initial=0.0)
+    if imaginary > 1e-3:
+        raise ValueError(f"the covariances' product has no real square root (imaginary part {imaginary:.3g}); "
+                         "are they covariance matrices?")
     distance = (np.sum((mean_a - mean_b) ** 2) + np.trace(covariance_a) + np.trace(covariance_b)
                 - 2.0 * np.trace(np.real(root)))
     return max(float(distance), 0.0)  # rounding can leave -1e-12 for identical sets
@@ -219,12 +228,6 @@ def attribute_frequency_distance(reference, candidate):
 # The classifier: data, training, accuracy, saving and loading
 
 
-def attribute_labels(celeba, names):
-    """(n, 40) float32 labels in {0, 1} for the files `names`, columns in CELEBA_ATTRIBUTES order."""
-    table = celeba.attributes.loc[list(names), list(data_prep.CELEBA_ATTRIBUTES)]
-    return (table.to_numpy() == 1).astype(np.float32)
-
-
 def labelled_dataset(images, labels, *, batch_size=64, shuffle=True, flip=False, seed=0):
     """tf.data of (float32 images in [-1, 1], labels) from a uint8 array, with optional random horizontal flips."""
     pixels, targets = tf.constant(np.asarray(images)), tf.constant(np.asarray(labels, np.float32))
@@ -244,17 +247,8 @@ def labelled_dataset(images, labels, *, batch_size=64, shuffle=True, flip=False,
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def load_split(data_dir, *, split, image_size=64, crop_size=108, limit=None, cache_dir=None, filter=None,
-               progress=True, celeba=None):
-    """(uint8 images (n, size, size, 3), labels (n, 40)) of one split, DCGAN crop."""
-    celeba = celeba or data_prep.read_celeba(data_dir)
-    prepared = data_prep.prepare_images(data_dir, split=split, filter=filter, crop="dcgan", image_size=image_size,
-                                        crop_size=crop_size, limit=limit, cache_dir=cache_dir, progress=progress,
-                                        celeba=celeba)
-    return np.asarray(prepared.images), attribute_labels(celeba, prepared.names)
-
-
-def train_classifier(*, data_dir=None, image_size=64, crop_size=108, epochs=8, batch_size=64, learning_rate=1e-3,
+def train_classifier(*, data_dir=None, crop="dcgan", image_size=64, crop_size=108, epochs=8, batch_size=64,
+                     learning_rate=1e-3,
                      limit=None, filters=CLASSIFIER_FILTERS, feature_dim=FEATURE_DIM, cache_dir=None, seed=0,
                      steps_per_epoch=None, progress=True, verbose=1):
     """Train the attribute CNN on the training split (flips, Adam with a cosine-decayed learning rate, sigmoid
@@ -266,11 +260,12 @@ def train_classifier(*, data_dir=None, image_size=64, crop_size=108, epochs=8, b
     data_dir = data_prep.resolve_data_dir(data_dir)
     celeba = data_prep.read_celeba(data_dir)
     keras.utils.set_random_seed(seed)
-    split_options = {"image_size": image_size, "crop_size": crop_size, "cache_dir": cache_dir,
+    split_options = {"crop": crop, "image_size": image_size, "crop_size": crop_size, "cache_dir": cache_dir,
                      "progress": progress, "celeba": celeba}
-    train_images, train_labels = load_split(data_dir, split="train", limit=limit, **split_options)
-    validation_images, validation_labels = load_split(data_dir, split="validation", **split_options)
-    classifier = build_classifier(image_size=image_size, filters=tuple(filters), feature_dim=feature_dim)
+    train_images, _, train_labels = data_prep.load_split(data_dir, split="train", limit=limit, **split_options)
+    validation_images, _, validation_labels = data_prep.load_split(data_dir, split="validation", **split_options)
+    classifier = build_classifier(image_shape=train_images.shape[1:3], filters=tuple(filters),
+                                  feature_dim=feature_dim)
     steps = steps_per_epoch or -(-len(train_images) // batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)  # settles at the end
     classifier.compile(optimizer=keras.optimizers.Adam(schedule),
@@ -329,7 +324,7 @@ def save_classifier(out_dir, classifier, config):
     """classifier.keras and classifier.json (settings and accuracy), each written then renamed."""
     os.makedirs(out_dir, exist_ok=True)
     dcgan.save_model_atomic(classifier, os.path.join(out_dir, "classifier.keras"))
-    data_prep.atomic_write_bytes(os.path.join(out_dir, "classifier.json"), json.dumps(config, indent=2).encode())
+    data_prep.write_json(os.path.join(out_dir, "classifier.json"), config)
     return out_dir
 
 
@@ -361,16 +356,16 @@ def classifier_config(path_or_run_dir):
 # The instrument: probabilities and features of any images
 
 
-def _as_model_input(images, image_size, what):
+def _as_model_input(images, shape, what):
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3):
-        raise ValueError(f"{what} expects images (n, {image_size}, {image_size}, 3), got shape {images.shape}")
+    if images.ndim != 4 or images.shape[1:] != (*shape, 3):
+        raise ValueError(f"{what} expects images (n, {shape[0]}, {shape[1]}, 3), got shape {images.shape}")
     return data_prep.to_float(images) if images.dtype == np.uint8 else images.astype(np.float32)
 
 
 def _run_batches(model, images, batch_size):
-    size = model.input_shape[1]
-    outputs = [keras.ops.convert_to_numpy(model(_as_model_input(images[start:start + batch_size], size, model.name),
+    shape = tuple(model.input_shape[1:3])
+    outputs = [keras.ops.convert_to_numpy(model(_as_model_input(images[start:start + batch_size], shape, model.name),
                                                 training=False))
                for start in range(0, len(images), batch_size)]
     return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
@@ -450,7 +445,7 @@ class Instrument:
 def held_out_images(config, *, split="test", count=DEFAULT_COUNT, seed=0, filter=None, cache_dir=None,
                     progress=True):
     """`count` seeded-random real images of a split of the classifier's data, with the classifier's crop."""
-    prepared = data_prep.prepare_images(config["data"], split=split, filter=filter, crop="dcgan",
+    prepared = data_prep.prepare_images(config["data"], split=split, filter=filter, crop=config.get("crop", "dcgan"),
                                         image_size=config["image_size"], crop_size=config["crop_size"],
                                         cache_dir=cache_dir or config.get("cache_dir"), progress=progress)
     available = len(prepared.names)
@@ -463,7 +458,8 @@ def held_out_images(config, *, split="test", count=DEFAULT_COUNT, seed=0, filter
 
 def available_count(config, *, filter=None, cache_dir=None, progress=True):
     """How many images the floor can use: the smaller of the test and validation splits (after the filter)."""
-    return min(len(data_prep.prepare_images(config["data"], split=split, filter=filter, crop="dcgan",
+    return min(len(data_prep.prepare_images(config["data"], split=split, filter=filter,
+                                            crop=config.get("crop", "dcgan"),
                                             image_size=config["image_size"], crop_size=config["crop_size"],
                                             cache_dir=cache_dir or config.get("cache_dir"), progress=progress).names)
                for split in ("test", "validation"))
@@ -523,13 +519,27 @@ def run_kind(run_dir):
     return dcgan.read_config(run_dir).get("kind", "trained")
 
 
-def check_run(run_dir, image_size):
-    """The run's config, after checking that its images have the classifier's size."""
+def _same_directory(first, second):
+    return os.path.realpath(os.path.expanduser(str(first))) == os.path.realpath(os.path.expanduser(str(second)))
+
+
+def check_run(run_dir, classifier_config):
+    """The run's config, after checking that the run was trained on what the classifier measures: the same data
+    directory, crop, crop size and image size (baselines have no data, only a size)."""
     config = dcgan.read_config(run_dir)
-    if config.get("image_size") != image_size:
-        raise ValueError(f"{run_dir} makes {config.get('image_size')}x{config.get('image_size')} images but the "
-                         f"classifier was trained on {image_size}x{image_size}; train one with --image-size "
-                         f"{config.get('image_size')} or pass --classifier DIR")
+    run = {"crop": config.get("crop", "dcgan"), "crop_size": config.get("crop_size", 108),
+           "image_size": config.get("image_size")}
+    for key, value in run.items():
+        if config.get("kind") in ("untrained", "noise") and key != "image_size":
+            continue
+        expected = classifier_config.get(key, "dcgan" if key == "crop" else None)
+        if value != expected:
+            raise ValueError(f"{run_dir} was trained with {key} {value} but the classifier with {expected}; "
+                             f"train a classifier with --{key.replace('_', '-')} {value} and pass --classifier DIR")
+    if config.get("kind", "trained") == "trained" and not _same_directory(config["data"], classifier_config["data"]):
+        raise ValueError(f"{run_dir} was trained on {config['data']} but the classifier on "
+                         f"{classifier_config['data']}; train a classifier with --data {config['data']} and pass "
+                         f"--classifier DIR")
     return config
 
 
@@ -550,7 +560,7 @@ def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):
 
 def score_run(instrument, run_dir, *, epoch=None, with_discriminator=True):
     """One row: samples from the run (seeded) measured against the held-out real images."""
-    config = check_run(run_dir, instrument.config["image_size"])
+    config = check_run(run_dir, instrument.config)
     kind = config.get("kind", "trained")
     images = dcgan.make_sampler(run_dir, epoch=epoch)(len(instrument.real_images), instrument.seed)
     discriminator_path = os.path.join(run_dir, "discriminator.keras")
@@ -580,7 +590,7 @@ def score_floor(instrument, *, filter=None, progress=True):
 def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True):
     """The score table: the floor, each run, and the untrained and noise baselines (created when absent)."""
     for run_dir in run_dirs:
-        check_run(run_dir, instrument.config["image_size"])
+        check_run(run_dir, instrument.config)
     all_runs = ensure_baselines(run_dirs, baseline_dir, image_size=instrument.config["image_size"],
                                 seed=instrument.seed)
     rows = [score_floor(instrument, filter=filter, progress=progress)]
@@ -632,18 +642,6 @@ def scores_markdown(rows, settings):
     return "\n".join(lines) + "\n"
 
 
-def save_figure(figure, path):
-    """Save a matplotlib figure to a temporary PNG, then rename."""
-    import matplotlib.pyplot as plt
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path[:-len(".png")] + f".tmp-{os.getpid()}.png"
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
-
-
 def plot_scores(rows, path):
     """One bar chart per score, one bar per row (floor, runs, baselines)."""
     import matplotlib
@@ -662,7 +660,7 @@ def plot_scores(rows, path):
         axis.set_title(title)
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    return save_figure(figure, path)
+    return data_prep.save_figure(figure, path)
 
 
 def plot_epochs(rows, path, *, floor=None, noise=None):
@@ -690,12 +688,7 @@ def plot_epochs(rows, path, *, floor=None, noise=None):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    return save_figure(figure, path)
-
-
-def write_json(path, payload):
-    data_prep.atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
-    return path
+    return data_prep.save_figure(figure, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -710,7 +703,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = classifier.add_argument
     add("--data", default=None, help="CelebA directory (default: the synthetic CelebA)")
-    add("--image-size", type=int, default=64, help="side of the DCGAN crop the CNN sees (match your runs)")
+    add("--crop", default="dcgan", choices=data_prep.CROPS, help="which crop the CNN sees (one classifier per crop)")
+    add("--image-size", type=int, default=64, help="width of the crop the CNN sees (match your runs)")
     add("--crop-size", type=int, default=108, help="side of the centre crop of the 178x218 aligned images")
     add("--epochs", type=int, default=8, help="passes over the training split")
     add("--batch-size", type=int, default=64, help="batch size")
@@ -720,7 +714,9 @@ def parse_args(argv=None):
     add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
     add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
     add("--seed", type=int, default=0, help="seed of weights, shuffling and flips")
-    add("--out", default=DEFAULT_CLASSIFIER_DIR, help="directory for classifier.keras, classifier.json, accuracy.md")
+    add("--out", default=None, help="directory for classifier.keras, classifier.json, accuracy.md "
+        f"(default: {DEFAULT_CLASSIFIER_DIR}, or {DEFAULT_CLASSIFIER_DIR}-makeover for the makeover crop)")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     score = commands.add_parser("score", help="score generator runs against held-out real faces and baselines",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = score.add_argument
@@ -738,30 +734,34 @@ def parse_args(argv=None):
     add("--every-epoch", action="store_true", help="also score each saved epoch of the trained runs")
     add("--cache-dir", default=None, help="prepared-image cache (default: the classifier's)")
     add("--out", default=None, help="output directory (default: <first run>/scores)")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser.parse_args(argv)
 
 
 def run_classifier(args):
     started = time.perf_counter()
-    data_dir = data_prep.resolve_data_dir(args.data)
+    data_dir = os.path.abspath(data_prep.resolve_data_dir(args.data))
+    cache_dir = os.path.abspath(args.cache_dir)
+    out = args.out or (DEFAULT_CLASSIFIER_DIR if args.crop == "dcgan" else f"{DEFAULT_CLASSIFIER_DIR}-{args.crop}")
     classifier, train_labels, history = train_classifier(
-        data_dir=data_dir, image_size=args.image_size, crop_size=args.crop_size, epochs=args.epochs,
+        data_dir=data_dir, crop=args.crop, image_size=args.image_size, crop_size=args.crop_size, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, limit=args.limit, filters=args.filters,
-        cache_dir=args.cache_dir, seed=args.seed, steps_per_epoch=args.steps_per_epoch)
-    test_images, test_labels = load_split(data_dir, split="test", image_size=args.image_size,
-                                          crop_size=args.crop_size, cache_dir=args.cache_dir)
+        cache_dir=cache_dir, seed=args.seed, steps_per_epoch=args.steps_per_epoch)
+    test_images, _, test_labels = data_prep.load_split(data_dir, split="test", crop=args.crop,
+                                                       image_size=args.image_size, crop_size=args.crop_size,
+                                                       cache_dir=cache_dir)
     report = classifier_accuracy(classifier, test_images, test_labels, train_labels=train_labels)
-    config = {"data": data_dir, "image_size": args.image_size, "crop": "dcgan", "crop_size": args.crop_size,
-              "cache_dir": args.cache_dir, "filters": list(args.filters), "feature_dim": FEATURE_DIM,
-              "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-              "limit": args.limit, "seed": args.seed, "train_images": int(len(train_labels)),
-              "seconds": round(time.perf_counter() - started, 1), "history": history, "test": report,
-              "versions": dcgan.library_versions()}
-    save_classifier(args.out, classifier, config)
-    markdown = accuracy_markdown(report)
-    data_prep.atomic_write_bytes(os.path.join(args.out, "accuracy.md"), markdown.encode())
+    config = {"data": data_dir, "image_size": args.image_size, "crop": args.crop, "crop_size": args.crop_size,
+              "image_shape": list(test_images.shape[1:3]), "cache_dir": cache_dir, "filters": list(args.filters),
+              "feature_dim": FEATURE_DIM, "epochs": args.epochs, "batch_size": args.batch_size,
+              "learning_rate": args.learning_rate, "limit": args.limit, "seed": args.seed,
+              "train_images": int(len(train_labels)), "seconds": round(time.perf_counter() - started, 1),
+              "history": history, "test": report, "versions": dcgan.library_versions()}
+    save_classifier(out, classifier, config)
+    markdown = accuracy_markdown(report, title=f"Attribute CNN ({args.crop} crop), held-out test split")
+    data_prep.atomic_write_bytes(os.path.join(out, "accuracy.md"), markdown.encode())
     print(markdown)
-    print(f"trained in {config['seconds']:.0f} s; wrote {args.out}/classifier.keras, classifier.json, accuracy.md")
+    print(f"trained in {config['seconds']:.0f} s; wrote {out}/classifier.keras, classifier.json, accuracy.md")
 
 
 def run_score(args):
@@ -787,7 +787,7 @@ def run_score(args):
                 "kid_subset_size": min(args.kid_subset_size, len(instrument.real_images))}
     markdown = scores_markdown(rows, settings)
     data_prep.atomic_write_bytes(os.path.join(out, "scores.md"), markdown.encode())
-    write_json(os.path.join(out, "scores.json"), {"settings": settings, "rows": rows,
+    data_prep.write_json(os.path.join(out, "scores.json"), {"settings": settings, "rows": rows,
                                                    "real_frequencies": instrument.real_frequencies.tolist(),
                                                    "attributes": list(data_prep.CELEBA_ATTRIBUTES)})
     plot_scores(rows, os.path.join(out, "scores.png"))
@@ -802,7 +802,7 @@ def write_epoch_scores(instrument, run_dirs, out, *, rows, settings):
     epoch_rows = [row for run_dir in run_dirs for row in score_epochs(instrument, run_dir)]
     floor = rows[0]["frechet_distance"]
     noise = next(row["frechet_distance"] for row in rows if row["kind"] == "noise")
-    write_json(os.path.join(out, "epochs.json"), {"settings": settings, "rows": epoch_rows,
+    data_prep.write_json(os.path.join(out, "epochs.json"), {"settings": settings, "rows": epoch_rows,
                                                    "floor_frechet_distance": floor, "noise_frechet_distance": noise})
     plot_epochs(epoch_rows, os.path.join(out, "fid_by_epoch.png"), floor=floor, noise=noise)
     print(scores_markdown(epoch_rows, settings))

@@ -19,7 +19,7 @@ def test_flops_of_the_paper_model_match_the_hand_count():
 
 def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
     out = tmp_path / "bench.json"
-    bench.main(["--tiny", "--data", str(tiny_celeba), "--out", str(out)])
+    bench.main(["--tiny", "--data", str(tiny_celeba), "--out", str(out), "--precisions", "float32,mixed_bfloat16"])
     results = json.loads(out.read_text())
     assert set(results["training"]) == {"kernel4_float32", "kernel4_mixed_bfloat16", "kernel5_float32",
                                         "kernel5_mixed_bfloat16"}

@@ -7,12 +7,15 @@ import subprocess
 import sys
 import time
 
+import json
+
 import numpy as np
 import pytest
 
 import data_prep
 import dcgan
 import keras  # after dcgan, which chooses the TensorFlow backend
+import tensorflow as tf
 
 REPO = os.path.dirname(os.path.abspath(dcgan.__file__))
 
@@ -20,7 +23,7 @@ REPO = os.path.dirname(os.path.abspath(dcgan.__file__))
 def tiny_flags(data_dir, runs_dir, name, *extra):
     return ["--data", str(data_dir), "--image-size", "32", "--filters", "8", "--batch-size", "16",
             "--steps-per-epoch", "3", "--runs-dir", str(runs_dir), "--name", name,
-            "--cache-dir", str(runs_dir / "cache"), *extra]
+            "--cache-dir", str(runs_dir / "cache"), "--precision", "float32", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +72,6 @@ def test_run_writes_every_artifact(trained_run):
     assert list(steps.columns) == ["epoch", "step", "d_loss", "g_loss", "d_real", "d_fake"]
     assert len(steps) == 6 and steps["epoch"].tolist() == [1, 1, 1, 2, 2, 2]
     assert ((steps["d_real"] > 0) & (steps["d_real"] < 1)).all()
-    # The epoch loss is the mean of that epoch's steps.
-    np.testing.assert_allclose(np.load(trained_run / "d_losses.npy")[0], steps["d_loss"][:3].mean(), rtol=1e-3)
     for epoch in (1, 2):
         grid = data_prep.read_image_uint8(str(trained_run / "samples" / f"epoch_{epoch:03d}.png"))
         assert grid.shape == (8 * 34 + 2, 8 * 34 + 2, 3)  # 8x8 tiles of 32 pixels with 2-pixel padding
@@ -98,6 +99,63 @@ def test_resume_continues_epochs_losses_and_optimizer(trained_run, tmp_path):
     gan = dcgan.build_gan(config)
     gan.load_state_arrays(dcgan.load_checkpoint(copy)[0])
     assert int(gan.d_optimizer.iterations) == 9 and int(gan.g_optimizer.iterations) == 9
+    resumed = dcgan.read_config(copy)
+    assert resumed["versions"] == config["versions"] and len(resumed["resumed_with"]) == 1
+    assert resumed["resume"] is True and resumed["epochs"] == 3
+
+
+def test_config_holds_every_flag_and_absolute_paths(trained_run):
+    config = dcgan.read_config(trained_run)
+    flags = set(vars(dcgan.training_parser().parse_args([])))
+    assert flags <= set(config), flags - set(config)
+    assert config["name"] == "tiny" and config["resume"] is False
+    assert os.path.isabs(config["data"]) and os.path.isabs(config["cache_dir"])
+    assert config["compute_precision"] == "float32"
+
+
+def test_load_run_gives_config_and_both_networks_final_or_per_epoch(trained_run):
+    run = dcgan.load_run(str(trained_run))
+    assert run.config["filters"] == 8 and run.epoch is None
+    assert run.generator.output_shape == (None, 32, 32, 3) and run.discriminator.output_shape == (None, 1)
+    first = dcgan.load_run(str(trained_run), epoch=1)
+    assert dcgan.saved_epochs(trained_run, "discriminator") == [1, 2]
+    assert not np.array_equal(first.discriminator.get_weights()[0], run.discriminator.get_weights()[0])
+    features = dcgan.discriminator_features(run.discriminator, layer="down2_features")
+    assert features.output_shape == (None, 8, 8, 16)  # 32 -> 16 -> 8 pixels; 8 then 16 filters
+    assert dcgan.discriminator_features(run.discriminator).output_shape == (None, 4, 4, 32)
+    with pytest.raises(ValueError, match="feature layers: down1_features, down2_features, down3_features"):
+        dcgan.discriminator_features(run.discriminator, layer="down9")
+    with pytest.raises(ValueError, match="has no generator for epoch 7"):
+        dcgan.load_run(str(trained_run), epoch=7)
+
+
+def test_load_run_refuses_a_baseline(tmp_path):
+    baseline = dcgan.write_baseline(str(tmp_path / "noise"), kind="noise", image_size=32, count=2)
+    with pytest.raises(ValueError, match="noise baseline, not a trained run"):
+        dcgan.load_run(baseline)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(dcgan, "native_bfloat16", lambda: (True, "CPU with amx_bf16"))
+    assert dcgan.resolve_precision("auto") == ("mixed_bfloat16", "CPU with amx_bf16")
+    monkeypatch.setattr(dcgan, "native_bfloat16", lambda: (False, "CPU without AVX512_BF16 or AMX"))
+    assert dcgan.resolve_precision("auto")[0] == "float32"
+    assert dcgan.resolve_precision("mixed_bfloat16")[0] == "mixed_bfloat16"
+
+
+def test_minibatch_std_appends_the_batch_spread():
+    # Two images of one pixel and two channels: [1, 2] and [3, 6]. Spread per channel (population): 1 and 2.
+    inputs = np.array([[[[1.0, 2.0]]], [[[3.0, 6.0]]]], np.float32)
+    outputs = keras.ops.convert_to_numpy(dcgan.MinibatchStdDev()(inputs))
+    assert outputs.shape == (2, 1, 1, 3)
+    np.testing.assert_allclose(outputs[..., :2], inputs)
+    np.testing.assert_allclose(outputs[..., 2], 1.5)  # the mean of 1 and 2, the same for every image
+
+
+def test_importing_the_scripts_prints_no_tensorflow_start_up_lines():
+    result = subprocess.run([sys.executable, "-c", "import evaluate, bench; import tensorflow as tf; tf.zeros(1) + 1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-500:]
 
 
 def test_resume_refuses_to_change_the_architecture(trained_run, capsys):
@@ -113,15 +171,15 @@ def test_killed_run_loses_at_most_the_epoch_in_progress(tiny_celeba, tmp_path):
     flags[flags.index("--steps-per-epoch") + 1] = "400"
     process = subprocess.Popen([sys.executable, "dcgan.py", *flags], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = tmp_path / "killed" / "log.csv"
+    losses = tmp_path / "killed" / "d_losses.npy"
     deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if log.is_file() and any(line.startswith("2,") for line in log.read_text().splitlines()):
-            break
+    while time.time() < deadline and process.poll() is None and not losses.is_file():
         time.sleep(0.2)
+    time.sleep(1.0)  # into epoch 2, whose 400 steps take several seconds
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert np.load(tmp_path / "killed" / "d_losses.npy").shape == (1,)
+    assert np.load(losses).shape == (1,)
+    assert dcgan.read_step_log(tmp_path / "killed")["epoch"].tolist() == [1] * 400  # log.csv: finished epochs only
     assert len(dcgan.load_checkpoint(tmp_path / "killed")[1]["d_losses"]) == 1
     dcgan.main(["--resume", "--runs-dir", str(tmp_path), "--name", "killed", "--epochs", "2",
                 "--steps-per-epoch", "3"])
@@ -219,3 +277,115 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tiny_celeba, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "with 2 replica(s)" in result.stdout
     assert np.isfinite(np.load(tmp_path / "mirrored" / "d_losses.npy")).all()
+
+
+TINY_GAN = {"image_size": 32, "filters": 4, "kernel": 4, "latent_dim": 8, "latent_distribution": "normal",
+            "g_steps": 1, "label_smoothing": 0.0, "seed": 0, "learning_rate": 2e-4, "beta1": 0.5}
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+class WeightSnapshots(keras.callbacks.Callback):
+    """G's and D's weights before each step, and both after the last."""
+
+    def __init__(self):
+        super().__init__()
+        self.before = []
+
+    def on_train_batch_begin(self, step, logs=None):
+        self.before.append((self.model.generator.get_weights(), self.model.discriminator.get_weights()))
+
+    def on_train_end(self, logs=None):
+        self.after = (self.model.generator.get_weights(), self.model.discriminator.get_weights())
+
+
+def test_logged_step_losses_are_that_steps_losses(tmp_path):
+    """log.csv's D and G losses of each step, against the losses computed by hand (softplus of the logits) from
+    the weights that step started with and the fixed z and real batch it saw."""
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((16, 8)).astype(np.float32)
+    images = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
+    gan = dcgan.build_gan(TINY_GAN)
+    gan._latent = lambda batch_size: tf.constant(z)
+    data_prep.atomic_write_bytes(str(tmp_path / "log.csv"), b"epoch,step,d_loss,g_loss,d_real,d_fake\n")
+    history = {"d_losses": [], "g_losses": [], "d_real": [], "d_fake": []}
+    snapshots = WeightSnapshots()
+    recorder = dcgan.RunRecorder(str(tmp_path), fixed_z=z, history=history)
+    gan.fit(tf.data.Dataset.from_tensor_slices(images).batch(16), epochs=1, callbacks=[snapshots, recorder],
+            verbose=0, shuffle=False)
+    logged = dcgan.read_step_log(tmp_path)
+    assert len(logged) == 3
+    generator, discriminator = dcgan.build_network(TINY_GAN, "generator"), dcgan.build_network(TINY_GAN,
+                                                                                              "discriminator")
+    weights = snapshots.before + [snapshots.after]
+    for step in range(3):
+        generator.set_weights(weights[step][0])
+        discriminator.set_weights(weights[step][1])
+        fake = generator(z, training=True)
+        real = data_prep.to_float(images[16 * step:16 * step + 16])
+        real_logits = discriminator(real, training=True).numpy()[:, 0]
+        fake_logits = discriminator(fake, training=True).numpy()[:, 0]
+        d_loss = softplus(-real_logits).mean() + softplus(fake_logits).mean()
+        discriminator.set_weights(weights[step + 1][1])  # G's loss is taken after D's update, on the same fakes
+        g_loss = softplus(-discriminator(fake, training=True).numpy()[:, 0]).mean()
+        np.testing.assert_allclose(logged["d_loss"][step], d_loss, rtol=1e-4)
+        np.testing.assert_allclose(logged["g_loss"][step], g_loss, rtol=1e-4)
+        np.testing.assert_allclose(logged["d_real"][step], (1 / (1 + np.exp(-real_logits))).mean(), rtol=1e-4)
+    np.testing.assert_allclose(history["d_losses"][0], logged["d_loss"].mean(), rtol=1e-5)
+
+
+REPLICA_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np, keras, dcgan
+
+config = json.loads(sys.argv[1])
+rng = np.random.default_rng(0)
+z = tf.constant(rng.standard_normal((64, config["latent_dim"])).astype(np.float32))
+images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+keras.utils.set_random_seed(0)
+state = dcgan.build_gan(config).state_arrays()
+
+
+def latent(batch_size):  # each replica its own slice of one fixed global batch of z
+    start = tf.distribute.get_replica_context().replica_id_in_sync_group * batch_size
+    return tf.gather(z, tf.range(start, start + batch_size))
+
+
+class Logs(keras.callbacks.Callback):
+    def on_train_batch_end(self, step, logs=None):
+        rows.append({name: float(logs[name]) for name in dcgan.STEP_COLUMNS})
+
+
+results = {}
+for name in ("none", "mirrored"):
+    strategy = dcgan.make_strategy(name)
+    with strategy.scope():
+        gan = dcgan.build_gan(config, replicas=strategy.num_replicas_in_sync)
+        gan.load_state_arrays(state)
+    gan._latent = latent
+    rows = []
+    gan.fit(tf.data.Dataset.from_tensors(images).repeat(), steps_per_epoch=2, epochs=1, callbacks=[Logs()],
+            verbose=0, shuffle=False)
+    results[name] = {"replicas": strategy.num_replicas_in_sync, "steps": rows}
+print(json.dumps(results))
+"""
+
+
+def test_losses_under_two_replicas_are_the_true_losses():
+    """The same weights, z and global batch give the same logged losses on one replica and on two (each replica
+    divides its loss by the global batch for the gradients; the log must not show that 1/R share)."""
+    result = subprocess.run([sys.executable, "-c", REPLICA_SCRIPT, json.dumps(TINY_GAN)], cwd=REPO,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    assert results["none"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
+    for single, mirrored in zip(results["none"]["steps"], results["mirrored"]["steps"]):
+        for name in dcgan.STEP_COLUMNS:
+            np.testing.assert_allclose(mirrored[name], single[name], rtol=1e-4, err_msg=name)

@@ -3,6 +3,7 @@ the score command end to end on a DCGAN trained for a moment (32x32 images, 8 fi
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -50,6 +51,53 @@ def test_frechet_distance_survives_singular_covariances():
     features_b = np.concatenate([rng.normal(size=(100, 3)) + 1.0, np.zeros((100, 5))], axis=1)
     distance = evaluate.frechet_distance(features_a, features_b)
     assert np.isfinite(distance) and distance == pytest.approx(3.0, abs=1.0)
+
+
+def test_frechet_from_moments_with_full_non_commuting_covariances():
+    """2x2 by hand: for M = A B with positive eigenvalues, Tr(M^(1/2)) = sqrt(Tr M + 2 sqrt(det M))."""
+    covariance_a, covariance_b = np.array([[2.0, 1.0], [1.0, 2.0]]), np.array([[1.0, 0.5], [0.5, 3.0]])
+    assert not np.allclose(covariance_a @ covariance_b, covariance_b @ covariance_a)
+    # A B = [[2.5, 4], [2, 6.5]]: trace 9, determinant det(A) det(B) = 3 * 2.75 = 8.25.
+    trace_root = np.sqrt(9.0 + 2.0 * np.sqrt(8.25))
+    expected = (1.0 + 4.0) + 4.0 + 4.0 - 2.0 * trace_root  # |mu_a - mu_b|^2 = 1 + 4; Tr A = Tr B = 4
+    distance = evaluate.frechet_from_moments([0.0, 0.0], covariance_a, [1.0, 2.0], covariance_b)
+    assert distance == pytest.approx(expected, rel=1e-9)
+    assert expected == pytest.approx(5.32027, abs=1e-5)
+
+
+def test_a_complex_square_root_is_an_error_not_dropped():
+    not_a_covariance = np.diag([1.0, -1.0])  # A B = diag(1, -1): its square root is diag(1, i)
+    with pytest.raises(ValueError, match="no real square root"):
+        evaluate.frechet_from_moments([0.0, 0.0], not_a_covariance, [0.0, 0.0], np.eye(2))
+
+
+def brute_force_mmd(x, y):
+    """The unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, summed pair by pair (Binkowski et al. 2018, eq. 2)."""
+    d = x.shape[1]
+    kernel = lambda a, b: (float(np.dot(a, b)) / d + 1.0) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    within_x = sum(kernel(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    within_y = sum(kernel(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    across = sum(kernel(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return within_x + within_y - 2.0 * across
+
+
+def test_kernel_distance_matches_a_brute_force_unbiased_mmd():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(7, 3)), rng.normal(0.7, 1.5, size=(7, 3))
+    # One subset of the whole set: the order the subset is drawn in does not change the statistic.
+    value = evaluate.kernel_distance(x, y, subsets=1, subset_size=7)
+    assert value == pytest.approx(brute_force_mmd(x, y), rel=1e-10)
+    assert abs(value) > 0.1  # a real difference, not two zeros agreeing
+
+
+def test_precision_and_recall_on_a_hand_worked_example():
+    """Points on a line, k = 1. Real balls: 0 and 1 radius 1, 5 and 7 radius 2. Fake balls: 0.5 and 0.9 radius 0.4,
+    3.5 radius 2.6, 30 and 31 radius 1. Fakes inside a real ball: 0.5, 0.9, 3.5 (3 of 5). Reals inside a fake
+    ball: 1 (0.1 from 0.9) and 5 (1.5 from 3.5); 0 is 0.5 from 0.5 (> 0.4) and 7 is 3.5 from 3.5 (> 2.6)."""
+    line = lambda *xs: np.array([[x, 0.0] for x in xs])  # noqa: E731
+    precision, recall = evaluate.precision_recall(line(0, 1, 5, 7), line(0.5, 0.9, 3.5, 30, 31), k=1)
+    assert precision == pytest.approx(3 / 5) and recall == pytest.approx(2 / 4)
 
 
 def test_kernel_distance_is_about_zero_for_one_distribution_and_large_for_a_shifted_one():
@@ -128,7 +176,7 @@ def trained_run(tiny_celeba, workspace):
     runs = workspace / "runs"
     dcgan.main(["--data", tiny_celeba, "--image-size", "32", "--filters", "8", "--batch-size", "16",
                 "--steps-per-epoch", "3", "--epochs", "2", "--runs-dir", str(runs), "--name", "tiny",
-                "--cache-dir", str(workspace / "cache")])
+                "--cache-dir", str(workspace / "cache"), "--precision", "float32"])
     return runs / "tiny"
 
 
@@ -151,7 +199,7 @@ def test_accuracy_report_sets_constant_attributes_apart():
     labels[:3, 20] = 1  # only Male varies; the other 39 are never present (as unrendered attributes)
 
     # A classifier that predicts every attribute absent: zero weights, a large negative bias.
-    classifier = evaluate.build_classifier(image_size=8, filters=(2,), feature_dim=4)
+    classifier = evaluate.build_classifier(image_shape=(8, 8), filters=(2,), feature_dim=4)
     logits = classifier.get_layer("logits")
     logits.set_weights([np.zeros_like(weight) for weight in logits.get_weights()])
     logits.bias.assign(np.full(40, -5.0, np.float32))
@@ -165,7 +213,7 @@ def test_accuracy_report_sets_constant_attributes_apart():
 
 def test_predict_attributes_and_extract_features_have_the_shared_shapes(classifier_dir, tiny_celeba, workspace):
     classifier = evaluate.load_classifier(str(classifier_dir))
-    images, _ = evaluate.load_split(tiny_celeba, split="test", image_size=32, cache_dir=str(workspace / "cache"),
+    images, _, _ = data_prep.load_split(tiny_celeba, split="test", image_size=32, cache_dir=str(workspace / "cache"),
                                     progress=False)
     probabilities = evaluate.predict_attributes(classifier, images, batch_size=7)
     features = evaluate.extract_features(classifier, images, batch_size=7)
@@ -256,7 +304,37 @@ def test_image_sizes_that_differ_from_the_classifier_are_a_clean_error(classifie
     small = dcgan.write_baseline(str(tmp_path / "noise16"), kind="noise", image_size=16, count=4)
     error = run_cli_error(["score", small, "--classifier", str(classifier_dir), *QUICK,
                            "--out", str(tmp_path / "out")], capsys)
-    assert "16x16" in error and "32x32" in error
+    assert "image_size 16" in error and "classifier with 32" in error
+
+
+@pytest.mark.parametrize("key, value, flag", [("data", "/elsewhere/celeba", "--data"),
+                                              ("crop_size", 100, "--crop-size")])
+def test_a_run_trained_on_other_data_or_crop_is_refused(classifier_dir, trained_run, tmp_path, capsys, key, value,
+                                                        flag):
+    copy = tmp_path / "other"
+    shutil.copytree(trained_run, copy)
+    config = dcgan.read_config(copy)
+    config[key] = value
+    dcgan.write_config(str(copy), config)
+    error = run_cli_error(["score", str(copy), "--classifier", str(classifier_dir), *QUICK,
+                           "--out", str(tmp_path / "out")], capsys)
+    assert flag in error and str(value) in error
+
+
+def test_a_classifier_for_the_makeover_crop_measures_its_images(tiny_celeba, workspace):
+    out = workspace / "classifier-makeover"
+    evaluate.main(["classifier", "--crop", "makeover", "--data", tiny_celeba, "--image-size", "32", "--filters", "8",
+                   "16", "--epochs", "1", "--batch-size", "32", "--cache-dir", str(workspace / "cache"),
+                   "--out", str(out)])
+    config = evaluate.classifier_config(out)
+    assert config["crop"] == "makeover" and config["image_shape"] == [40, 32]
+    images, names, labels = data_prep.load_split(tiny_celeba, split="test", crop="makeover", image_size=32,
+                                                 cache_dir=str(workspace / "cache"), progress=False)
+    assert images.shape == (20, 40, 32, 3) and len(names) == 20 and labels.shape == (20, 40)
+    classifier = evaluate.load_classifier(out)
+    assert evaluate.predict_attributes(classifier, images).shape == (20, 40)
+    with pytest.raises(ValueError, match=r"expects images \(n, 40, 32, 3\)"):
+        evaluate.predict_attributes(classifier, np.zeros((2, 32, 32, 3), np.uint8))
 
 
 def test_more_samples_than_held_out_images_is_a_clean_error(classifier_dir, trained_run, tmp_path, capsys):

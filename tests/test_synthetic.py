@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import data_prep
+import synthetic_celeba
 
 EYE_BAND = slice(98, 124)
 MOUTH_BAND = slice(140, 162)
@@ -13,14 +14,14 @@ MOUTH_BAND = slice(140, 162)
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    return data_prep.render_synthetic_celeba(str(tmp_path_factory.mktemp("synth") / "celeba"), count=40, seed=3,
+    return synthetic_celeba.render_synthetic_celeba(str(tmp_path_factory.mktemp("synth") / "celeba"), count=40, seed=3,
                                              workers=1, progress=False)
 
 
 def render_variants(*changes, seed=11, **fixed):
     """The same face (same nuisance draws) rendered once per dict of attribute changes."""
-    base = dict(data_prep.sample_attributes(np.random.default_rng(seed)), **fixed)
-    return [data_prep.render_face(dict(base, **change), np.random.default_rng([seed, 1]))[0].astype(np.float32)
+    base = dict(synthetic_celeba.sample_attributes(np.random.default_rng(seed)), **fixed)
+    return [synthetic_celeba.render_face(dict(base, **change), np.random.default_rng([seed, 1]))[0].astype(np.float32)
             for change in changes]
 
 
@@ -46,14 +47,14 @@ def test_files_parse_as_celeba(synthetic):
 
 def test_attributes_not_drawn_are_always_absent(synthetic):
     attributes = data_prep.read_celeba(synthetic).attributes
-    for name in set(data_prep.CELEBA_ATTRIBUTES) - set(data_prep.RENDERED_ATTRIBUTES):
+    for name in set(data_prep.CELEBA_ATTRIBUTES) - set(synthetic_celeba.RENDERED_ATTRIBUTES):
         assert (attributes[name] == -1).all(), name
-    assert len(data_prep.RENDERED_ATTRIBUTES) >= 20
+    assert len(synthetic_celeba.RENDERED_ATTRIBUTES) >= 20
 
 
 def test_same_seed_same_files_other_seed_other_files(synthetic, tmp_path):
-    again = data_prep.render_synthetic_celeba(str(tmp_path / "again"), count=40, seed=3, workers=2, progress=False)
-    other = data_prep.render_synthetic_celeba(str(tmp_path / "other"), count=40, seed=4, workers=1, progress=False)
+    again = synthetic_celeba.render_synthetic_celeba(str(tmp_path / "again"), count=40, seed=3, workers=2, progress=False)
+    other = synthetic_celeba.render_synthetic_celeba(str(tmp_path / "other"), count=40, seed=4, workers=1, progress=False)
     for name in ("list_attr_celeba.txt", "img_align_celeba/000007.jpg"):
         with open(os.path.join(synthetic, name), "rb") as first, open(os.path.join(again, name), "rb") as second:
             assert first.read() == second.read()
@@ -63,7 +64,7 @@ def test_same_seed_same_files_other_seed_other_files(synthetic, tmp_path):
 
 
 def test_correlations_are_plausible():
-    samples = [data_prep.sample_attributes(np.random.default_rng([5, index])) for index in range(600)]
+    samples = [synthetic_celeba.sample_attributes(np.random.default_rng([5, index])) for index in range(600)]
     women = [a for a in samples if not a["Male"]]
     assert not any(a["Goatee"] or a["Mustache"] or a["Bald"] or a["Sideburns"] for a in women)
     assert all(a["No_Beard"] == (not (a["Goatee"] or a["Mustache"])) for a in samples)
@@ -101,7 +102,7 @@ def test_landmarks_follow_the_head_and_eyes_stay_on_celeba_rows():
     eye_rows = []
     for index in range(200):
         rng = np.random.default_rng([9, index])
-        _, landmarks = data_prep.render_face(data_prep.sample_attributes(rng), rng)
+        _, landmarks = synthetic_celeba.render_face(synthetic_celeba.sample_attributes(rng), rng)
         eye_rows.extend(landmarks[:2, 1])
         assert np.abs(landmarks - data_prep.CELEBA_TEMPLATE_LANDMARKS).max() < 12
     assert np.abs(np.array(eye_rows) - 111).max() < 8
@@ -109,9 +110,9 @@ def test_landmarks_follow_the_head_and_eyes_stay_on_celeba_rows():
 
 def test_count_and_existing_directory_are_clear_errors(synthetic, tmp_path):
     with pytest.raises(data_prep.DataError, match="--count must be positive, got 0"):
-        data_prep.render_synthetic_celeba(str(tmp_path / "none"), count=0)
+        synthetic_celeba.render_synthetic_celeba(str(tmp_path / "none"), count=0)
     with pytest.raises(data_prep.DataError, match="already exists"):
-        data_prep.render_synthetic_celeba(synthetic, count=5)
+        synthetic_celeba.render_synthetic_celeba(synthetic, count=5)
 
 
 def test_rosy_cheeks_and_make_up_draw_different_things():
@@ -120,3 +121,19 @@ def test_rosy_cheeks_and_make_up_draw_different_things():
     make_up = render_variants({"Heavy_Makeup": False}, {"Heavy_Makeup": True}, Rosy_Cheeks=False)
     assert band_change(rosy, cheeks) > 10 and band_change(make_up, cheeks) < 1
     assert band_change(make_up, EYE_BAND) > 3 * band_change(rosy, EYE_BAND) + 1
+
+
+def test_every_label_is_drawable():
+    """A hat hides the hairline and a bald head has no sideburns: such labels would be invisible, so never drawn."""
+    samples = [synthetic_celeba.sample_attributes(np.random.default_rng([6, index])) for index in range(3000)]
+    hats = [a for a in samples if a["Wearing_Hat"]]
+    assert len(hats) > 150
+    assert not any(a["Bangs"] or a["Receding_Hairline"] for a in hats)
+    assert not any(a["Sideburns"] for a in samples if a["Bald"])
+    assert any(a["Sideburns"] for a in hats)  # sideburns show below the brim, so they stay possible
+
+
+def test_sideburns_show_under_a_hat():
+    sides = (slice(100, 128), slice(50, 57))
+    images = pair("Sideburns", False, True, Male=True, Bald=False, Wearing_Hat=True)
+    assert band_change(images, sides) > 10
