@@ -802,6 +802,8 @@ def parse_args(argv=None):
     prepare.add_argument("--workers", type=int, default=2, help="decoding threads")
     prepare.add_argument("--count", type=int, default=DEFAULT_SYNTHETIC_COUNT,
                          help="faces to render when the synthetic default does not exist yet")
+    for command in commands.choices.values():
+        command.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser.parse_args(argv)
 
 

@@ -857,6 +857,7 @@ def subcommand_parser(command):
         add("--kernel", type=int, default=5, help="kernel size of the untrained generator")
         add("--count", type=int, default=2000, help="samples to save in samples.npy")
         add("--seed", type=int, default=0, help="seed of weights and samples")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser
 
 
