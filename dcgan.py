@@ -142,7 +142,8 @@ def discriminator_features(discriminator, *, layer=None):
     layer = layer or (names[-1] if names else None)
     if layer not in [item.name for item in discriminator.layers]:
         raise ValueError(f"the discriminator has no layer {layer!r}; feature layers: {', '.join(names) or 'none'}")
-    return keras.Model(discriminator.input, discriminator.get_layer(layer).output, name=f"{discriminator.name}_{layer}")
+    output = discriminator.get_layer(layer).output
+    return keras.Model(discriminator.input, output, name=f"{discriminator.name}_{layer}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -313,9 +314,9 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.bad_loss:
             return
-        means = np.mean(self.epoch_steps, axis=0)
-        for name, key in zip(("d_losses", "g_losses", "d_real", "d_fake"), STEP_COLUMNS):
-            self.history_arrays[name].append(float(means[STEP_COLUMNS.index(key)]))
+        means = np.mean(self.epoch_steps, axis=0)  # one per STEP_COLUMNS entry
+        for name, mean in zip(("d_losses", "g_losses", "d_real", "d_fake"), means):
+            self.history_arrays[name].append(float(mean))
         number = len(self.history_arrays["d_losses"])
         rows = "".join(f"{number},{step}," + ",".join(f"{value:.6g}" for value in values) + "\n"
                        for step, values in enumerate(self.epoch_steps, start=1))

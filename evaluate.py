@@ -35,7 +35,6 @@ import argparse
 import dataclasses
 import json
 import socket
-import sys
 import time
 import warnings
 

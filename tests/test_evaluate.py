@@ -2,7 +2,6 @@
 the score command end to end on a DCGAN trained for a moment (32x32 images, 8 filters, 20 held-out images)."""
 
 import json
-import os
 import shutil
 import time
 

@@ -53,8 +53,9 @@ def test_attributes_not_drawn_are_always_absent(synthetic):
 
 
 def test_same_seed_same_files_other_seed_other_files(synthetic, tmp_path):
-    again = synthetic_celeba.render_synthetic_celeba(str(tmp_path / "again"), count=40, seed=3, workers=2, progress=False)
-    other = synthetic_celeba.render_synthetic_celeba(str(tmp_path / "other"), count=40, seed=4, workers=1, progress=False)
+    render = synthetic_celeba.render_synthetic_celeba
+    again = render(str(tmp_path / "again"), count=40, seed=3, workers=2, progress=False)
+    other = render(str(tmp_path / "other"), count=40, seed=4, workers=1, progress=False)
     for name in ("list_attr_celeba.txt", "img_align_celeba/000007.jpg"):
         with open(os.path.join(synthetic, name), "rb") as first, open(os.path.join(again, name), "rb") as second:
             assert first.read() == second.read()
