@@ -23,6 +23,7 @@ Usage:
     python evaluate.py score runs/demo                                   # runs/demo/scores/scores.{md,json,png}
     python evaluate.py score runs/demo runs/frozen --n 500 --seed 1      # CPU-sized: fewer samples, two runs
     python evaluate.py score runs/demo --every-epoch                     # Frechet distance per epoch beside the losses
+    python evaluate.py score runs/demo --images runs/peer-torch/samples  # any generator's images (PNGs or .npy) as a row
     python evaluate.py score runs/demo --features inception --inception-weights inception_v3_notop.h5
 """
 
@@ -586,14 +587,82 @@ def score_floor(instrument, *, filter=None, progress=True):
     return row
 
 
-def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True):
-    """The score table: the floor, each run, and the untrained and noise baselines (created when absent)."""
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what a folder of another generator's samples may hold
+
+
+def read_generated_images(path):
+    """Another generator's samples as uint8 (n, height, width, 3): a `.npy` uint8 array, or every PNG or JPEG
+    directly inside a folder, in file-name order (subfolders are ignored). One clear error for anything else."""
+    path = os.path.expanduser(str(path))
+    if os.path.isfile(path) and path.endswith(".npy"):
+        images = np.load(path)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"--images {path}: expected a uint8 array (n, height, width, 3), got {images.dtype} "
+                             f"{images.shape}")
+        if len(images) == 0:
+            raise ValueError(f"--images {path}: the array holds no images")
+        return images
+    if not os.path.isdir(path):
+        raise ValueError(f"--images {path}: not a folder of images or a .npy file")
+    names = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_EXTENSIONS)
+                   and os.path.isfile(os.path.join(path, name)))
+    if not names:
+        raise ValueError(f"--images {path}: the folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    images = [data_prep.read_image_uint8(os.path.join(path, name)) for name in names]
+    shapes = sorted({image.shape for image in images})
+    if len(shapes) > 1:
+        raise ValueError(f"--images {path}: the images differ in size ({', '.join(f'{h}x{w}' for h, w, _ in shapes)})")
+    return np.stack(images)
+
+
+def check_generated_images(images, path, instrument_config, *, count=None):
+    """The images must have the instrument's size; with `count`, there must be at least that many (the first
+    `count` are used, as a run gives exactly `count` samples)."""
+    height, width = instrument_config.get("image_shape") or (instrument_config["image_size"],) * 2
+    if tuple(images.shape[1:3]) != (height, width):
+        raise ValueError(f"--images {path} holds {images.shape[1]}x{images.shape[2]} images but the classifier "
+                         f"measures {height}x{width}; make them at {height}x{width}, or pass --classifier DIR "
+                         f"trained at their size")
+    if count is not None and len(images) < count:
+        raise ValueError(f"--images {path} holds {len(images)} images, fewer than the {count} each row is scored "
+                         f"with; make more, or pass --n {len(images)}")
+    return images[:count] if count is not None else images
+
+
+def images_name(path):
+    """A row's name for a folder or .npy of images: the path as given, without a trailing slash."""
+    return os.path.normpath(str(path))
+
+
+def score_images(instrument, path, images=None):
+    """One row for another generator's images (a folder of PNGs or a .npy), measured as a run's samples are."""
+    images = read_generated_images(path) if images is None else images
+    images = check_generated_images(images, path, instrument.config, count=len(instrument.real_images))
+    row = {"name": images_name(path), "run": None, "images": str(path), "kind": "images", "epoch": None}
+    row.update(measure(instrument, images))
+    row["d_accuracy_note"] = "no discriminator (images only)"
+    return row
+
+
+def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True, images=()):
+    """The score table: the floor, each run, each folder or .npy of `images` (paths, or (path, array) pairs),
+    and the untrained and noise baselines (created when absent)."""
     for run_dir in run_dirs:
         check_run(run_dir, instrument.config)
+    images = [(item, read_generated_images(item)) if isinstance(item, (str, os.PathLike)) else item
+              for item in images]
+    for path, array in images:  # every set is checked before the first row is scored
+        check_generated_images(array, path, instrument.config, count=len(instrument.real_images))
     all_runs = ensure_baselines(run_dirs, baseline_dir, image_size=instrument.config["image_size"],
                                 seed=instrument.seed)
     rows = [score_floor(instrument, filter=filter, progress=progress)]
-    for run_dir in all_runs:
+    for run_dir in all_runs[:len(run_dirs)]:
+        print(f"scoring {run_dir}")
+        rows.append(score_run(instrument, run_dir))
+    for path, array in images:
+        print(f"scoring {path}")
+        rows.append(score_images(instrument, path, array))
+    for run_dir in all_runs[len(run_dirs):]:
         print(f"scoring {run_dir}")
         rows.append(score_run(instrument, run_dir))
     return rows
@@ -652,7 +721,8 @@ def plot_scores(rows, path):
                ("precision", "precision"), ("recall", "recall"), ("attribute_distance", "attribute distance"))
     figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.5))
     names = [row["name"] for row in rows]
-    colours = {"real": "tab:green", "trained": "tab:blue", "untrained": "tab:orange", "noise": "tab:red"}
+    colours = {"real": "tab:green", "trained": "tab:blue", "images": "tab:purple", "untrained": "tab:orange",
+               "noise": "tab:red"}
     for axis, (key, title) in zip(axes, metrics):
         axis.bar(range(len(rows)), [row[key] for row in rows], color=[colours[row["kind"]] for row in rows])
         axis.set_xticks(range(len(rows)), names, rotation=40, ha="right", fontsize=8)
@@ -719,7 +789,10 @@ def parse_args(argv=None):
     score = commands.add_parser("score", help="score generator runs against held-out real faces and baselines",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = score.add_argument
-    add("runs", nargs="+", help="run directories (trained, or baselines from `dcgan.py baseline`)")
+    add("runs", nargs="*", help="run directories (trained, or baselines from `dcgan.py baseline`)")
+    add("--images", action="append", default=[], metavar="PATH",
+        help="another generator's samples, a folder of PNGs or a uint8 .npy (n, h, w, 3), scored as a row "
+        "(repeatable)")
     add("--classifier", default=DEFAULT_CLASSIFIER_DIR, help="the attribute CNN's directory")
     add("--n", type=int, default=None, help=f"samples per row, and held-out real images (default: {DEFAULT_COUNT}, "
         "or the smaller of the test and validation splits)")
@@ -732,7 +805,7 @@ def parse_args(argv=None):
     add("--k", type=int, default=NEIGHBOURS, help="neighbours of the precision/recall manifolds")
     add("--every-epoch", action="store_true", help="also score each saved epoch of the trained runs")
     add("--cache-dir", default=None, help="prepared-image cache (default: the classifier's)")
-    add("--out", default=None, help="output directory (default: <first run>/scores)")
+    add("--out", default=None, help="output directory (default: <first run>/scores, or beside the first --images)")
     add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser.parse_args(argv)
 
@@ -763,23 +836,38 @@ def run_classifier(args):
     print(f"trained in {config['seconds']:.0f} s; wrote {out}/classifier.keras, classifier.json, accuracy.md")
 
 
+def default_score_dir(runs, images):
+    """<first run>/scores, or with images only, scores/ inside the first folder (or beside the first .npy)."""
+    if runs:
+        return os.path.join(runs[0], "scores")
+    first = os.path.normpath(images[0])
+    return os.path.join(first if os.path.isdir(first) else os.path.dirname(first) or ".", "scores")
+
+
 def run_score(args):
-    first = args.runs[0]
+    if not args.runs and not args.images:
+        raise ValueError("score needs at least one run directory or --images PATH")
     for run_dir in args.runs:
         dcgan.read_config(run_dir)
+    classifier_settings = classifier_config(args.classifier)  # cheap: size errors come before anything is loaded
+    images = [(path, read_generated_images(path)) for path in args.images]
+    for path, array in images:
+        check_generated_images(array, path, classifier_settings)
     trained = [run_dir for run_dir in args.runs if run_kind(run_dir) == "trained"]
     filter = args.filter if args.filter is not None else (dcgan.read_config(trained[0]).get("filter")
                                                           if trained else None)
     if args.every_epoch and not trained:
-        raise ValueError(f"--every-epoch needs a trained run; {', '.join(args.runs)} are all baselines")
-    out = args.out or os.path.join(first, "scores")
+        raise ValueError(f"--every-epoch needs a trained run; {', '.join(args.runs) or 'none was given'}"
+                         + (" are all baselines" if args.runs else ""))
+    out = args.out or default_score_dir(args.runs, args.images)
     print("scoring with\n" + "\n".join(f"  {key}: {value}" for key, value in {**vars(args), "filter": filter,
                                                                                 "out": out}.items()))
     instrument = build_instrument(args.classifier, count=args.n, seed=args.seed, features=args.features,
                                   inception_weights_path=args.inception_weights, filter=filter,
                                   cache_dir=args.cache_dir, kid_subsets=args.kid_subsets,
                                   kid_subset_size=args.kid_subset_size, neighbours=args.k)
-    rows = score_runs(args.runs, instrument=instrument, baseline_dir=os.path.join(out, "baselines"), filter=filter)
+    rows = score_runs(args.runs, instrument=instrument, baseline_dir=os.path.join(out, "baselines"), filter=filter,
+                      images=images)
     settings = {**instrument.config["scoring"], "data": instrument.config["data"],
                 "image_size": instrument.config["image_size"], "feature_dim": int(instrument.real_features.shape[1]),
                 "kid_subsets": args.kid_subsets, "k": args.k,

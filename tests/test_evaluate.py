@@ -382,3 +382,108 @@ def test_inception_uses_cached_weights_without_asking_the_network(tmp_path, monk
 def test_a_missing_inception_weights_file_is_a_clean_error(tmp_path):
     with pytest.raises(data_prep.DataError, match="not found"):
         evaluate.inception_weights(str(tmp_path / "absent.h5"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --images: another generator's samples (a folder of PNGs or a uint8 .npy) scored beside the runs
+
+
+def write_pngs(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        data_prep.write_image(str(folder / f"{index:06d}.png"), image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def validation_pngs(tiny_celeba, workspace):
+    """All 20 validation faces as PNGs: the very set the floor compares the test split with."""
+    images, _, _ = data_prep.load_split(tiny_celeba, split="validation", image_size=32,
+                                        cache_dir=str(workspace / "cache"), progress=False)
+    assert len(images) == COUNT
+    return write_pngs(workspace / "validation-pngs", images)
+
+
+@pytest.fixture(scope="module")
+def noise_npy(workspace):
+    path = workspace / "noise-images" / "samples.npy"
+    path.parent.mkdir()
+    np.save(path, np.random.default_rng(0).integers(0, 256, (COUNT + 5, 32, 32, 3), dtype=np.uint8))
+    return path
+
+
+def test_images_are_rows_beside_the_runs_floor_and_baselines(classifier_dir, trained_run, validation_pngs,
+                                                             noise_npy, tmp_path):
+    out = tmp_path / "scores"
+    evaluate.main(["score", str(trained_run), "--classifier", str(classifier_dir), *QUICK,
+                   "--images", str(validation_pngs) + "/", "--images", str(noise_npy), "--out", str(out)])
+    rows = json.loads((out / "scores.json").read_text())["rows"]
+    assert [row["kind"] for row in rows] == ["real", "trained", "images", "images", "untrained", "noise"]
+    floor, _, pngs, npy = rows[:4]
+    assert pngs["name"] == str(validation_pngs) and npy["name"] == str(noise_npy)
+    # The folder holds exactly the floor's validation faces (PNG is lossless), so its row is the floor's.
+    for key in ("frechet_distance", "kid", "precision", "recall", "attribute_distance"):
+        assert pngs[key] == pytest.approx(floor[key], rel=1e-4, abs=1e-6), key
+    assert npy["frechet_distance"] > 5 * floor["frechet_distance"] and npy["recall"] <= 0.1
+    assert pngs["d_accuracy"] is None and "images only" in pngs["d_accuracy_note"]
+    markdown = (out / "scores.md").read_text()
+    assert markdown.count("\n| ") == 7 and f"| {noise_npy} | images |" in markdown  # header and six rows
+
+
+def test_images_alone_are_scored_into_a_folder_beside_them(classifier_dir, noise_npy):
+    evaluate.main(["score", "--images", str(noise_npy), "--classifier", str(classifier_dir), *QUICK])
+    rows = json.loads((noise_npy.parent / "scores" / "scores.json").read_text())["rows"]
+    assert [row["kind"] for row in rows] == ["real", "images", "untrained", "noise"]
+    # The first COUNT of the 25 images were scored: the same figures as the array cut to COUNT.
+    instrument = evaluate.build_instrument(str(classifier_dir), count=COUNT, kid_subsets=5, progress=False)
+    alone = evaluate.measure(instrument, np.load(noise_npy)[:COUNT])
+    assert rows[1]["frechet_distance"] == pytest.approx(alone["frechet_distance"], rel=1e-6)
+
+
+@pytest.mark.parametrize("form", ["folder", "npy"])
+def test_images_of_another_size_than_the_classifier_are_a_clean_error(classifier_dir, trained_run, tmp_path,
+                                                                      capsys, form):
+    images = np.zeros((COUNT, 16, 24, 3), np.uint8)
+    if form == "folder":
+        path = write_pngs(tmp_path / "small", images)
+    else:
+        path = tmp_path / "small.npy"
+        np.save(path, images)
+    started = time.perf_counter()
+    error = run_cli_error(["score", str(trained_run), "--classifier", str(classifier_dir), *QUICK,
+                           "--images", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert "16x24 images" in error and "measures 32x32" in error and str(path) in error
+    assert time.perf_counter() - started < 5  # refused before any image is measured
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt"]])
+def test_an_empty_folder_of_images_is_a_clean_error(classifier_dir, tmp_path, capsys, contents):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in contents:
+        (empty / name).write_text("not an image")
+    (empty / "subfolder").mkdir()
+    error = run_cli_error(["score", "--images", str(empty), "--classifier", str(classifier_dir), *QUICK], capsys)
+    assert "holds no images" in error and str(empty) in error
+
+
+@pytest.mark.parametrize("array, message", [(np.zeros((0, 32, 32, 3), np.uint8), "holds no images"),
+                                            (np.zeros((COUNT, 32, 32, 3), np.float32), "expected a uint8 array"),
+                                            (np.zeros((COUNT, 32, 32), np.uint8), "expected a uint8 array")])
+def test_a_bad_npy_of_images_is_a_clean_error(classifier_dir, tmp_path, capsys, array, message):
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    error = run_cli_error(["score", "--images", str(path), "--classifier", str(classifier_dir), *QUICK], capsys)
+    assert message in error and str(path) in error
+
+
+def test_fewer_images_than_the_rows_sample_count_is_a_clean_error(classifier_dir, tmp_path, capsys):
+    few = write_pngs(tmp_path / "few", np.zeros((5, 32, 32, 3), np.uint8))
+    error = run_cli_error(["score", "--images", str(few), "--classifier", str(classifier_dir), *QUICK], capsys)
+    assert f"holds 5 images, fewer than the {COUNT}" in error and "--n 5" in error
+
+
+def test_score_without_runs_or_images_is_a_clean_error(classifier_dir, capsys):
+    error = run_cli_error(["score", "--classifier", str(classifier_dir)], capsys)
+    assert "at least one run directory or --images" in error
