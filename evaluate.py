@@ -23,7 +23,7 @@ Usage:
     python evaluate.py score runs/demo                                   # runs/demo/scores/scores.{md,json,png}
     python evaluate.py score runs/demo runs/frozen --n 500 --seed 1      # CPU-sized: fewer samples, two runs
     python evaluate.py score runs/demo --every-epoch                     # Frechet distance per epoch beside the losses
-    python evaluate.py score runs/demo --images runs/peer-torch/samples  # any generator's images (PNGs or .npy) as a row
+    python evaluate.py score runs/demo --images runs/peer-torch/samples  # another generator's PNGs or .npy as a row
     python evaluate.py score runs/demo --features inception --inception-weights inception_v3_notop.h5
 """
 
