@@ -113,25 +113,31 @@ def build_generator(*, latent_dim=100, image_size=64, filters=64, kernel_size=5,
     return keras.Model(z, image, name=name)
 
 
-def build_discriminator(*, image_size=64, filters=64, kernel_size=5, minibatch_std=False,
+def build_discriminator(*, image_size=64, filters=64, kernel_size=5, minibatch_std=False, spectral_norm=False,
                         synchronized_batch_norm=False, name="discriminator"):
     """Strided convolutions with 1x, 2x, 4x, 8x filters, LeakyReLU 0.2, batch norm on all but the first, one logit.
     Each block's activation is named `down<n>_features` (see discriminator_features); `minibatch_std` appends the
-    batch's spread as a channel before the logit (off in the paper's model)."""
+    batch's spread as a channel before the logit (off in the paper's model). `spectral_norm` (Miyato et al. 2018,
+    SN-GAN) divides every weight matrix by its largest singular value and drops D's batch norm, as SN-GAN does."""
     blocks = number_of_blocks(image_size)
     image = keras.Input((image_size, image_size, 3), name="image")
     x = image
     for block in range(blocks):
-        x = keras.layers.Conv2D(filters * 2 ** block, kernel_size, strides=2, padding="same", use_bias=block == 0,
-                                kernel_initializer=weight_init(), name=f"down{block + 1}")(x)
-        if block > 0:
+        convolution = keras.layers.Conv2D(filters * 2 ** block, kernel_size, strides=2, padding="same",
+                                          use_bias=block == 0 or spectral_norm, kernel_initializer=weight_init(),
+                                          name=f"down{block + 1}_conv" if spectral_norm else f"down{block + 1}")
+        x = (keras.layers.SpectralNormalization(convolution, name=f"down{block + 1}") if spectral_norm
+             else convolution)(x)
+        if block > 0 and not spectral_norm:
             x = batch_norm(f"down{block + 1}_bn", synchronized=synchronized_batch_norm)(x)
         # (batch, size/2^(block+1), size/2^(block+1), filters*2^block)
         x = keras.layers.LeakyReLU(0.2, name=f"down{block + 1}_features")(x)
     if minibatch_std:
         x = MinibatchStdDev(name="minibatch_std")(x)  # (batch, 4, 4, 8*filters + 1)
     x = keras.layers.Flatten()(x)  # (batch, 4*4*8*filters)
-    logit = keras.layers.Dense(1, kernel_initializer=weight_init(), dtype="float32", name="logit")(x)
+    dense = keras.layers.Dense(1, kernel_initializer=weight_init(), dtype="float32",
+                               name="logit_dense" if spectral_norm else "logit")
+    logit = (keras.layers.SpectralNormalization(dense, dtype="float32", name="logit") if spectral_norm else dense)(x)
     return keras.Model(image, logit, name=name)
 
 
@@ -422,7 +428,8 @@ def build_gan(config, *, replicas=1):
     sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"],
              "synchronized_batch_norm": replicas > 1}
     generator = build_generator(latent_dim=config["latent_dim"], **sizes)
-    discriminator = build_discriminator(minibatch_std=config.get("minibatch_std", False), **sizes)
+    discriminator = build_discriminator(minibatch_std=config.get("minibatch_std", False),
+                                        spectral_norm=config.get("spectral_norm", False), **sizes)
     gan = DCGAN(generator, discriminator, latent_dim=config["latent_dim"],
                 latent_distribution=config["latent_distribution"], generator_steps=config["g_steps"],
                 label_smoothing=config["label_smoothing"], seed=config["seed"])
@@ -559,7 +566,8 @@ def build_network(config, network):
     sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"]}
     if network == "generator":
         return build_generator(latent_dim=config["latent_dim"], **sizes)
-    return build_discriminator(minibatch_std=config.get("minibatch_std", False), **sizes)
+    return build_discriminator(minibatch_std=config.get("minibatch_std", False),
+                               spectral_norm=config.get("spectral_norm", False), **sizes)
 
 
 def load_network(run_dir, network="generator", *, epoch=None):
@@ -767,6 +775,7 @@ def training_parser():
     add("--flip", action="store_true", help="random horizontal flips of the real images")
     add("--freeze-d-after", type=int, default=None, help="stop updating D after this many epochs")
     add("--minibatch-std", action="store_true", help="D sees the batch's spread (Karras et al. 2018), against collapse")
+    add("--spectral-norm", action="store_true", help="spectral normalisation in D instead of its batch norm (SN-GAN)")
     add("--precision", default="auto", choices=PRECISIONS,
         help="compute dtype policy; auto: mixed_bfloat16 where the CPU or GPU runs bfloat16 natively, else float32")
     add("--strategy", default="none", choices=["none", "mirrored", "multiworker"], help="tf.distribute strategy")

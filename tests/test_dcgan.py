@@ -152,6 +152,24 @@ def test_minibatch_std_appends_the_batch_spread():
     np.testing.assert_allclose(outputs[..., 2], 1.5)  # the mean of 1 and 2, the same for every image
 
 
+def test_spectral_norm_bounds_every_discriminator_matrix_by_one():
+    # SN-GAN: after training-mode calls (one power iteration each) every kernel, as a (fan_in, out) matrix, has
+    # largest singular value 1, whatever scale it started at; D's batch norm is gone; feature names are kept.
+    discriminator = dcgan.build_discriminator(image_size=16, filters=4, kernel_size=4, spectral_norm=True)
+    assert not [layer for layer in discriminator.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    wrappers = [layer for layer in discriminator.layers if isinstance(layer, keras.layers.SpectralNormalization)]
+    assert [layer.name for layer in wrappers] == ["down1", "down2", "logit"]
+    for layer in wrappers:
+        layer.kernel.assign(layer.kernel * 50.0)  # far from norm 1, so doing nothing would show
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32)
+    for _ in range(30):
+        discriminator(images, training=True)
+    for layer in wrappers:
+        matrix = keras.ops.convert_to_numpy(layer.kernel).reshape(-1, layer.kernel.shape[-1])
+        assert np.linalg.svd(matrix, compute_uv=False)[0] == pytest.approx(1.0, abs=0.02), layer.name
+    assert dcgan.discriminator_features(discriminator, layer="down2_features").output.shape[1:] == (4, 4, 8)
+
+
 def test_importing_the_scripts_prints_no_tensorflow_start_up_lines():
     result = subprocess.run([sys.executable, "-c", "import evaluate, bench; import tensorflow as tf; tf.zeros(1) + 1"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
