@@ -1,0 +1,927 @@
+"""Makeover: translate a face from one attribute population to another (male to female, or a "vanity" filter)
+while keeping the person recognisable, after David Garcia's deep-makeover (2017): a residual encoder-decoder with
+only two poolings, initialised to return its input, trained with a loss annealed from an L1 pixel term to the
+adversarial term, between populations chosen only by CelebA attribute filters. Optional cycle-consistency and
+identity losses follow CycleGAN (Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consistent
+Adversarial Networks"); the discriminator is pix2pix's PatchGAN (Isola et al. 2017).
+
+deep-makeover's own code never ran its annealing (the assign op was never executed), used another crop at
+inference than in training, and could not resume. Here the loss weights are a function of the optimizer's step
+counter inside the training step (logged every step), `apply` reads the crop from the run's config.json, and
+`--resume` continues after the last finished epoch.
+
+A run leaves in runs/<name>/: config.json, samples/epoch_001.png ... (a fixed held-out batch of source faces,
+each input beside its output), per-epoch .npy losses and loss weights, a per-step log.csv, checkpoints/last.npz
+(everything --resume needs) and each epoch's translator and discriminator weights, and the final
+translator.keras and discriminator.keras.
+
+Usage:
+    python makeover.py --name makeover-m2f                           # male to female, 80x64 makeover crop
+    python makeover.py --name makeover-cpu --image-size 32 --filters 16 --epochs 3   # CPU-sized, minutes
+    python makeover.py --resume --name makeover-m2f --epochs 30      # continue after the last finished epoch
+    python makeover.py --name makeover-adv --anneal-steps 0          # ablation: adversarial only from the start
+    python makeover.py --name makeover-l1 --anneal-end 0             # ablation: pixel loss only
+    python makeover.py --cycle-weight 10 --identity-weight 5         # CycleGAN's extra losses (a translator back)
+    python makeover.py apply --run runs/makeover-m2f photo.jpg --paste
+    python makeover.py score --run runs/makeover-m2f --compare runs/makeover-adv runs/makeover-l1
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import math
+import sys
+import time
+
+import cv2
+import numpy as np
+
+import data_prep
+import dcgan
+
+import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
+import tensorflow as tf  # noqa: E402
+
+SUBCOMMANDS = ("apply", "score")
+DEFAULT_SOURCE = "Male,-Eyeglasses,-Blurry"  # deep-makeover's male-to-female populations
+DEFAULT_TARGET = "-Male,Attractive,-Eyeglasses,-Blurry"
+RESIDUAL_INIT_STDDEV = 1e-4  # the last convolution of every residual branch starts near zero ...
+PROJECTION_INIT_STDDEV = 1e-3  # ... and every 1x1 projection near the identity, so G(x) ~ x untrained
+OUTPUT_CLIP = 0.995  # the input is clipped to +-this before atanh; so the untrained G(x) is within 0.005 of x
+IDENTITY_TOLERANCE = 0.01  # max |G(x) - x| of an untrained translator, batch norm in either mode (tested)
+STEP_COLUMNS = ("d_loss", "g_loss", "pixel_loss", "adversarial_loss", "cycle_loss", "identity_loss", "d_real",
+                "d_fake", "pixel_weight", "adversarial_weight")  # what train_step returns and log.csv keeps
+HISTORY_NAMES = {"d_loss": "d_losses", "g_loss": "g_losses", "pixel_loss": "pixel_losses",
+                 "adversarial_loss": "adversarial_losses", "cycle_loss": "cycle_losses",
+                 "identity_loss": "identity_losses", "d_real": "d_real", "d_fake": "d_fake",
+                 "pixel_weight": "pixel_weights", "adversarial_weight": "adversarial_weights"}
+LAST_VALUE = ("pixel_weight", "adversarial_weight")  # saved per epoch as the value in force at its last step
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model builders
+
+
+@keras.saving.register_keras_serializable(package="facemath")
+class NearIdentity(keras.initializers.Initializer):
+    """A 1x1 convolution kernel (1, 1, in, out) that copies the first min(in, out) channels, plus N(0, stddev)
+    noise: a projection that starts as (nearly) the identity. The noise's seed is drawn when the initializer is
+    made, from NumPy's global state, which keras.utils.set_random_seed seeds."""
+
+    def __init__(self, stddev=PROJECTION_INIT_STDDEV, seed=None):
+        self.stddev = stddev
+        self.seed = int(np.random.randint(2 ** 31 - 1)) if seed is None else int(seed)
+
+    def __call__(self, shape, dtype=None):
+        eye = np.eye(shape[-2], shape[-1]).reshape(shape)
+        noise = np.random.default_rng(self.seed).normal(0.0, self.stddev, shape)
+        return keras.ops.convert_to_tensor((eye + noise).astype(np.float32), dtype=dtype)
+
+    def get_config(self):
+        return {"stddev": self.stddev, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="facemath")
+class ResidualOutput(keras.layers.Layer):
+    """tanh(atanh(clip(image)) + change): the output is a change of the input inside (-1, 1), so a change near
+    zero returns the input (within 1 - OUTPUT_CLIP at the extremes). Computed in float32."""
+
+    def __init__(self, clip=OUTPUT_CLIP, **kwargs):
+        super().__init__(**{"dtype": "float32", **kwargs})
+        self.clip = clip
+
+    def call(self, inputs):
+        image, change = (keras.ops.cast(value, "float32") for value in inputs)
+        return keras.ops.tanh(keras.ops.arctanh(keras.ops.clip(image, -self.clip, self.clip)) + change)
+
+    def get_config(self):
+        return {**super().get_config(), "clip": self.clip}
+
+
+def near_zero_init():
+    """A new initializer per layer (so --seed decides it and same-shaped layers differ), N(0, 1e-4). Adam moves
+    every weight by about the learning rate per step whatever its scale, so a small start does not slow it."""
+    return keras.initializers.RandomNormal(stddev=RESIDUAL_INIT_STDDEV)
+
+
+def residual_block(x, channels, *, name):
+    """Pre-activation residual block (He et al. 2016, "Identity Mappings in Deep Residual Networks"): shortcut +
+    conv(relu(bn(conv(relu(bn(x)))))). The shortcut is a 1x1 projection near the identity when the channel count
+    changes, and the branch's last convolution starts near zero, so the untrained block returns its shortcut."""
+    shortcut = x
+    if x.shape[-1] != channels:
+        shortcut = keras.layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=NearIdentity(),
+                                       name=f"{name}_projection")(x)
+    y = keras.layers.ReLU()(dcgan.batch_norm(f"{name}_bn1")(x))
+    y = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                            name=f"{name}_conv1")(y)
+    y = keras.layers.ReLU()(dcgan.batch_norm(f"{name}_bn2")(y))
+    y = keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=near_zero_init(),
+                            name=f"{name}_conv2")(y)
+    return keras.layers.Add(name=f"{name}_add")([shortcut, y])  # (batch, h, w, channels)
+
+
+def check_image_shape(image_shape):
+    height, width = image_shape
+    if height % 4 or width % 4 or min(height, width) < 8:
+        raise ValueError(f"the translator pools twice: image height and width must be multiples of 4 and at "
+                         f"least 8, got {height}x{width}")
+
+
+def build_translator(*, image_shape=(80, 64), filters=64, name="translator"):
+    """deep-makeover's generator: residual encoder (two average poolings), residual decoder (two nearest
+    upsamplings, Odena et al. 2016's cure for checkerboards), a 3x3 convolution near zero giving a change of
+    the input, and ResidualOutput. Filters double at each pooling: 1x, 2x, 4x."""
+    check_image_shape(image_shape)
+    height, width = image_shape
+    image = keras.Input((height, width, 3), name="image")
+    x = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name="stem")(image)
+    x = residual_block(x, filters, name="encode1")  # (batch, h, w, filters)
+    x = keras.layers.AveragePooling2D(2, name="pool1")(x)  # (batch, h/2, w/2, filters)
+    x = residual_block(x, 2 * filters, name="encode2")  # (batch, h/2, w/2, 2 filters)
+    x = keras.layers.AveragePooling2D(2, name="pool2")(x)  # (batch, h/4, w/4, 2 filters)
+    x = residual_block(x, 4 * filters, name="middle1")  # (batch, h/4, w/4, 4 filters)
+    x = residual_block(x, 4 * filters, name="middle2")
+    x = keras.layers.UpSampling2D(2, name="upsample1")(x)  # (batch, h/2, w/2, 4 filters)
+    x = residual_block(x, 2 * filters, name="decode1")  # (batch, h/2, w/2, 2 filters)
+    x = keras.layers.UpSampling2D(2, name="upsample2")(x)  # (batch, h, w, 2 filters)
+    x = residual_block(x, filters, name="decode2")  # (batch, h, w, filters)
+    x = keras.layers.ReLU()(dcgan.batch_norm("change_bn")(x))
+    change = keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=near_zero_init(), name="change")(x)
+    output = ResidualOutput(name="output")([image, change])  # (batch, h, w, 3) in (-1, 1)
+    return keras.Model(image, output, name=name)
+
+
+def build_discriminator(*, image_shape=(80, 64), filters=64, layers=3, name="patch_discriminator"):
+    """PatchGAN (Isola et al. 2017): `layers` 4x4 stride-2 convolutions (LeakyReLU 0.2, batch norm on all but the
+    first), one stride-1, then one logit per patch: (batch, h/8, w/8, 1) for 3 layers."""
+    height, width = image_shape
+    image = keras.Input((height, width, 3), name="image")
+    x = image
+    for layer in range(layers):
+        x = keras.layers.Conv2D(filters * 2 ** layer, 4, strides=2, padding="same", use_bias=layer == 0,
+                                kernel_initializer=dcgan.weight_init(), name=f"down{layer + 1}")(x)
+        if layer > 0:
+            x = dcgan.batch_norm(f"down{layer + 1}_bn")(x)
+        x = keras.layers.LeakyReLU(0.2, name=f"down{layer + 1}_features")(x)  # (batch, h/2^(l+1), w/2^(l+1), .)
+    x = keras.layers.Conv2D(filters * 2 ** layers, 4, padding="same", use_bias=False,
+                            kernel_initializer=dcgan.weight_init(), name="patch")(x)
+    x = keras.layers.LeakyReLU(0.2, name="patch_features")(dcgan.batch_norm("patch_bn")(x))
+    logits = keras.layers.Conv2D(1, 4, padding="same", kernel_initializer=dcgan.weight_init(), dtype="float32",
+                                 name="logits")(x)  # (batch, h/2^layers, w/2^layers, 1)
+    return keras.Model(image, logits, name=name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loss schedule and the translation GAN
+
+
+def loss_weights(step, *, anneal_start=0, anneal_steps=2000, anneal_end=1.0):
+    """(pixel weight, adversarial weight) of the generator's loss at `step` (0 = the first update): the
+    adversarial weight rises linearly from 0 at `anneal_start` to `anneal_end` after `anneal_steps` more steps
+    (a switch at `anneal_start` when anneal_steps is 0); the pixel weight is 1 minus it. Works on Python numbers
+    and on tensors (inside train_step, where `step` is the optimizer's counter)."""
+    step = keras.ops.cast(step, "float32")
+    if anneal_steps > 0:
+        ramp = keras.ops.clip((step - anneal_start) / float(anneal_steps), 0.0, 1.0)
+    else:
+        ramp = keras.ops.cast(step >= anneal_start, "float32")
+    adversarial = anneal_end * ramp
+    return 1.0 - adversarial, adversarial
+
+
+def to_float_images(images):
+    """uint8 batches (what the pipeline hands over) -> float32 in [-1, 1]; float batches pass through."""
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 127.5 - 1.0
+    return tf.cast(images, tf.float32)
+
+
+def _cross_entropy(label, logits):
+    logits = tf.cast(logits, tf.float32)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits))
+
+
+def _l1(first, second):
+    return tf.reduce_mean(tf.abs(tf.cast(first, tf.float32) - tf.cast(second, tf.float32)))
+
+
+class Makeover(keras.Model):
+    """Owns the translator G (source -> target), its PatchGAN D, optionally the translator back F and its
+    discriminator (cycle consistency), both optimizers and the loss trackers. One step updates D and G together
+    on the same translated batch; the loss weights come from loss_weights(G's optimizer step)."""
+
+    def __init__(self, translator, discriminator, *, back_translator=None, source_discriminator=None,
+                 schedule=None, cycle_weight=0.0, identity_weight=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.translator, self.discriminator = translator, discriminator
+        self.back_translator, self.source_discriminator = back_translator, source_discriminator
+        self.schedule = dict(schedule or {})
+        self.cycle_weight, self.identity_weight = float(cycle_weight), float(identity_weight)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in STEP_COLUMNS}
+        self.built = True  # the networks are built functional models; there is no call() to trace
+
+    def compile(self, d_optimizer, g_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    @property
+    def generators(self):
+        return [self.translator] + ([self.back_translator] if self.back_translator is not None else [])
+
+    @property
+    def discriminators(self):
+        return [self.discriminator] + ([self.source_discriminator] if self.source_discriminator is not None else [])
+
+    @staticmethod
+    def _adversarial(discriminator, real, fake):
+        """(D loss on real and detached fake, G's non-saturating loss, mean D(real), mean D(fake))."""
+        real_logits = discriminator(real, training=True)
+        fake_logits = discriminator(tf.stop_gradient(fake), training=True)
+        d_loss = _cross_entropy(1.0, real_logits) + _cross_entropy(0.0, fake_logits)
+        g_loss = _cross_entropy(1.0, discriminator(fake, training=True))
+        return d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
+
+    def _loss_terms(self, source, target):
+        """Every loss term of one step, as scalars."""
+        translated = self.translator(source, training=True)
+        d_loss, adversarial, d_real, d_fake = self._adversarial(self.discriminator, target, translated)
+        pixel = _l1(translated, source)
+        cycle = identity = tf.constant(0.0)
+        if self.back_translator is not None:
+            returned = self.back_translator(target, training=True)
+            d_back, adversarial_back, _, _ = self._adversarial(self.source_discriminator, source, returned)
+            d_loss, adversarial = d_loss + d_back, adversarial + adversarial_back
+            pixel = pixel + _l1(returned, target)
+            cycle = (_l1(self.back_translator(translated, training=True), source)
+                     + _l1(self.translator(returned, training=True), target))
+        if self.identity_weight:
+            identity = _l1(self.translator(target, training=True), target)
+            if self.back_translator is not None:
+                identity = identity + _l1(self.back_translator(source, training=True), source)
+        return {"d_loss": d_loss, "adversarial_loss": adversarial, "pixel_loss": pixel, "cycle_loss": cycle,
+                "identity_loss": identity, "d_real": d_real, "d_fake": d_fake}
+
+    @staticmethod
+    def _apply(optimizer, tape, loss, models):
+        variables = [variable for model in models for variable in model.trainable_variables]
+        gradients = tape.gradient(loss, [variable.value for variable in variables])
+        optimizer.apply_gradients(zip(gradients, variables))
+
+    def train_step(self, data):
+        """One update of D and G on a (source batch, target batch) pair; returns this step's own values."""
+        source, target = (to_float_images(images) for images in data)
+        pixel_weight, adversarial_weight = loss_weights(self.g_optimizer.iterations, **self.schedule)
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            step = self._loss_terms(source, target)
+            g_loss = (pixel_weight * step["pixel_loss"] + adversarial_weight * step["adversarial_loss"]
+                      + self.cycle_weight * step["cycle_loss"] + self.identity_weight * step["identity_loss"])
+        self._apply(self.d_optimizer, d_tape, step["d_loss"], self.discriminators)
+        self._apply(self.g_optimizer, g_tape, g_loss, self.generators)
+        step.update(g_loss=g_loss, pixel_weight=pixel_weight, adversarial_weight=adversarial_weight)
+        for name in STEP_COLUMNS:
+            self.trackers[name].update_state(step[name])
+        return {name: step[name] for name in STEP_COLUMNS}
+
+    def _state_variables(self):
+        networks = self.generators + self.discriminators
+        return ([weight for network in networks for weight in network.weights] + self.d_optimizer.variables
+                + self.g_optimizer.variables)
+
+    def state_arrays(self):
+        """Every variable a resumed run needs, in a fixed order (dcgan.save_checkpoint's interface)."""
+        return [np.asarray(keras.ops.convert_to_numpy(variable)) for variable in self._state_variables()]
+
+    def load_state_arrays(self, arrays):
+        variables = self._state_variables()
+        if len(variables) != len(arrays):
+            raise ValueError(f"checkpoint holds {len(arrays)} arrays, the model has {len(variables)} variables")
+        for variable, value in zip(variables, arrays):
+            if tuple(variable.shape) != value.shape:
+                raise ValueError(f"checkpoint shape {value.shape} does not fit {variable.path} {variable.shape}")
+            variable.assign(value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Callbacks
+
+
+def input_output_grid(inputs, outputs, *, pairs_per_row=4):
+    """Each input beside its output, `pairs_per_row` pairs a row, as one uint8 grid."""
+    interleaved = np.stack([data_prep.to_uint8(inputs), data_prep.to_uint8(outputs)], axis=1)
+    interleaved = interleaved.reshape(-1, *interleaved.shape[2:])  # (2n, h, w, 3): in, out, in, out ...
+    return data_prep.make_grid(interleaved, columns=2 * pairs_per_row)
+
+
+class MakeoverRecorder(keras.callbacks.Callback):
+    """The run's evidence: per-step log.csv, and at each epoch's end the fixed held-out batch (input beside
+    output), that epoch's translator and discriminator, the resumable checkpoint and the per-epoch arrays.
+    log.csv is rewritten whole at an epoch's end, so it only holds finished epochs. A non-finite value stops
+    training before the epoch is saved, so the last good checkpoint stays."""
+
+    def __init__(self, run_dir, *, fixed_source, history):
+        super().__init__()
+        self.run_dir = run_dir
+        self.fixed_source = fixed_source  # (n, h, w, 3) uint8, held-out source faces
+        self.history_arrays = history  # {"d_losses": [...], ...}: HISTORY_NAMES' values
+        self.bad_loss = None
+        self.epoch_steps = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_steps = []
+
+    def on_train_batch_end(self, step, logs=None):
+        values = [float(logs[name]) for name in STEP_COLUMNS]
+        if not all(math.isfinite(value) for value in values):
+            self.bad_loss = f"non-finite loss at epoch {len(self.history_arrays['d_losses']) + 1}, step {step + 1}"
+            self.model.stop_training = True
+            return
+        self.epoch_steps.append(values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bad_loss or not self.epoch_steps:
+            return
+        steps = np.asarray(self.epoch_steps)  # (steps, len(STEP_COLUMNS))
+        for column, name in enumerate(STEP_COLUMNS):
+            value = steps[-1, column] if name in LAST_VALUE else steps[:, column].mean()
+            self.history_arrays[HISTORY_NAMES[name]].append(float(value))
+        number = len(self.history_arrays["d_losses"])
+        rows = "".join(f"{number},{step}," + ",".join(f"{value:.6g}" for value in values) + "\n"
+                       for step, values in enumerate(self.epoch_steps, start=1))
+        log_path = os.path.join(self.run_dir, "log.csv")
+        with open(log_path, "rb") as handle:
+            data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
+        outputs = translate(self.model.translator, self.fixed_source)
+        data_prep.write_image(os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png"),
+                              input_output_grid(self.fixed_source, outputs))
+        for network in ("translator", "discriminator"):
+            dcgan.save_weights_atomic(getattr(self.model, network), os.path.join(
+                self.run_dir, "checkpoints", f"{network}_epoch_{number:03d}.weights.h5"))
+        dcgan.save_checkpoint(self.run_dir, self.model, self.history_arrays)
+        for name in HISTORY_NAMES.values():
+            data_prep.atomic_save_npy(os.path.join(self.run_dir, f"{name}.npy"),
+                                      np.asarray(self.history_arrays[name], np.float32))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Populations, training and the run's networks
+
+
+def filter_terms(text):
+    return data_prep.parse_filter(text, list(data_prep.CELEBA_ATTRIBUTES))
+
+
+def check_populations(celeba, *, source, target, allow_overlap=False):
+    """Both filters must keep images; images that pass both are an error unless `allow_overlap` (the translator
+    would learn that some faces already are the target). Returns the number of shared images."""
+    if not filter_terms(source) or not filter_terms(target):
+        raise data_prep.DataError(f"--source and --target must each name at least one attribute, got "
+                                  f"{source!r} and {target!r}")
+    attributes = celeba.attributes
+    shared = data_prep.filter_mask(attributes, source) & data_prep.filter_mask(attributes, target)
+    if shared.any() and not allow_overlap:
+        raise data_prep.DataError(f"--source {source!r} and --target {target!r} share {int(shared.sum())} of "
+                                  f"{len(attributes)} images (e.g. {attributes.index[shared][0]}); make the filters "
+                                  f"disjoint or pass --allow-overlap")
+    return int(shared.sum())
+
+
+def population(config, *, split, which, celeba=None, limit=None):
+    """The uint8 images (n, h, w, 3) of the source or target population of one split, with the run's crop."""
+    prepared = data_prep.prepare_images(config["data"], split=split, filter=config[which], crop=config["crop"],
+                                        image_size=config["image_size"], crop_size=config["crop_size"],
+                                        limit=limit, cache_dir=config["cache_dir"], celeba=celeba)
+    return np.asarray(prepared.images)
+
+
+def training_data(config):
+    """((source, target) tf.data of uint8 batch pairs, repeated), source count, target count, fixed held-out
+    source batch for the grids (seeded draw from the validation split)."""
+    celeba = data_prep.read_celeba(config["data"])
+    check_populations(celeba, source=config["source"], target=config["target"],
+                      allow_overlap=config["allow_overlap"])
+    source = population(config, split="train", which="source", celeba=celeba, limit=config["limit"])
+    target = population(config, split="train", which="target", celeba=celeba, limit=config["limit"])
+    options = {"batch_size": config["batch_size"], "flip": config["flip"], "scale": False}
+    pairs = tf.data.Dataset.zip((data_prep.make_dataset(source, seed=config["seed"], **options).repeat(),
+                                 data_prep.make_dataset(target, seed=config["seed"] + 1, **options).repeat()))
+    held_out = population(config, split="validation", which="source", celeba=celeba)
+    chosen = np.sort(np.random.default_rng(config["seed"]).permutation(len(held_out))[:config["grid_count"]])
+    return pairs.prefetch(tf.data.AUTOTUNE), len(source), len(target), held_out[chosen]
+
+
+def image_shape(config):
+    return data_prep.crop_output_shape(config["crop"], config["image_size"])
+
+
+def build_makeover(config):
+    """The translator(s), discriminator(s) and the compiled Makeover of a run's config, optimizer slots built."""
+    shape, filters = image_shape(config), config["filters"]
+    networks = {"translator": build_translator(image_shape=shape, filters=filters),
+                "discriminator": build_discriminator(image_shape=shape, filters=filters)}
+    if config["cycle_weight"] > 0:
+        networks["back_translator"] = build_translator(image_shape=shape, filters=filters, name="back_translator")
+        networks["source_discriminator"] = build_discriminator(image_shape=shape, filters=filters,
+                                                               name="source_discriminator")
+    schedule = {key: config[key] for key in ("anneal_start", "anneal_steps", "anneal_end")}
+    gan = Makeover(**networks, schedule=schedule, cycle_weight=config["cycle_weight"],
+                   identity_weight=config["identity_weight"])
+    gan.compile(d_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]),
+                g_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
+    gan.d_optimizer.build([v for network in gan.discriminators for v in network.trainable_variables])
+    gan.g_optimizer.build([v for network in gan.generators for v in network.trainable_variables])
+    return gan
+
+
+def start_run_files(run_dir, fixed_source):
+    data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_source.npy"), fixed_source)
+    data_prep.atomic_write_bytes(os.path.join(run_dir, "log.csv"),
+                                 ("epoch,step," + ",".join(STEP_COLUMNS) + "\n").encode())
+
+
+def train(config, run_dir, *, resume=False, verbose=1):
+    """Train (or resume) the makeover described by `config` in `run_dir`; returns (gan, history)."""
+    keras.utils.set_random_seed(config["seed"])
+    pairs, source_count, target_count, fixed_source = training_data(config)
+    with dcgan.dtype_policy(config["compute_precision"]):
+        gan = build_makeover(config)
+    history = {name: [] for name in HISTORY_NAMES.values()}
+    if resume:
+        state, history = dcgan.load_checkpoint(run_dir)
+        gan.load_state_arrays(state)
+        dcgan.truncate_log(run_dir, len(history["d_losses"]))
+        fixed_source = np.load(os.path.join(run_dir, "fixed_source.npy"))
+    else:
+        start_run_files(run_dir, fixed_source)
+    recorder = MakeoverRecorder(run_dir, fixed_source=fixed_source, history=history)
+    done = len(history["d_losses"])
+    if done >= config["epochs"]:
+        print(f"{run_dir} already has {done} epochs; pass a larger --epochs to continue")
+        return gan, history
+    steps = config["steps_per_epoch"] or source_count // config["batch_size"]
+    if steps < 1:
+        raise data_prep.DataError(f"only {source_count} source images for a batch of {config['batch_size']}")
+    print(f"translating {source_count} source faces to {target_count} target faces, {steps} steps per epoch, "
+          f"epochs {done + 1} to {config['epochs']}")
+    gan.fit(pairs, epochs=config["epochs"], initial_epoch=done, steps_per_epoch=steps, callbacks=[recorder],
+            verbose=verbose, shuffle=False)
+    if recorder.bad_loss:
+        raise dcgan.TrainingStopped(f"training stopped: {recorder.bad_loss}; the last good checkpoint "
+                                    f"(epoch {len(history['d_losses'])}) stays in {run_dir}/checkpoints")
+    dcgan.save_model_atomic(gan.translator, os.path.join(run_dir, "translator.keras"))
+    dcgan.save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
+    return gan, history
+
+
+def read_makeover_config(run_dir):
+    """config.json of a makeover run; a missing run or a run of another script is one clear error."""
+    if not os.path.isdir(run_dir):
+        raise data_prep.DataError(f"run not found: {run_dir} (train one with `python makeover.py --name NAME`)")
+    config = dcgan.read_config(run_dir)
+    if config.get("model") != "makeover":
+        raise data_prep.DataError(f"{run_dir} is not a makeover run (its config.json has no \"model\": "
+                                  f"\"makeover\")")
+    return config
+
+
+def load_translator(run_dir, *, epoch=None):
+    """A run's translator: the final translator.keras, or the weights saved after `epoch` (default: the newest
+    saved epoch when the run has no final translator yet)."""
+    config = read_makeover_config(run_dir)
+    final = os.path.join(run_dir, "translator.keras")
+    if epoch is None and os.path.isfile(final):
+        return keras.saving.load_model(final, compile=False)
+    epochs = dcgan.saved_epochs(run_dir, "translator")
+    if not epochs:
+        raise data_prep.DataError(f"no translator in {run_dir} (neither translator.keras nor an epoch's weights)")
+    epoch = epochs[-1] if epoch is None else epoch
+    if epoch not in epochs:
+        raise data_prep.DataError(f"{run_dir} has no translator for epoch {epoch}; saved epochs: {epochs}")
+    translator = build_translator(image_shape=image_shape(config), filters=config["filters"])
+    translator.load_weights(os.path.join(run_dir, "checkpoints", f"translator_epoch_{epoch:03d}.weights.h5"))
+    return translator
+
+
+def translate(translator, images, *, batch_size=256):
+    """Translated images, float32 in [-1, 1], for uint8 or float images (n, h, w, 3), in batches."""
+    images = np.asarray(images)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        batch = data_prep.to_float(batch) if batch.dtype == np.uint8 else batch.astype(np.float32)
+        outputs.append(keras.ops.convert_to_numpy(translator(batch, training=False)))
+    return np.concatenate(outputs).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Apply to photos, and paste the result back through the inverse of the alignment warp
+
+
+def crop_box(crop="makeover", crop_size=108):
+    """(left, top, width, height) of a training crop inside the 178x218 aligned image."""
+    if crop == "makeover":
+        return data_prep.MAKEOVER_BOX
+    if crop == "dcgan":
+        return ((data_prep.ALIGNED_WIDTH - crop_size) // 2, (data_prep.ALIGNED_HEIGHT - crop_size) // 2,
+                crop_size, crop_size)
+    raise data_prep.DataError(f"unknown crop {crop!r}; expected one of {', '.join(data_prep.CROPS)}")
+
+
+def output_to_photo_matrix(alignment, *, crop="makeover", image_size=64, crop_size=108):
+    """The 2x3 affine taking a translator output's pixel (x, y) to the photo: the crop's resize undone (pixel
+    centres, as cv2.resize maps them), then the inverse of `alignment` (photo -> aligned, 2x3)."""
+    left, top, box_width, box_height = crop_box(crop, crop_size)
+    out_height, out_width = data_prep.crop_output_shape(crop, image_size)
+    scale_x, scale_y = box_width / out_width, box_height / out_height
+    output_to_aligned = np.array([[scale_x, 0.0, left + 0.5 * scale_x - 0.5],
+                                  [0.0, scale_y, top + 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
+    aligned_to_photo = np.vstack([cv2.invertAffineTransform(np.asarray(alignment, np.float64)), [0.0, 0.0, 1.0]])
+    return (aligned_to_photo @ output_to_aligned)[:2]
+
+
+def feather_mask(height, width, *, feather=0.1):
+    """(height, width) float32 weights: 1 inside, falling linearly to 0 over the outer `feather` of the shorter
+    side, so a pasted face has no hard seam (feather 0: all ones)."""
+    if feather <= 0:
+        return np.ones((height, width), np.float32)
+    ramp = max(1.0, feather * min(height, width))
+    rows = np.minimum(np.arange(height) + 0.5, height - np.arange(height) - 0.5)[:, None]
+    columns = np.minimum(np.arange(width) + 0.5, width - np.arange(width) - 0.5)[None, :]
+    return np.clip(np.minimum(rows, columns) / ramp, 0.0, 1.0).astype(np.float32)
+
+
+def paste_back(photo, face, *, alignment, crop="makeover", image_size=64, crop_size=108, feather=0.1):
+    """The photo (uint8 RGB) with `face` (a translator output, float [-1, 1] or uint8) warped back to where its
+    crop came from, through the inverse of the alignment warp, and blended in with feathered edges."""
+    face = np.asarray(face)
+    face = data_prep.to_uint8(face) if face.dtype != np.uint8 else face
+    matrix = output_to_photo_matrix(alignment, crop=crop, image_size=image_size, crop_size=crop_size)
+    height, width = photo.shape[:2]
+    warped = cv2.warpAffine(face, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpAffine(feather_mask(*face.shape[:2], feather=feather), matrix, (width, height),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    blended = mask * warped.astype(np.float32) + (1.0 - mask) * photo.astype(np.float32)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def makeover_photo(translator, path, *, config, paste=False, fallback=False, detector=None):
+    """One photo through a run: the face aligned by data_prep.load_face with the run's crop, translated; with
+    `paste`, the whole photo with the translated face put back. Returns a dict of input, output (and pasted)."""
+    options = {"crop": config["crop"], "image_size": config["image_size"], "crop_size": config["crop_size"]}
+    face, details = data_prep.load_face(path, fallback=fallback, detector=detector, return_details=True, **options)
+    output = translate(translator, face[None])[0]
+    result = {"input": face, "output": output, "fallback": details["fallback"]}
+    if paste:
+        if details["landmarks"] is None:
+            raise data_prep.DataError(f"no face found in {path}: --paste needs the alignment of a detected face")
+        alignment = data_prep.alignment_matrix(details["landmarks"])
+        result["pasted"] = paste_back(data_prep.read_image_uint8(path), output, alignment=alignment, **options)
+    return result
+
+
+def apply_run(run_dir, photos, *, out_dir=None, crop=None, paste=False, fallback=False, epoch=None):
+    """`python makeover.py apply`: each photo's input beside output (and the pasted photo) under out_dir
+    (default <run>/applied). A --crop other than the run's is refused. Returns the written paths."""
+    config = read_makeover_config(run_dir)
+    if crop is not None and crop != config["crop"]:
+        raise data_prep.DataError(f"{run_dir} was trained with the {config['crop']} crop, not {crop}; "
+                                  f"drop --crop (apply reads the run's crop from config.json)")
+    for photo in photos:
+        if not os.path.isfile(photo):
+            raise data_prep.DataError(f"image not found: {photo}")
+    translator = load_translator(run_dir, epoch=epoch)
+    out_dir = out_dir or os.path.join(run_dir, "applied")
+    written = []
+    for photo in photos:
+        result = makeover_photo(translator, photo, config=config, paste=paste, fallback=fallback)
+        stem = os.path.splitext(os.path.basename(photo))[0]
+        pair = data_prep.make_grid(np.stack([result["input"], result["output"]]), columns=2, scale=2)
+        written.append(os.path.join(out_dir, f"{stem}_makeover.png"))
+        data_prep.write_image(written[-1], pair)
+        if paste:
+            written.append(os.path.join(out_dir, f"{stem}_pasted.png"))
+            data_prep.write_image(written[-1], result["pasted"])
+    return written
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measured: how often the CNN sees the target, what else changed, identity kept, distance to the target faces
+
+
+def distinguishing_terms(source, target):
+    """The target filter's terms that the source filter does not already impose: what the makeover must change
+    (for deep-makeover's defaults: -Male and Attractive)."""
+    source_terms = set(filter_terms(source))
+    terms = [term for term in filter_terms(target) if term not in source_terms]
+    return terms or filter_terms(target)
+
+
+def target_rate(probabilities, terms):
+    """Fraction of images whose predicted attributes (probability > 0.5) satisfy every (attribute, wanted)."""
+    predicted = np.asarray(probabilities) > 0.5
+    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name, _ in terms]
+    wanted = np.array([value for _, value in terms], bool)
+    return float(np.all(predicted[:, columns] == wanted[None, :], axis=1).mean()) if terms else float("nan")
+
+
+def collateral_attributes(attribute_table, source, target):
+    """Attributes that vary in the data (both values occur) and that neither filter names."""
+    named = {name for name, _ in filter_terms(source) + filter_terms(target)}
+    varying = [name for name in data_prep.CELEBA_ATTRIBUTES if attribute_table[name].nunique() > 1]
+    return [name for name in varying if name not in named]
+
+
+def translation_scores(classifier, inputs, outputs, *, terms, collateral, target_features):
+    """One row: target rate (and per term), collateral (mean flip rate of the CNN's 0/1 predictions over the
+    collateral attributes), pixel L1, mean CNN-feature distance to the input, Frechet distance to target faces."""
+    import evaluate
+
+    inputs = data_prep.to_float(inputs) if inputs.dtype == np.uint8 else inputs
+    probabilities_in = evaluate.predict_attributes(classifier, inputs)
+    probabilities_out = evaluate.predict_attributes(classifier, outputs)
+    features_in = evaluate.extract_features(classifier, inputs)
+    features_out = evaluate.extract_features(classifier, outputs)
+    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in collateral]
+    flips = ((probabilities_in > 0.5) != (probabilities_out > 0.5))[:, columns].mean(0)  # (len(collateral),)
+    return {"target_rate": target_rate(probabilities_out, terms),
+            "term_rates": {("" if wanted else "-") + name: target_rate(probabilities_out, [(name, wanted)])
+                           for name, wanted in terms},
+            "collateral": float(flips.mean()) if columns else 0.0,
+            "collateral_by_attribute": {name: float(value) for name, value in zip(collateral, flips)},
+            "pixel_l1": float(np.abs(outputs - inputs).mean()),
+            "feature_distance": float(np.linalg.norm(features_out - features_in, axis=1).mean()),
+            "frechet_distance": evaluate.frechet_distance(target_features, features_out)}
+
+
+def check_comparable(configs):
+    """Runs in one table must translate the same populations of the same data with the same crop."""
+    keys = ("data", "source", "target", "crop", "crop_size", "image_size")
+    first = configs[0]
+    for config in configs[1:]:
+        for key in keys:
+            if config.get(key) != first.get(key):
+                raise data_prep.DataError(f"runs differ in {key} ({first.get(key)!r} and {config.get(key)!r}); "
+                                          "only runs of the same populations and crop share a table")
+
+
+def default_classifier(config):
+    return "runs/classifier-makeover" if config["crop"] == "makeover" else "runs/classifier"
+
+
+def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None):
+    """The score table's rows: the identity and the mean target face (the trivial baselines), then each run, all
+    on the same held-out (test split) source faces; plus the settings and the images of the grid."""
+    import evaluate
+
+    configs = [read_makeover_config(run_dir) for run_dir in run_dirs]
+    check_comparable(configs)
+    for run_dir in run_dirs:
+        evaluate.check_run(run_dir, evaluate.classifier_config(classifier_dir))
+    config = configs[0]
+    classifier = evaluate.load_classifier(classifier_dir)
+    celeba = data_prep.read_celeba(config["data"])
+    sources = population(config, split="test", which="source", celeba=celeba)
+    targets = population(config, split="test", which="target", celeba=celeba)
+    count = min(len(sources), evaluate.DEFAULT_COUNT) if count is None else count
+    if not 2 <= count <= len(sources):
+        raise data_prep.DataError(f"--n must be from 2 to the {len(sources)} held-out source faces, got {count}")
+    inputs = data_prep.to_float(sources[np.sort(np.random.default_rng(seed).permutation(len(sources))[:count])])
+    mean_target = data_prep.to_float(population(config, split="train", which="target", celeba=celeba)).mean(0)
+    measure = {"classifier": classifier, "terms": distinguishing_terms(config["source"], config["target"]),
+               "collateral": collateral_attributes(celeba.attributes, config["source"], config["target"]),
+               "target_features": evaluate.extract_features(classifier, targets)}
+    candidates = [("identity (the input)", "baseline", inputs),
+                  ("mean target face", "baseline", np.broadcast_to(mean_target, inputs.shape).copy())]
+    candidates += [(os.path.basename(os.path.normpath(run_dir)), "trained",
+                    translate(load_translator(run_dir, epoch=epoch), inputs)) for run_dir in run_dirs]
+    rows = [{"name": name, "kind": kind, **translation_scores(outputs=outputs, inputs=inputs, **measure)}
+            for name, kind, outputs in candidates]
+    settings = {"runs": [str(run_dir) for run_dir in run_dirs], "classifier": str(classifier_dir), "count": count,
+                "seed": seed, "epoch": epoch, "target_faces": int(len(targets)), "source": config["source"],
+                "target": config["target"], "terms": [("" if w else "-") + n for n, w in measure["terms"]],
+                "collateral_attributes": measure["collateral"], "data": config["data"], "crop": config["crop"],
+                "image_size": config["image_size"]}
+    return rows, settings, [outputs[:8] for _, _, outputs in candidates]
+
+
+def target_checks(rows):
+    """The issue's targets for the first trained row: target rate >= 0.9, collateral <= 0.1, feature distance
+    below the mean target face's."""
+    trained = [row for row in rows if row["kind"] == "trained"]
+    if not trained:
+        return {}
+    row, mean_face = trained[0], next(row for row in rows if row["name"] == "mean target face")
+    return {"run": row["name"], "target_rate_at_least_0.9": row["target_rate"] >= 0.9,
+            "collateral_at_most_0.1": row["collateral"] <= 0.1,
+            "feature_distance_below_mean_target_face": row["feature_distance"] < mean_face["feature_distance"]}
+
+
+def scores_markdown(rows, settings):
+    lines = [f"{settings['count']} held-out (test split) source faces ({settings['source']}) translated towards "
+             f"{settings['target']}; Frechet distance against {settings['target_faces']} held-out target faces; "
+             f"classifier {settings['classifier']}. Target rate: the CNN sees {', '.join(settings['terms'])}. "
+             f"Collateral: mean flip rate of the CNN's predictions over the "
+             f"{len(settings['collateral_attributes'])} varying attributes the filters do not name.", "",
+             "| row | target rate | collateral | pixel L1 | feature distance to input | Frechet distance to target |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['target_rate']:.3f} | {row['collateral']:.3f} | {row['pixel_l1']:.3f} "
+                     f"| {row['feature_distance']:.2f} | {row['frechet_distance']:.1f} |")
+    checks = target_checks(rows)
+    if checks:
+        lines += ["", f"Targets for {checks.pop('run')}: " + ", ".join(
+            f"{name.replace('_', ' ')}: {'met' if met else 'missed'}" for name, met in checks.items())]
+    return "\n".join(lines) + "\n"
+
+
+def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, epoch=None, out_dir=None):
+    """`python makeover.py score`: scores.md, scores.json and grid.png (columns: 8 held-out faces; rows: the
+    input, each baseline's and each run's output) in out_dir (default <run>/scores). Returns (rows, out_dir)."""
+    config = read_makeover_config(run_dir)
+    classifier_dir = classifier_dir or default_classifier(config)
+    rows, settings, examples = score_rows([run_dir, *compare], classifier_dir=classifier_dir, count=count,
+                                          seed=seed, epoch=epoch)
+    out_dir = out_dir or os.path.join(run_dir, "scores")
+    markdown = scores_markdown(rows, settings)
+    data_prep.atomic_write_bytes(os.path.join(out_dir, "scores.md"), markdown.encode())
+    data_prep.write_json(os.path.join(out_dir, "scores.json"),
+                         {"settings": settings, "rows": rows, "targets": target_checks(rows)})
+    labels = ["input"] + [row["name"] for row in rows]
+    data_prep.save_grid(os.path.join(out_dir, "grid.png"), np.concatenate([examples[0], *examples]), columns=8,
+                        row_labels=labels, scale=2)
+    print(markdown)
+    return rows, out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+RESUMABLE_OVERRIDES = {"epochs", "steps_per_epoch", "cache_dir", "data", "resume", "name", "runs_dir", "verbose"}
+
+
+def training_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--data", default=None, help="CelebA directory (either layout); default: the synthetic CelebA")
+    add("--source", default=DEFAULT_SOURCE, help="attribute filter of the faces to translate")
+    add("--target", default=DEFAULT_TARGET, help="attribute filter of the faces to translate into")
+    add("--allow-overlap", action="store_true", help="let source and target share images")
+    add("--crop", default="makeover", choices=data_prep.CROPS, help="makeover: the 80x100 box at (49, 90)")
+    add("--image-size", type=int, default=64, help="output width (the makeover crop is 5:4 tall: 80x64 for 64)")
+    add("--crop-size", type=int, default=108, help="side of the DCGAN centre crop (--crop dcgan only)")
+    add("--limit", type=int, default=None, help="use only the first N training images of each population")
+    add("--filters", type=int, default=64, help="base filters of translator and discriminator")
+    add("--batch-size", type=int, default=16, help="faces of each population per step (deep-makeover: 16)")
+    add("--epochs", type=int, default=20, help="epochs in all; an epoch is one pass over the source faces")
+    add("--learning-rate", type=float, default=2e-4, help="Adam learning rate of both networks")
+    add("--beta1", type=float, default=0.5, help="Adam beta_1")
+    add("--anneal-start", type=int, default=0, help="step at which the adversarial weight starts rising")
+    add("--anneal-steps", type=int, default=2000, help="steps of the linear hand-over (0: a switch at the start)")
+    add("--anneal-end", type=float, default=1.0, help="adversarial weight after the hand-over (pixel: 1 - it)")
+    add("--cycle-weight", type=float, default=0.0, help="cycle-consistency weight; > 0 adds a translator back")
+    add("--identity-weight", type=float, default=0.0, help="identity loss weight |G(target) - target|")
+    add("--flip", action="store_true", help="random horizontal flips of both populations")
+    add("--grid-count", type=int, default=16, help="held-out source faces in each epoch's grid")
+    add("--precision", default="auto", choices=dcgan.PRECISIONS,
+        help="compute dtype policy; auto: mixed_bfloat16 where bfloat16 is native, else float32")
+    add("--seed", type=int, default=0, help="seed of weights, shuffling and the grid's faces")
+    add("--name", default="makeover", help="run name: the run directory is <runs-dir>/<name>")
+    add("--runs-dir", default="runs", help="where run directories live")
+    add("--resume", action="store_true", help="continue the run after its last finished epoch")
+    add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
+    add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    return parser
+
+
+def join_filter_values(argv):
+    """`--target -Male,Attractive` as `--target=-Male,Attractive`: argparse would take a value starting with '-'
+    for an unknown flag, and deep-makeover's own target filter starts with one."""
+    argv, joined = list(argv), []
+    while argv:
+        item = argv.pop(0)
+        joined.append(f"{item}={argv.pop(0)}" if item in ("--source", "--target") and argv else item)
+    return joined
+
+
+def explicit_flags(argv):
+    """The destinations the user actually typed (argparse hides this behind defaults)."""
+    shadow = training_parser()
+    for action in shadow._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(shadow.parse_args(argv)))
+
+
+def validate_config(config):
+    for name in ("epochs", "batch_size", "filters", "grid_count", "crop_size"):
+        if config[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {config[name]}")
+    for name in ("anneal_start", "anneal_steps"):
+        if config[name] < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {config[name]}")
+    if not 0.0 <= config["anneal_end"] <= 1.0:
+        raise ValueError(f"--anneal-end must be in [0, 1], got {config['anneal_end']}")
+    for name in ("cycle_weight", "identity_weight"):
+        if config[name] < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {config[name]}")
+    check_image_shape(data_prep.crop_output_shape(config["crop"], config["image_size"]))
+    filter_terms(config["source"]), filter_terms(config["target"])
+
+
+def resolve_config(argv=None):
+    """Flags -> (config, run_dir, resume), as dcgan.resolve_config: resuming reads config.json and lets only a
+    few flags change."""
+    argv = join_filter_values(sys.argv[1:] if argv is None else argv)
+    args = training_parser().parse_args(argv)
+    run_dir = os.path.join(args.runs_dir, args.name)
+    config = {"model": "makeover", **vars(args)}
+    if args.resume:
+        saved = read_makeover_config(run_dir)
+        for key in explicit_flags(argv) - RESUMABLE_OVERRIDES:
+            if saved.get(key) != config[key]:
+                raise ValueError(f"--{key.replace('_', '-')} cannot change when resuming "
+                                 f"({saved.get(key)!r} in {run_dir}/config.json)")
+        overrides = {key: config[key] for key in explicit_flags(argv) & RESUMABLE_OVERRIDES}
+        config = {**saved, **overrides, "resume": True}
+        config["resumed_with"] = [*saved.get("resumed_with", []), dcgan.library_versions()]
+    elif os.path.isfile(os.path.join(run_dir, "checkpoints", "last.npz")):
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
+    else:
+        config["versions"] = dcgan.library_versions()
+    validate_config(config)
+    config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
+    if config["data"] is not None:
+        config["data"] = os.path.abspath(os.path.expanduser(config["data"]))
+    config["compute_precision"], config["precision_reason"] = dcgan.resolve_precision(config["precision"])
+    return config, run_dir, args.resume
+
+
+def subcommand_parser(command):
+    parser = argparse.ArgumentParser(prog=f"makeover.py {command}",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--run", required=True, help="the makeover run directory (runs/<name>)")
+    add("--epoch", type=int, default=None, help="use the translator saved after this epoch (default: final)")
+    if command == "apply":
+        add("photos", nargs="+", help="JPEG or PNG photos with a face")
+        add("--paste", action="store_true", help="also write the photo with the output put back in place")
+        add("--crop", default=None, choices=data_prep.CROPS, help="must match the run's crop (default: the run's)")
+        add("--center-crop", action="store_true", help="no face found: use a plain centre crop (no --paste)")
+        add("--out", default=None, help="output directory (default: <run>/applied)")
+    else:
+        add("--compare", nargs="*", default=[], help="more runs of the same populations in the same table")
+        add("--classifier", default=None, help="the attribute CNN of the run's crop (default: "
+            "runs/classifier-makeover, or runs/classifier for the dcgan crop)")
+        add("--n", type=int, default=None, help="held-out source faces (default: all, at most 2000)")
+        add("--seed", type=int, default=0, help="seed of the held-out faces' choice")
+        add("--out", default=None, help="output directory (default: <run>/scores)")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    return parser
+
+
+def run_subcommand(command, argv):
+    args = subcommand_parser(command).parse_args(argv)
+    if command == "apply":
+        written = apply_run(args.run, args.photos, out_dir=args.out, crop=args.crop, paste=args.paste,
+                            fallback=args.center_crop, epoch=args.epoch)
+        print("wrote " + ", ".join(written))
+    else:
+        _, out_dir = score_run(args.run, compare=args.compare, classifier_dir=args.classifier, count=args.n,
+                               seed=args.seed, epoch=args.epoch, out_dir=args.out)
+        print(f"wrote {out_dir}/scores.md, scores.json, grid.png")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return run_subcommand(argv[0], argv[1:])
+    config, run_dir, resume = resolve_config(argv)
+    config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
+    celeba = data_prep.read_celeba(config["data"])
+    check_populations(celeba, source=config["source"], target=config["target"],
+                      allow_overlap=config["allow_overlap"])
+    for which in ("source", "target"):  # an empty population fails here, before the run directory exists
+        data_prep.select_files(celeba, split="train", filter=config[which])
+    print(("resuming " if resume else "training ") + run_dir + " with\n"
+          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))
+    os.makedirs(run_dir, exist_ok=True)
+    dcgan.write_config(run_dir, config)
+    started = time.perf_counter()
+    try:
+        train(config, run_dir, resume=resume)
+    except dcgan.TrainingStopped as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        sys.exit(1)
+    print(f"done in {time.perf_counter() - started:.0f} s; evidence in {run_dir}")
+
+
+if __name__ == "__main__":
+    data_prep.run_cli(main)
