@@ -112,7 +112,8 @@ class StepTimer(keras.callbacks.Callback):
 
 def training_rate(*, kernel, precision, image_size=64, filters=64, batch_size=64, steps=45, warmup=5,
                   window=8, dataset=None):
-    """Median images/s of DCGAN training steps (windows of `window` steps after `warmup` steps)."""
+    """Median images/s of DCGAN training steps (windows of `window` steps after `warmup` steps), the model, and
+    the slowest and fastest window's images/s (the spread the median hides)."""
     config = {"image_size": image_size, "filters": filters, "kernel": kernel, "latent_dim": 100,
               "latent_distribution": "normal", "g_steps": 1, "label_smoothing": 0.0, "seed": 0,
               "learning_rate": 2e-4, "beta1": 0.5}
@@ -125,7 +126,8 @@ def training_rate(*, kernel, precision, image_size=64, filters=64, batch_size=64
     gan.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
     durations = np.diff(timer.times[warmup - 1:])
     windows = [durations[start:start + window].sum() for start in range(0, len(durations) - window + 1, window)]
-    return batch_size * window / float(np.median(windows)), gan
+    rates = batch_size * window / np.asarray(windows)
+    return batch_size * window / float(np.median(windows)), gan, (float(rates.min()), float(rates.max()))
 
 
 def generation_rate(generator, *, batch_size=256, windows=5):
@@ -194,14 +196,14 @@ def run_bench(*, data_dir=None, tiny=False, with_tests=False, precisions=("float
     log(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['mixed_bfloat16']:.0f} GFLOP/s")
     for kernel in (4, 5):
         for precision in precisions:
-            rate, gan = training_rate(kernel=kernel, precision=precision, **sizes)
+            rate, gan, spread = training_rate(kernel=kernel, precision=precision, **sizes)
             flops = training_step_flops(gan.generator, gan.discriminator)
             achieved = rate * flops / 1e9
             results["training"][f"kernel{kernel}_{precision}"] = {
                 "images_per_second": rate, "gflop_per_image": flops / 1e9, "achieved_gflops": achieved,
-                "fraction_of_peak": achieved / peaks[precision]}
-            log(f"training kernel {kernel} {precision}: {rate:.1f} images/s "
-                f"({achieved:.0f} GFLOP/s, {100 * achieved / peaks[precision]:.0f}% of peak)")
+                "fraction_of_peak": achieved / peaks[precision], "window_spread": spread}
+            log(f"training kernel {kernel} {precision}: {rate:.1f} images/s (windows {spread[0]:.1f} to "
+                f"{spread[1]:.1f}; {achieved:.0f} GFLOP/s, {100 * achieved / peaks[precision]:.0f}% of peak)")
     results["generation"] = {}
     for precision in precisions:
         with dcgan.dtype_policy(precision):
@@ -228,8 +230,8 @@ def input_cost(data_dir, sizes, *, log=print):
     pipeline = pipeline_rate(prepared.images, batch_size=sizes["batch_size"], batches=20 if sizes["steps"] < 20 else 200)
     log(f"cached input pipeline: {pipeline:.0f} images/s")
     dataset = data_prep.make_dataset(prepared.images, batch_size=sizes["batch_size"], flip=True, scale=False).repeat()
-    fed, _ = training_rate(kernel=4, precision="float32", dataset=dataset, **sizes)
-    held, _ = training_rate(kernel=4, precision="float32", **sizes)
+    fed = training_rate(kernel=4, precision="float32", dataset=dataset, **sizes)[0]
+    held = training_rate(kernel=4, precision="float32", **sizes)[0]
     cost = 100.0 * (1.0 - fed / held)  # negative: the two runs differ by less than their noise
     log(f"training fed by the pipeline {fed:.1f} images/s, from memory {held:.1f}: input costs {cost:.1f}%")
     return {"pipeline_images_per_second": pipeline, "train_from_pipeline_images_per_second": fed,
@@ -267,8 +269,10 @@ def format_table(results):
     """The Markdown table that the README's Speed section shows."""
     lines = ["| what | figure |", "|---|---|"]
     for name, figures in results["training"].items():
+        low, high = figures["window_spread"]
         lines.append(f"| training {name.replace('_', ', ', 1)} (images/s) | {figures['images_per_second']:.1f} "
-                     f"({100 * figures['fraction_of_peak']:.0f}% of the {name.split('_', 1)[1]} peak) |")
+                     f"(windows {low:.1f} to {high:.1f}; {100 * figures['fraction_of_peak']:.0f}% of the "
+                     f"{name.split('_', 1)[1]} peak) |")
     lines += [f"| generation, kernel 4, batch 256, {precision} (images/s) | {rate:.0f} |"
               for precision, rate in results["generation"].items()]
     lines += [
@@ -280,6 +284,8 @@ def format_table(results):
               f"| command to first training step (s) | {results['startup_seconds']:.1f} |"]
     if "test_suite_seconds" in results:
         lines.append(f"| test suite (s) | {results['test_suite_seconds']:.0f} |")
+    if "bench_seconds" in results:
+        lines.append(f"| this bench, start to end (s) | {results['bench_seconds']:.0f} |")
     for name, target in results.get("targets", {}).items():
         lines.append(f"| target {name}: {target['target']:g} | {'met' if target['met'] else 'missed'} "
                      f"({target['measured']:.1f}) |")
@@ -312,7 +318,9 @@ def main(argv=None):
             print(f"precision auto: {policy} ({why})")
         precisions = [*precisions, policy] if policy not in precisions else precisions
     precisions = tuple(precisions)
+    started = time.perf_counter()
     results = run_bench(data_dir=args.data, tiny=args.tiny, with_tests=args.with_tests, precisions=precisions)
+    results["bench_seconds"] = time.perf_counter() - started  # the whole bench, so its own cost is on record
     table = format_table(results)
     print(table)
     data_prep.write_json(args.out, {**results, "table": table})

@@ -166,10 +166,12 @@ def sample_latent(count, latent_dim, *, distribution="normal", seed=None):
 
 
 class DCGAN(keras.Model):
-    """Owns G, D, their optimizers and loss trackers; one D step then `generator_steps` G steps per batch."""
+    """Owns G, D, their optimizers and loss trackers; one D step then `generator_steps` G steps per batch. With
+    `ema` > 0 it also keeps an exponential moving average of G's weights (Karras et al. 2018, Yazici et al. 2019),
+    updated after every step with that decay: `sampling_generator`, the network that is saved and sampled."""
 
     def __init__(self, generator, discriminator, *, latent_dim=100, latent_distribution="normal",
-                 generator_steps=1, label_smoothing=0.0, seed=0, **kwargs):
+                 generator_steps=1, label_smoothing=0.0, seed=0, ema=0.0, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -178,6 +180,11 @@ class DCGAN(keras.Model):
         self.generator_steps = generator_steps
         self.real_label = 1.0 - label_smoothing  # one-sided: only real labels are smoothed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.ema = ema
+        self.average_generator = None
+        if ema > 0:
+            self.average_generator = keras.models.clone_model(generator)
+            self.average_generator.set_weights(generator.get_weights())
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "d_real", "d_fake")}
         self.built = True  # G and D are built functional models; there is no call() for Keras to trace
 
@@ -189,6 +196,16 @@ class DCGAN(keras.Model):
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+    @property
+    def sampling_generator(self):
+        """The generator to save and sample from: the weight average when there is one."""
+        return self.generator if self.average_generator is None else self.average_generator
+
+    def _update_average(self):
+        # Batch norm's moving statistics are averaged too, so the average network carries matching statistics.
+        for average, current in zip(self.average_generator.weights, self.generator.weights):
+            average.assign(self.ema * average + (1.0 - self.ema) * tf.cast(current, average.dtype))
 
     def _latent(self, batch_size):
         return sample_latent(batch_size, self.latent_dim, distribution=self.latent_distribution,
@@ -259,6 +276,8 @@ class DCGAN(keras.Model):
                 g_losses = self._generator_losses(self.generator(self._latent(batch_size), training=True))
                 g_loss = self._average(g_losses)
             self._apply(self.g_optimizer, generator_tape, g_loss, generator_variables)
+        if self.average_generator is not None:
+            self._update_average()
         step = {"d_loss": self._global_mean(d_losses), "g_loss": self._global_mean(g_losses),
                 "d_real": self._global_mean(tf.sigmoid(tf.cast(real_logits, tf.float32))),
                 "d_fake": self._global_mean(tf.sigmoid(tf.cast(fake_logits, tf.float32)))}
@@ -266,15 +285,18 @@ class DCGAN(keras.Model):
             self.trackers[name].update_state(value)
         return step
 
+    def _state_variables(self):
+        """Every variable a resumed run needs, in a fixed order: both networks, both optimizers, the z stream, and
+        the generator's average when there is one."""
+        average = self.average_generator.weights if self.average_generator is not None else []
+        return (self.generator.weights + self.discriminator.weights + self.d_optimizer.variables
+                + self.g_optimizer.variables + [self.seed_generator.state] + average)
+
     def state_arrays(self):
-        """Every variable a resumed run needs, in a fixed order: both networks, both optimizers, the z stream."""
-        variables = (self.generator.weights + self.discriminator.weights + self.d_optimizer.variables
-                     + self.g_optimizer.variables + [self.seed_generator.state])
-        return [np.asarray(keras.ops.convert_to_numpy(variable)) for variable in variables]
+        return [np.asarray(keras.ops.convert_to_numpy(variable)) for variable in self._state_variables()]
 
     def load_state_arrays(self, arrays):
-        variables = (self.generator.weights + self.discriminator.weights + self.d_optimizer.variables
-                     + self.g_optimizer.variables + [self.seed_generator.state])
+        variables = self._state_variables()
         if len(variables) != len(arrays):
             raise ValueError(f"checkpoint holds {len(arrays)} arrays, the model has {len(variables)} variables")
         for variable, value in zip(variables, arrays):
@@ -330,10 +352,10 @@ class RunRecorder(keras.callbacks.Callback):
         with open(log_path, "rb") as handle:
             data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
         grid_path = os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png")
-        images = self.model.generator(self.fixed_z, training=False)
+        images = self.model.sampling_generator(self.fixed_z, training=False)
         data_prep.save_grid(grid_path, keras.ops.convert_to_numpy(images), columns=8)
-        for network in ("generator", "discriminator"):
-            save_weights_atomic(getattr(self.model, network),
+        for network, model in (("generator", self.model.sampling_generator), ("discriminator", self.model.discriminator)):
+            save_weights_atomic(model,
                                 os.path.join(self.run_dir, "checkpoints", f"{network}_epoch_{number:03d}.weights.h5"))
         save_checkpoint(self.run_dir, self.model, self.history_arrays)
         if self.writer:
@@ -432,7 +454,7 @@ def build_gan(config, *, replicas=1):
                                         spectral_norm=config.get("spectral_norm", False), **sizes)
     gan = DCGAN(generator, discriminator, latent_dim=config["latent_dim"],
                 latent_distribution=config["latent_distribution"], generator_steps=config["g_steps"],
-                label_smoothing=config["label_smoothing"], seed=config["seed"])
+                label_smoothing=config["label_smoothing"], seed=config["seed"], ema=config.get("ema", 0.0))
     d_rate = config.get("d_learning_rate") or config["learning_rate"]
     g_rate = config.get("g_learning_rate") or config["learning_rate"]
     gan.compile(d_optimizer=keras.optimizers.Adam(d_rate, beta_1=config["beta1"]),
@@ -541,7 +563,7 @@ def train(config, run_dir, *, resume=False, verbose=1):
     if recorder.bad_loss:
         raise TrainingStopped(f"training stopped: {recorder.bad_loss}; the last good checkpoint "
                               f"(epoch {len(history['d_losses'])}) stays in {run_dir}/checkpoints")
-    save_model_atomic(gan.generator, os.path.join(run_dir, "generator.keras"))
+    save_model_atomic(gan.sampling_generator, os.path.join(run_dir, "generator.keras"))
     save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
     return gan, history
 
@@ -776,6 +798,9 @@ def training_parser():
     add("--freeze-d-after", type=int, default=None, help="stop updating D after this many epochs")
     add("--minibatch-std", action="store_true", help="D sees the batch's spread (Karras et al. 2018), against collapse")
     add("--spectral-norm", action="store_true", help="spectral normalisation in D instead of its batch norm (SN-GAN)")
+    add("--ema", type=float, default=0.0,
+        help="keep a moving average of G's weights with this decay per step (e.g. 0.999) and save and sample it; "
+             "0: off, as in the paper")
     add("--precision", default="auto", choices=PRECISIONS,
         help="compute dtype policy; auto: mixed_bfloat16 where the CPU or GPU runs bfloat16 natively, else float32")
     add("--strategy", default="none", choices=["none", "mirrored", "multiworker"], help="tf.distribute strategy")
@@ -806,6 +831,10 @@ def validate_config(config):
     number_of_blocks(config["image_size"])
     if not 0.0 <= config["label_smoothing"] < 1.0:
         raise ValueError(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
+    if not 0.0 <= config.get("ema", 0.0) < 1.0:
+        raise ValueError(f"--ema must be in [0, 1), got {config['ema']}")
+    if config.get("ema") and config.get("strategy", "none") != "none":
+        raise ValueError("--ema is not supported with --strategy (the average is kept on one device)")
     if config["freeze_d_after"] is not None and config["freeze_d_after"] < 0:
         raise ValueError(f"--freeze-d-after must be 0 or more, got {config['freeze_d_after']}")
 

@@ -25,6 +25,8 @@ def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
                                         "kernel5_mixed_bfloat16"}
     for figures in results["training"].values():
         assert figures["images_per_second"] > 0 and 0 < figures["fraction_of_peak"] < 1.5
+        low, high = figures["window_spread"]  # the median window lies between the slowest and the fastest
+        assert low <= figures["images_per_second"] <= high
     for field in ("generate_images_per_second", "jpeg_prepare_images_per_second", "pipeline_images_per_second",
                   "train_from_pipeline_images_per_second", "train_from_memory_images_per_second",
                   "startup_seconds"):
@@ -35,6 +37,8 @@ def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
     assert results["input_cost_percent"] == pytest.approx(expected_cost, abs=1e-6)
     assert results["peak_gflops"]["float32"] > 0 and results["machine"]["cores"] >= 1
     assert "| generation, kernel 4, batch 256, float32" in results["table"]
+    assert results["bench_seconds"] > results["startup_seconds"]  # the whole bench includes its one-step run
+    assert "| this bench, start to end (s) |" in results["table"]
 
 
 def test_unknown_precision_is_a_clear_error():

@@ -356,6 +356,24 @@ def test_logged_step_losses_are_that_steps_losses(tmp_path):
     np.testing.assert_allclose(history["d_losses"][0], logged["d_loss"].mean(), rtol=1e-5)
 
 
+def test_generator_average_follows_its_decay_each_step():
+    # With --ema 0.75 the average after two steps is 0.75^2 w0 + 0.75 * 0.25 w1 + 0.25 w2 (w_t: G after step t,
+    # batch norm's statistics included), and it is the network the recorder samples and saves.
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(0)
+    gan = dcgan.build_gan({**TINY_GAN, "ema": 0.75})
+    assert gan.sampling_generator is gan.average_generator
+    images = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+    snapshots = WeightSnapshots()
+    gan.fit(tf.data.Dataset.from_tensor_slices(images).batch(16), epochs=1, callbacks=[snapshots], verbose=0,
+            shuffle=False)
+    w0, w1, w2 = snapshots.before[0][0], snapshots.before[1][0], snapshots.after[0]
+    for index, average in enumerate(gan.average_generator.get_weights()):
+        expected = 0.5625 * w0[index] + 0.1875 * w1[index] + 0.25 * w2[index]
+        np.testing.assert_allclose(average, expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(gan.average_generator.get_weights()[0], w2[0])  # the average lags the trained G
+
+
 REPLICA_SCRIPT = """
 import json, sys
 import tensorflow as tf
