@@ -1,0 +1,1153 @@
+"""Real faces to latent codes three ways, and the VAE that the seeds asked about.
+
+A GAN's generator maps z to a face, never back. This script finds the z of a real face:
+- an encoder network E (NVIDIA's "Photo editing with generative adversarial networks", part 2: the discriminator's
+  convolutional stack with a linear latent_dim head), trained with the generator frozen on pairs (z, G(z)) and on
+  real faces (G(E(x)) against x, in pixels and in the discriminator's features);
+- projection by optimisation (Yeh et al. 2016, "Semantic Image Inpainting with Deep Generative Models", the loss of
+  frrmack's facemath): Adam on z for a pixel loss plus lambda times the discriminator's realism loss, with a prior;
+- the hybrid (Zhu et al. 2020, "In-Domain GAN Inversion for Real Image Editing"): the optimisation started from
+  E(x), optionally held near E(G(z)) (their domain regulariser).
+It also trains a VAE of the same size (Kingma and Welling 2014, "Auto-Encoding Variational Bayes") whose codes are
+saved the same way, so `compare` answers the seeds' open question (GAN codes or VAE codes?) in numbers, and it
+completes faces with holes (Yeh et al.; bamos's dcgan-completion), the projection's origin.
+
+Codes are saved as .npz: codes (n, latent_dim), names, method, run, kind ("gan" or "vae"), loss (each image's final
+pixel MSE, images in [0, 1]), step_losses (steps, n) of the optimisation (0 rows for E alone). The generator that
+turns them back into faces is `dcgan.load_generator(run)` for a GAN run and a VAE run alike.
+
+Usage:
+    python encoder.py train --run runs/demo                                  # E into runs/demo/encoder/
+    python encoder.py train --run runs/demo --epochs 2 --steps-per-epoch 50  # CPU-sized
+    python encoder.py train --run runs/demo --resume --epochs 4              # continue after the last epoch
+    python encoder.py vae --name vae --like runs/demo                        # same data, size and image-steps
+    python encoder.py encode --run runs/demo --method hybrid photos/*.jpg
+    python encoder.py encode --run runs/demo --split test --limit 500 --method encoder
+    python encoder.py encode --run runs/vae --split test --limit 500         # a VAE's codes, the same layout
+    python encoder.py complete --run runs/demo --mask center photo.jpg
+    python encoder.py compare --run runs/demo --vae runs/vae                 # the table of the seeds' question
+    python encoder.py compare --run runs/demo --vae runs/vae --count 32 --steps 50   # CPU-sized
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import dataclasses
+import hashlib
+import math
+import sys
+import time
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+import data_prep
+import dcgan
+
+import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
+import tensorflow as tf  # noqa: E402
+
+SUBCOMMANDS = ("train", "vae", "encode", "complete", "compare")
+METHODS = ("random", "encoder", "optimize", "hybrid")  # "random" is the floor: a code that knows nothing
+MASKS = ("center", "left", "random", "grid", "lowres")  # bamos's dcgan-completion masks
+BLENDS = ("poisson", "feather", "none")
+PIXEL_LOSSES = ("l1", "l2")
+PRIORS = ("gaussian", "sphere", "box", "none")
+RANDOM_MASK_FRACTION = 0.2  # bamos: a fifth of the pixels missing
+GRID_STEP = 4  # bamos: every fourth pixel of every fourth row known
+LOWRES_FACTOR = 4  # bamos: the face known only at a quarter of its resolution
+FEATHER_PIXELS = 4  # width of the feathered blend's ramp inside the hole
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+GRID_FACES = 8  # faces in the per-epoch and comparison grids
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model builders
+
+
+def conv_stack(image, *, image_size=64, filters=64, kernel_size=5):
+    """The discriminator's convolutional stack (dcgan.build_discriminator, same layer names), flattened.
+    (batch, size, size, 3) -> (batch, 4 * 4 * filters * 2^(blocks-1))."""
+    x = image
+    for block in range(dcgan.number_of_blocks(image_size)):
+        x = keras.layers.Conv2D(filters * 2 ** block, kernel_size, strides=2, padding="same", use_bias=block == 0,
+                                kernel_initializer=dcgan.weight_init(), name=f"down{block + 1}")(x)
+        if block > 0:
+            x = dcgan.batch_norm(f"down{block + 1}_bn")(x)
+        x = keras.layers.LeakyReLU(0.2, name=f"down{block + 1}_features")(x)  # (batch, size/2^(block+1), ..)
+    return keras.layers.Flatten(name="flatten")(x)
+
+
+def build_encoder(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="encoder"):
+    """E: image -> z, D's stack with a linear head (not DIGITS's sigmoid: our z is Gaussian)."""
+    image = keras.Input((image_size, image_size, 3), name="image")
+    features = conv_stack(image, image_size=image_size, filters=filters, kernel_size=kernel_size)
+    z = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32", name="z")(features)
+    return keras.Model(image, z, name=name)  # (batch, latent_dim)
+
+
+def build_vae_encoder(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="vae_encoder"):
+    """The VAE's encoder: E's stack with two linear heads, the posterior's mean and log-variance."""
+    image = keras.Input((image_size, image_size, 3), name="image")
+    features = conv_stack(image, image_size=image_size, filters=filters, kernel_size=kernel_size)
+    mean = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32",
+                              name="mean")(features)  # (batch, latent_dim)
+    log_variance = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32",
+                                      name="log_variance")(features)  # (batch, latent_dim)
+    return keras.Model(image, [mean, log_variance], name=name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses shared by training, projection and the VAE
+
+
+def pixel_distance(images, targets, *, loss="l2", mask=None, lowres_factor=None):
+    """Per-image mean L1 or L2 distance over the pixels the mask keeps ((batch, h, w, 1) or (h, w), 1 = known);
+    with `lowres_factor`, between the two images average-pooled by that factor (bamos's lowres mask). (batch,)"""
+    images, targets = tf.cast(images, tf.float32), tf.cast(targets, tf.float32)
+    if lowres_factor:
+        images = tf.nn.avg_pool2d(images, lowres_factor, lowres_factor, "VALID")
+        targets = tf.nn.avg_pool2d(targets, lowres_factor, lowres_factor, "VALID")
+        mask = None
+    error = tf.abs(images - targets) if loss == "l1" else tf.square(images - targets)
+    if mask is None:
+        return tf.reduce_mean(error, axis=[1, 2, 3])
+    mask = tf.cast(mask, tf.float32)
+    mask = tf.reshape(mask, [-1, tf.shape(images)[1], tf.shape(images)[2], 1])  # (batch or 1, h, w, 1)
+    kept = tf.reduce_sum(mask * tf.ones_like(error), axis=[1, 2, 3])
+    return tf.reduce_sum(error * mask, axis=[1, 2, 3]) / tf.maximum(kept, 1.0)
+
+
+def realism_loss(discriminator, images):
+    """-log D(x) per image (the generator's non-saturating loss): low where D finds the image real. (batch,)"""
+    return tf.nn.softplus(-tf.cast(discriminator(images, training=False), tf.float32))[:, 0]
+
+
+def kl_divergence(mean, log_variance):
+    """KL(N(mean, exp(log_variance)) || N(0, 1)) per example, summed over dimensions (Kingma and Welling's
+    appendix B): 0.5 * sum(exp(lv) + mean^2 - 1 - lv). (batch,)"""
+    mean = keras.ops.cast(mean, "float32")
+    log_variance = keras.ops.cast(log_variance, "float32")
+    return 0.5 * keras.ops.sum(keras.ops.exp(log_variance) + mean ** 2 - 1.0 - log_variance, axis=-1)
+
+
+def pixel_mse(images, targets):
+    """Per-image mean squared error with both images scaled to [0, 1] (what every .npz `loss` holds). (n,)"""
+    difference = (np.asarray(images, np.float32) - np.asarray(targets, np.float32)) / 2.0
+    return np.mean(difference ** 2, axis=(1, 2, 3))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The trainers
+
+
+class EncoderTrainer(keras.Model):
+    """Owns E, the frozen G and D's feature model, E's optimizer and loss trackers. Each step E learns to give
+    back z from G(z) (fresh z, loss on z), and to give a z whose G(z) matches a real batch in pixels and in D's
+    features; the three weights choose the mix (a weight of 0 leaves its part out of the gradient)."""
+
+    PARTS = ("latent", "pixel", "feature")
+
+    def __init__(self, encoder, generator, features, *, weights, pixel_loss="l2", latent_distribution="normal",
+                 seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.generator, self.features = encoder, generator, features
+        self.generator.trainable = False
+        self.features.trainable = False
+        self.weights_by_part = dict(weights)  # {"latent": 1.0, "pixel": 1.0, "feature": 0.1}
+        self.pixel_loss = pixel_loss
+        self.latent_dim = encoder.output_shape[-1]
+        self.latent_distribution = latent_distribution
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *self.PARTS)}
+        self.built = True
+
+    def compile(self, optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.encoder_optimizer = optimizer
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def parts(self, real_images, *, training):
+        """The three losses of one batch (scalars): z from G(z), and G(E(x)) against x in pixels and features."""
+        batch_size = tf.shape(real_images)[0]
+        z = dcgan.sample_latent(batch_size, self.latent_dim, distribution=self.latent_distribution,
+                                seed=self.seed_generator)
+        fakes = self.generator(z, training=False)  # (batch, size, size, 3), G frozen
+        latent = tf.reduce_mean(tf.square(self.encoder(fakes, training=training) - z))
+        reconstructions = self.generator(self.encoder(real_images, training=training), training=False)
+        pixel = tf.reduce_mean(pixel_distance(reconstructions, real_images, loss=self.pixel_loss))
+        feature = tf.reduce_mean(tf.square(tf.cast(self.features(reconstructions, training=False), tf.float32)
+                                           - tf.cast(self.features(real_images, training=False), tf.float32)))
+        return {"latent": latent, "pixel": pixel, "feature": feature}
+
+    def train_step(self, real_images):
+        if real_images.dtype == tf.uint8:
+            real_images = tf.cast(real_images, tf.float32) / 127.5 - 1.0
+        with tf.GradientTape() as tape:
+            parts = self.parts(real_images, training=True)
+            loss = tf.add_n([weight * parts[name] for name, weight in self.weights_by_part.items() if weight])
+        variables = self.encoder.trainable_variables
+        gradients = tape.gradient(loss, [variable.value for variable in variables])
+        self.encoder_optimizer.apply_gradients(zip(gradients, variables))
+        step = {"loss": loss, **parts}
+        for name, value in step.items():
+            self.trackers[name].update_state(value)
+        return step
+
+    def state_variables(self):
+        """Every variable a resumed training needs, in a fixed order: E, its optimizer, the z stream."""
+        return self.encoder.weights + self.encoder_optimizer.variables + [self.seed_generator.state]
+
+
+class VAE(keras.Model):
+    """A VAE whose decoder is the DCGAN generator: per image, the squared error summed over pixels (a Gaussian
+    decoder of variance 1/2 on [-1, 1] pixels) plus beta times the KL term; one optimizer for both halves."""
+
+    PARTS = ("reconstruction", "kl")
+
+    def __init__(self, encoder, generator, *, beta=1.0, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.generator = encoder, generator
+        self.beta = beta
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *self.PARTS)}
+        self.built = True
+
+    def compile(self, optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.vae_optimizer = optimizer
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def parts(self, images, *, training):
+        mean, log_variance = self.encoder(images, training=training)  # (batch, latent_dim) each
+        noise = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+        z = mean + tf.exp(0.5 * log_variance) * noise  # the reparameterisation trick
+        reconstructions = tf.cast(self.generator(z, training=training), tf.float32)
+        reconstruction = tf.reduce_sum(tf.square(reconstructions - images), axis=[1, 2, 3])
+        return {"reconstruction": tf.reduce_mean(reconstruction),
+                "kl": tf.reduce_mean(kl_divergence(mean, log_variance))}
+
+    def train_step(self, images):
+        if images.dtype == tf.uint8:
+            images = tf.cast(images, tf.float32) / 127.5 - 1.0
+        with tf.GradientTape() as tape:
+            parts = self.parts(images, training=True)
+            loss = parts["reconstruction"] + self.beta * parts["kl"]
+        variables = self.encoder.trainable_variables + self.generator.trainable_variables
+        gradients = tape.gradient(loss, [variable.value for variable in variables])
+        self.vae_optimizer.apply_gradients(zip(gradients, variables))
+        step = {"loss": loss, **parts}
+        for name, value in step.items():
+            self.trackers[name].update_state(value)
+        return step
+
+    def state_variables(self):
+        return (self.encoder.weights + self.generator.weights + self.vae_optimizer.variables
+                + [self.seed_generator.state])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Callbacks
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """The evidence of a training, as dcgan.RunRecorder keeps it: at each epoch's end the means of the step
+    losses go into `history` and <name>_losses.npy, `save_epoch(number)` writes the grid and weights, and the
+    resumable checkpoint is rewritten. A non-finite loss stops training before the epoch is saved."""
+
+    def __init__(self, out_dir, *, history, save_epoch):
+        super().__init__()
+        self.out_dir, self.history_arrays, self.save_epoch = out_dir, history, save_epoch
+        self.epoch_steps, self.bad_loss = [], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_steps = []
+
+    def on_train_batch_end(self, step, logs=None):
+        values = {name: float(logs[name]) for name in self.history_arrays}
+        if not all(math.isfinite(value) for value in values.values()):
+            self.bad_loss = f"non-finite loss at epoch {epoch_count(self.history_arrays) + 1}, step {step + 1}"
+            self.model.stop_training = True
+            return
+        self.epoch_steps.append(values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bad_loss or not self.epoch_steps:
+            return
+        for name, values in self.history_arrays.items():
+            values.append(float(np.mean([step[name] for step in self.epoch_steps])))
+        self.save_epoch(epoch_count(self.history_arrays))
+        save_state(self.out_dir, self.model.state_variables(), self.history_arrays)
+
+
+def epoch_count(history):
+    return len(next(iter(history.values())))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints and loading
+
+
+def save_state(out_dir, variables, history):
+    """checkpoints/last.npz (every variable and the loss history), then one <name>_losses.npy per loss."""
+    arrays = {f"state_{index:04d}": np.asarray(keras.ops.convert_to_numpy(variable))
+              for index, variable in enumerate(variables)}
+    arrays.update({f"history_{name}": np.asarray(values, np.float64) for name, values in history.items()})
+    with data_prep.atomic_path(os.path.join(out_dir, "checkpoints", "last.npz")) as temporary:
+        np.savez(temporary, **arrays)
+    for name, values in history.items():
+        data_prep.atomic_save_npy(os.path.join(out_dir, f"{name}_losses.npy"), np.asarray(values, np.float32))
+
+
+def load_state(out_dir, variables):
+    """Assign checkpoints/last.npz to `variables` (in save_state's order); returns the loss history."""
+    path = os.path.join(out_dir, "checkpoints", "last.npz")
+    if not os.path.isfile(path):
+        raise data_prep.DataError(f"no checkpoint to resume from: {path} (did the first epoch finish?)")
+    with np.load(path) as archive:
+        state = [archive[key] for key in sorted(key for key in archive.files if key.startswith("state_"))]
+        history = {key[len("history_"):]: archive[key].tolist() for key in archive.files if key.startswith("history_")}
+    if len(state) != len(variables):
+        raise data_prep.DataError(f"{path} holds {len(state)} arrays, the model has {len(variables)} variables")
+    for variable, value in zip(variables, state):
+        if tuple(variable.shape) != value.shape:
+            raise data_prep.DataError(f"{path}: shape {value.shape} does not fit {variable.path} {variable.shape}")
+        variable.assign(value)
+    return history
+
+
+def generator_fingerprint(generator):
+    """A short hash of a generator's weights: an encoder records it, so that it is never used with another G."""
+    digest = hashlib.sha256()
+    for weight in generator.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight), np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_model_run(run):
+    """A dcgan.Run for a GAN run or a VAE run (a VAE run's discriminator is None); a Run passes through."""
+    if isinstance(run, dcgan.Run):
+        return run
+    config = dcgan.read_config(run)
+    if config.get("kind") == "vae":
+        return dcgan.Run(os.path.abspath(run), config, dcgan.load_generator(run), None, None)
+    return dcgan.load_run(run)
+
+
+def load_gan_run(run_dir):
+    """A trained GAN run, or one line that says why not (a VAE run, a baseline, a missing network)."""
+    config = dcgan.read_config(run_dir)
+    if config.get("kind") == "vae":
+        raise data_prep.DataError(f"{run_dir} is a VAE run; pass a GAN run as --run (the VAE goes to --vae)")
+    return dcgan.load_run(run_dir)
+
+
+def load_encoder(run):
+    """The network that maps faces to codes for a run: E from <run>/encoder/ for a GAN run (refused when it was
+    trained for another generator), the VAE's encoder (returning the mean and log-variance) for a VAE run."""
+    if run.config.get("kind") == "vae":
+        return keras.saving.load_model(os.path.join(run.directory, "vae_encoder.keras"), compile=False)
+    out_dir = os.path.join(run.directory, "encoder")
+    path = os.path.join(out_dir, "encoder.keras")
+    if not os.path.isfile(path):
+        raise data_prep.DataError(f"no trained encoder in {out_dir}; run `python encoder.py train --run "
+                                  f"{run.directory}` first")
+    saved = dcgan.read_config(out_dir)
+    if saved.get("generator_fingerprint") != generator_fingerprint(run.generator):
+        raise data_prep.DataError(f"the encoder in {out_dir} was trained for another generator "
+                                  f"({saved.get('run')}); train one for this run")
+    return keras.saving.load_model(path, compile=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training E and the VAE
+
+
+def training_images(config, *, split="train", limit=None):
+    """uint8 faces of a split of a run's data, with the run's crop, size, filter and cache."""
+    return data_prep.load_split(config["data"], split=split, image_size=config["image_size"],
+                                crop_size=config.get("crop_size", 108), filter=config.get("filter"),
+                                limit=limit, cache_dir=config.get("cache_dir"), progress=False).images
+
+
+def fixed_held_out(out_dir, config, *, count=GRID_FACES, seed=0):
+    """The held-out faces every epoch's grid reconstructs: chosen once from the test split, kept in
+    fixed_images.npy so that a resumed training shows the same faces."""
+    path = os.path.join(out_dir, "fixed_images.npy")
+    if not os.path.isfile(path):
+        images = training_images(config, split="test")
+        chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
+        data_prep.atomic_save_npy(path, np.asarray(images[chosen]))
+    return np.load(path)
+
+
+def fit_with_evidence(trainer, dataset, out_dir, *, epochs, steps_per_epoch, history, save_epoch, verbose=1):
+    """fit() from the first unfinished epoch with an EpochRecorder; raises dcgan.TrainingStopped on a NaN."""
+    done = epoch_count(history)
+    if done >= epochs:
+        print(f"{out_dir} already has {done} epochs; pass a larger --epochs to continue")
+        return history
+    recorder = EpochRecorder(out_dir, history=history, save_epoch=save_epoch)
+    trainer.fit(dataset, epochs=epochs, initial_epoch=done, callbacks=[recorder], verbose=verbose, shuffle=False,
+                steps_per_epoch=steps_per_epoch)
+    if recorder.bad_loss:
+        raise dcgan.TrainingStopped(f"training stopped: {recorder.bad_loss}; the last good checkpoint "
+                                    f"(epoch {epoch_count(history)}) stays in {out_dir}/checkpoints")
+    return history
+
+
+def make_encoder_trainer(run, config):
+    """E and its trainer for a run, built in the run's precision, with the optimizer's slots made."""
+    features = dcgan.discriminator_features(run.discriminator, layer=config["feature_layer"])
+    with dcgan.dtype_policy(run.config.get("compute_precision", "float32")):
+        encoder = build_encoder(latent_dim=run.config["latent_dim"], image_size=run.config["image_size"],
+                                filters=run.config["filters"], kernel_size=run.config["kernel"])
+    weights = {part: config[f"{part}_weight"] for part in EncoderTrainer.PARTS}
+    trainer = EncoderTrainer(encoder, run.generator, features, weights=weights, pixel_loss=config["pixel_loss"],
+                             latent_distribution=run.config["latent_distribution"], seed=config["seed"])
+    trainer.compile(keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
+    trainer.encoder_optimizer.build(encoder.trainable_variables)
+    return trainer
+
+
+def train_encoder(run, config, *, resume=False, verbose=1):
+    """Train (or resume) E for a loaded GAN run into <run>/encoder/; returns (encoder, history)."""
+    out_dir = os.path.join(run.directory, "encoder")
+    keras.utils.set_random_seed(config["seed"])
+    trainer = make_encoder_trainer(run, config)
+    history = {name: [] for name in ("loss", *EncoderTrainer.PARTS)}
+    if resume:
+        history = load_state(out_dir, trainer.state_variables())
+    fixed = fixed_held_out(out_dir, run.config, seed=config["seed"])
+
+    def save_epoch(number):
+        reconstructions = dcgan.generate(run.generator, encoder_codes(trainer.encoder, data_prep.to_float(fixed)))
+        data_prep.save_grid(os.path.join(out_dir, "samples", f"epoch_{number:03d}.png"),
+                            np.concatenate([data_prep.to_float(fixed), reconstructions]), columns=len(fixed),
+                            row_labels=["x", "G(E(x))"])
+        dcgan.save_weights_atomic(trainer.encoder, os.path.join(out_dir, "checkpoints",
+                                                                f"encoder_epoch_{number:03d}.weights.h5"))
+
+    images = training_images(run.config, limit=config["limit"])
+    dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
+    steps = config["steps_per_epoch"]
+    print(f"training E on {len(images)} images, epochs {epoch_count(history) + 1} to {config['epochs']}")
+    fit_with_evidence(trainer, dataset.repeat() if steps else dataset, out_dir, epochs=config["epochs"],
+                      steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
+    dcgan.save_model_atomic(trainer.encoder, os.path.join(out_dir, "encoder.keras"))
+    return trainer.encoder, history
+
+
+def image_steps(config, run_dir, *, train_count):
+    """Images the run's training steps have seen: finished epochs x steps per epoch x batch size."""
+    losses = os.path.join(run_dir, "d_losses.npy")
+    epochs = len(np.load(losses)) if os.path.isfile(losses) else config["epochs"]
+    steps = config.get("steps_per_epoch") or train_count // config["batch_size"]
+    return int(epochs * steps * config["batch_size"])
+
+
+def make_vae(config):
+    with dcgan.dtype_policy(config["compute_precision"]):
+        sizes = {"latent_dim": config["latent_dim"], "image_size": config["image_size"],
+                 "filters": config["filters"], "kernel_size": config["kernel"]}
+        vae = VAE(build_vae_encoder(**sizes), dcgan.build_generator(**sizes), beta=config["beta"],
+                  seed=config["seed"])
+    vae.compile(keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
+    vae.vae_optimizer.build(vae.encoder.trainable_variables + vae.generator.trainable_variables)
+    return vae
+
+
+def train_vae(config, run_dir, *, resume=False, verbose=1):
+    """Train (or resume) the VAE of `config` into run_dir, a run directory that dcgan.load_generator reads."""
+    keras.utils.set_random_seed(config["seed"])
+    vae = make_vae(config)
+    history = {name: [] for name in ("loss", *VAE.PARTS)}
+    if resume:
+        history = load_state(run_dir, vae.state_variables())
+    else:
+        data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_z.npy"),
+                                  dcgan.latent_for_seed(config["seed"], GRID_FACES, config["latent_dim"]))
+    fixed = fixed_held_out(run_dir, config, seed=config["seed"])
+    fixed_z = np.load(os.path.join(run_dir, "fixed_z.npy"))
+
+    def save_epoch(number):
+        mean = encoder_codes(vae.encoder, data_prep.to_float(fixed))
+        rows = [data_prep.to_float(fixed), dcgan.generate(vae.generator, mean), dcgan.generate(vae.generator, fixed_z)]
+        data_prep.save_grid(os.path.join(run_dir, "samples", f"epoch_{number:03d}.png"), np.concatenate(rows),
+                            columns=GRID_FACES, row_labels=["x", "D(mean)", "D(z)"])
+        dcgan.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
+                                                              f"generator_epoch_{number:03d}.weights.h5"))
+
+    images = training_images(config, limit=config["limit"])
+    dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
+    steps = config["steps_per_epoch"]
+    fit_with_evidence(vae, dataset.repeat() if steps else dataset, run_dir, epochs=config["epochs"],
+                      steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
+    dcgan.save_model_atomic(vae.generator, os.path.join(run_dir, "generator.keras"))
+    dcgan.save_model_atomic(vae.encoder, os.path.join(run_dir, "vae_encoder.keras"))
+    return vae, history
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Projection by optimisation
+
+
+@dataclasses.dataclass
+class Projection:
+    codes: np.ndarray  # (n, latent_dim) float32
+    images: np.ndarray  # (n, size, size, 3) G(codes), float32 in [-1, 1]
+    step_losses: np.ndarray  # (steps, n): each image's objective before each step
+    final_losses: np.ndarray  # (n,): each image's objective at the returned codes
+
+
+def as_images(images, image_size, *, what="images"):
+    """uint8 or float [-1, 1] images (n, size, size, 3) -> float32 [-1, 1], or one ValueError line."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3) or len(images) == 0:
+        raise data_prep.DataError(f"{what}: expected (n, {image_size}, {image_size}, 3) images for this run, got "
+                                  f"shape {images.shape}")
+    if images.dtype == np.uint8:
+        return data_prep.to_float(images)
+    images = images.astype(np.float32)
+    if images.min() < -1.01 or images.max() > 1.01:
+        raise data_prep.DataError(f"{what}: float images must lie in [-1, 1], got [{images.min():.3g}, "
+                                  f"{images.max():.3g}] (pass uint8 for 0..255)")
+    return images
+
+
+def projection_objective(generator, discriminator, *, loss="l2", lambda_=1e-3, prior="gaussian", prior_weight=0.01,
+                         lowres_factor=None, encoder=None, domain_weight=0.0):
+    """(z, targets, mask) -> per-image loss: pixel distance + lambda * -log D(G(z)) + the Gaussian prior's
+    0.5 |z|^2 / latent_dim + domain_weight * |z - E(G(z))|^2 / latent_dim (Zhu et al.'s domain regulariser)."""
+    def objective(z, targets, mask):
+        images = generator(z, training=False)
+        total = pixel_distance(images, targets, loss=loss, mask=mask, lowres_factor=lowres_factor)
+        if lambda_:
+            total += lambda_ * realism_loss(discriminator, images)
+        if prior == "gaussian" and prior_weight:
+            total += prior_weight * 0.5 * tf.reduce_mean(tf.square(z), axis=1)
+        if encoder is not None and domain_weight:
+            total += domain_weight * tf.reduce_mean(tf.square(z - encoder(images, training=False)), axis=1)
+        return total
+    return objective
+
+
+def make_adam_step(objective, *, learning_rate, prior, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+    """One Adam step on a batch of z for the per-image objective (each image's z is its own problem, so the sum
+    is minimised); "sphere" puts z back on the sphere of radius sqrt(latent_dim), "box" clips it to [-1, 1]."""
+    @tf.function(reduce_retracing=True)
+    def step(z, first, second, number, targets, mask):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            losses = objective(z, targets, mask)  # (batch,)
+            total = tf.reduce_sum(losses)  # inside the tape, or the sum is not recorded
+        gradient = tape.gradient(total, z)
+        first = beta_1 * first + (1 - beta_1) * gradient
+        second = beta_2 * second + (1 - beta_2) * tf.square(gradient)
+        corrected = learning_rate * tf.sqrt(1 - beta_2 ** number) / (1 - beta_1 ** number)
+        z = z - corrected * first / (tf.sqrt(second) + epsilon)
+        if prior == "sphere":
+            z = z * tf.sqrt(tf.cast(tf.shape(z)[1], tf.float32)) / tf.norm(z, axis=1, keepdims=True)
+        elif prior == "box":
+            z = tf.clip_by_value(z, -1.0, 1.0)
+        return z, first, second, losses
+    return step
+
+
+def check_projection_options(*, steps, learning_rate, loss, prior, batch_size):
+    if loss not in PIXEL_LOSSES:
+        raise data_prep.DataError(f"unknown pixel loss {loss!r}; expected one of {', '.join(PIXEL_LOSSES)}")
+    if prior not in PRIORS:
+        raise data_prep.DataError(f"unknown prior {prior!r}; expected one of {', '.join(PRIORS)}")
+    if steps < 1 or batch_size < 1 or not learning_rate > 0:
+        raise data_prep.DataError(f"steps, batch size and learning rate must be positive, got {steps}, "
+                                  f"{batch_size}, {learning_rate}")
+
+
+def project(generator, discriminator, images, *, steps=200, lr=0.05, lambda_=1e-3, loss="l2", prior="gaussian",
+            prior_weight=0.01, initial_z=None, mask=None, lowres_factor=None, encoder=None, domain_weight=0.0,
+            batch_size=64, seed=0, progress=True):
+    """Codes whose G(z) is closest to `images` (uint8 or float [-1, 1]) by Adam on z, batch by batch (Yeh et al.
+    2016): pixel loss, lambda times D's realism loss, a prior; `mask` (h, w) or (n, h, w) keeps the pixel loss
+    where it is 1 (completion). Starts from `initial_z` (the hybrid: E(x)) or from z drawn with `seed`."""
+    check_projection_options(steps=steps, learning_rate=lr, loss=loss, prior=prior, batch_size=batch_size)
+    latent_dim, size = generator.input_shape[-1], generator.output_shape[1]
+    targets = as_images(images, size)
+    count = len(targets)
+    start_z = dcgan.latent_for_seed(seed, count, latent_dim) if initial_z is None else np.asarray(initial_z, np.float32)
+    if start_z.shape != (count, latent_dim):
+        raise data_prep.DataError(f"initial z: expected shape {(count, latent_dim)}, got {start_z.shape}")
+    masks = None if mask is None else np.broadcast_to(np.asarray(mask, np.float32).reshape(-1, size, size, 1),
+                                                      (count, size, size, 1))
+    objective = projection_objective(generator, discriminator, loss=loss, lambda_=lambda_, prior=prior,
+                                     prior_weight=prior_weight, lowres_factor=lowres_factor, encoder=encoder,
+                                     domain_weight=domain_weight)
+    adam_step = make_adam_step(objective, learning_rate=lr, prior=prior)
+    codes, step_losses, final = np.zeros_like(start_z), np.zeros((steps, count), np.float32), np.zeros(count, np.float32)
+    with tqdm(total=steps * math.ceil(count / batch_size), desc="projecting", unit="step", disable=not progress,
+              leave=False) as bar:
+        for begin in range(0, count, batch_size):
+            batch = slice(begin, begin + batch_size)
+            z = tf.constant(start_z[batch])
+            first, second = tf.zeros_like(z), tf.zeros_like(z)
+            target = tf.constant(targets[batch])
+            batch_mask = None if masks is None else tf.constant(masks[batch])
+            for number in range(1, steps + 1):
+                z, first, second, losses = adam_step(z, first, second, tf.constant(number, tf.float32), target,
+                                                     batch_mask)
+                step_losses[number - 1, batch] = losses.numpy()
+                bar.update()
+            final[batch] = objective(z, target, batch_mask).numpy()
+            codes[batch] = z.numpy()
+    return Projection(codes, dcgan.generate(generator, codes), step_losses, final)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Encoding: one function for every method, on a GAN run or a VAE run
+
+
+@dataclasses.dataclass
+class Encoding:
+    codes: np.ndarray  # (n, latent_dim) float32
+    reconstructions: np.ndarray  # (n, size, size, 3) float32 in [-1, 1]
+    losses: np.ndarray  # (n,) pixel MSE of each reconstruction, images in [0, 1]
+    step_losses: np.ndarray  # (steps, n) the optimisation's objective per step; (0, n) without one
+    method: str
+    run: str
+    kind: str  # "gan" or "vae"
+    seconds: float  # wall time of the method, loading excluded
+
+
+def default_prior(config):
+    """The Gaussian log-density for a run with z ~ N(0, 1); the box [-1, 1] for the paper's U(-1, 1)."""
+    return "box" if config.get("latent_distribution") == "uniform" else "gaussian"
+
+
+def encoder_codes(encoder, images, *, batch_size=256):
+    """E(x), or a VAE encoder's posterior mean, in batches. (n, latent_dim)"""
+    outputs = [encoder(images[start:start + batch_size], training=False) for start in range(0, len(images), batch_size)]
+    outputs = [output[0] if isinstance(output, (list, tuple)) else output for output in outputs]
+    return np.concatenate([keras.ops.convert_to_numpy(output) for output in outputs]).astype(np.float32)
+
+
+def encode(run, images, *, method="hybrid", steps=200, lr=0.05, lambda_=1e-3, loss="l2", prior=None,
+           prior_weight=0.01, domain_weight=0.0, batch_size=64, seed=0, progress=True):
+    """Codes of `images` (uint8 or float [-1, 1], (n, size, size, 3)) for a run (a directory or a dcgan.Run):
+    "random" (the floor), "encoder" (E(x); a VAE run's posterior mean), "optimize" (projection from a random z)
+    or "hybrid" (projection from E(x), with domain_weight Zhu et al.'s regulariser). A VAE run has no
+    discriminator, so only "random" and "encoder" work on it."""
+    if method not in METHODS:
+        raise data_prep.DataError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    run = load_model_run(run)
+    kind = "vae" if run.config.get("kind") == "vae" else "gan"
+    if kind == "vae" and method in ("optimize", "hybrid"):
+        raise data_prep.DataError(f"{run.directory} is a VAE run; it has no discriminator to {method} with "
+                                  f"(use --method encoder)")
+    targets = as_images(images, run.config["image_size"])
+    encoder = load_encoder(run) if method in ("encoder", "hybrid") else None
+    prior = prior or default_prior(run.config)
+    started = time.perf_counter()
+    step_losses = np.zeros((0, len(targets)), np.float32)
+    if method == "random":
+        codes = dcgan.latent_for_seed(seed, len(targets), run.config["latent_dim"],
+                                      run.config.get("latent_distribution", "normal"))
+    elif method == "encoder":
+        codes = encoder_codes(encoder, targets)
+    else:
+        initial = encoder_codes(encoder, targets) if method == "hybrid" else None
+        projection = project(run.generator, run.discriminator, targets, steps=steps, lr=lr, lambda_=lambda_, loss=loss,
+                             prior=prior, prior_weight=prior_weight, initial_z=initial,
+                             encoder=encoder if domain_weight else None, domain_weight=domain_weight,
+                             batch_size=batch_size, seed=seed, progress=progress)
+        codes, step_losses = projection.codes, projection.step_losses
+    reconstructions = dcgan.generate(run.generator, codes)
+    seconds = time.perf_counter() - started
+    return Encoding(codes, reconstructions, pixel_mse(reconstructions, targets), step_losses, method,
+                    run.directory, kind, seconds)
+
+
+def save_codes(path, encoding, names):
+    """The .npz every later script reads (facemath.py): codes, names, method, run, kind, loss, step_losses."""
+    if len(names) != len(encoding.codes):
+        raise data_prep.DataError(f"{len(names)} names for {len(encoding.codes)} codes")
+    with data_prep.atomic_path(path) as temporary:
+        np.savez(temporary, codes=encoding.codes, names=np.asarray(names, dtype=str), method=encoding.method,
+                 run=encoding.run, kind=encoding.kind, loss=encoding.losses.astype(np.float32),
+                 step_losses=encoding.step_losses.astype(np.float32))
+    return path
+
+
+def save_pairs_grid(path, originals, reconstructions, *, columns=GRID_FACES):
+    """Originals beside their reconstructions: rows of `columns` originals, each followed by its reconstructions."""
+    rows = []
+    for begin in range(0, len(originals), columns):
+        rows += [originals[begin:begin + columns], reconstructions[begin:begin + columns]]
+        if len(rows[-1]) < columns:  # pad the last pair of rows so that the columns line up
+            pad = np.ones((columns - len(rows[-1]), *originals.shape[1:]), np.float32)
+            rows[-2], rows[-1] = np.concatenate([rows[-2], pad]), np.concatenate([rows[-1], pad])
+    return data_prep.save_grid(path, np.concatenate(rows), columns=columns)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Completion (Yeh et al. 2016; bamos's dcgan-completion)
+
+
+def make_mask(name, image_size, *, seed=0):
+    """bamos's masks as (size, size) float32, 1 where the pixel is known: center (the central half square
+    missing), left (the left half), random (a fifth of the pixels), grid (all but every fourth pixel of every
+    fourth row), lowres (nothing known exactly: the loss compares images pooled by LOWRES_FACTOR)."""
+    mask = np.ones((image_size, image_size), np.float32)
+    if name == "center":
+        low, high = int(0.25 * image_size), int(0.75 * image_size)
+        mask[low:high, low:high] = 0.0
+    elif name == "left":
+        mask[:, :image_size // 2] = 0.0
+    elif name == "random":
+        mask[np.random.default_rng(seed).random((image_size, image_size)) < RANDOM_MASK_FRACTION] = 0.0
+    elif name == "grid":
+        mask[:] = 0.0
+        mask[::GRID_STEP, ::GRID_STEP] = 1.0
+    elif name == "lowres":
+        mask[:] = 0.0
+    else:
+        raise data_prep.DataError(f"unknown mask {name!r}; expected one of {', '.join(MASKS)}")
+    return mask
+
+
+def masked_view(image, mask, name):
+    """What the completion knows of a face, for display: the hole grey, or the pooled face for lowres."""
+    if name == "lowres":
+        size = image.shape[0]
+        small = cv2.resize(image, (size // LOWRES_FACTOR, size // LOWRES_FACTOR), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (size, size), interpolation=cv2.INTER_NEAREST)
+    return image * mask[..., None]
+
+
+def blend_into_hole(image, generated, mask, *, blend="poisson"):
+    """The generated pixels put into the hole (mask 0) of `image` (float [-1, 1], (h, w, 3)); known pixels stay
+    exactly. poisson: cv2.seamlessClone (Perez et al. 2003) against the photo with its hole inpainted, so the
+    unknown pixels never leak in; feather: a ramp FEATHER_PIXELS wide inside the hole from the inpainted photo
+    to the generated face; none: the generated pixels as they are."""
+    if blend not in BLENDS:
+        raise data_prep.DataError(f"unknown blend {blend!r}; expected one of {', '.join(BLENDS)}")
+    hole = (np.asarray(mask) < 0.5).astype(np.uint8)  # (h, w) 1 = missing
+    if blend == "none" or hole.all() or not hole.any():
+        return np.where(hole[..., None] > 0, generated, image).astype(np.float32)
+    photo, face = data_prep.to_uint8(image), data_prep.to_uint8(generated)
+    filled = cv2.inpaint(photo, hole, 3, cv2.INPAINT_TELEA)  # the hole guessed from its border only
+    if blend == "feather":
+        ramp = cv2.distanceTransform(hole, cv2.DIST_L2, 3) / FEATHER_PIXELS
+        alpha = np.clip(ramp, 0.0, 1.0)[..., None]  # 0 at the hole's edge, 1 deep inside
+        result = alpha * data_prep.to_float(face) + (1 - alpha) * data_prep.to_float(filled)
+    else:
+        pad = 8  # seamlessClone misbehaves where the region touches the border
+        big = [cv2.copyMakeBorder(array, pad, pad, pad, pad, cv2.BORDER_REFLECT) for array in (face, filled)]
+        region = cv2.copyMakeBorder(cv2.dilate(hole, np.ones((3, 3), np.uint8)) * 255, pad, pad, pad, pad,
+                                    cv2.BORDER_CONSTANT, value=0)
+        x, y, width, height = cv2.boundingRect(region)
+        cloned = cv2.seamlessClone(big[0], big[1], region, (x + width // 2, y + height // 2), cv2.NORMAL_CLONE)
+        result = data_prep.to_float(cloned[pad:-pad, pad:-pad])
+    return np.where(hole[..., None] > 0, result, image).astype(np.float32)
+
+
+@dataclasses.dataclass
+class Completion:
+    masked: np.ndarray  # (n, size, size, 3) what the optimisation saw
+    generated: np.ndarray  # (n, size, size, 3) G(z) of the projection
+    completed: np.ndarray  # (n, size, size, 3) the generated pixels blended into the hole
+    mask: np.ndarray  # (size, size), 1 = known
+    projection: Projection
+
+
+def complete(generator, discriminator, images, *, mask="center", blend="poisson", steps=300, lr=0.05,
+             lambda_=1e-3, loss="l1", prior="gaussian", prior_weight=0.01, seed=0, batch_size=64, progress=True):
+    """Fill the hole of a mask in each face: project with the pixel loss counted only where the mask keeps
+    pixels (Yeh et al.'s contextual loss, L1 as bamos), then blend G(z) into the hole."""
+    size = generator.output_shape[1]
+    known = make_mask(mask, size, seed=seed)
+    targets = as_images(images, size)
+    projection = project(generator, discriminator, targets, steps=steps, lr=lr, lambda_=lambda_, loss=loss,
+                         prior=prior, prior_weight=prior_weight, mask=None if mask == "lowres" else known,
+                         lowres_factor=LOWRES_FACTOR if mask == "lowres" else None, batch_size=batch_size,
+                         seed=seed, progress=progress)
+    masked = np.stack([masked_view(image, known, mask) for image in targets])
+    completed = np.stack([blend_into_hole(image, generated, known, blend=blend)
+                          for image, generated in zip(targets, projection.images)])
+    return Completion(masked, projection.images, completed, known, projection)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The comparison the seeds asked for
+
+
+def varying_attributes(labels):
+    """(40,) bool: the attributes that take both values in the labels (the rest say nothing about a code)."""
+    labels = np.asarray(labels) > 0.5
+    return labels.any(axis=0) & ~labels.all(axis=0)
+
+
+def attribute_agreement(classifier, originals, reconstructions, *, varying):
+    """Per image, the fraction of the varying attributes on which the attribute CNN says the same (p > 0.5) of
+    the original and its reconstruction. (n,)"""
+    import evaluate
+
+    said = evaluate.predict_attributes(classifier, originals) > 0.5
+    said_again = evaluate.predict_attributes(classifier, reconstructions) > 0.5
+    return (said == said_again)[:, varying].mean(axis=1)
+
+
+def reconstruction_scores(originals, reconstructions, *, classifier, varying):
+    """Means over images of pixel MSE and PSNR (images in [0, 1]), SSIM, the Euclidean distance in the attribute
+    CNN's feature space and attribute agreement."""
+    import evaluate
+    from skimage.metrics import structural_similarity
+
+    mse = pixel_mse(reconstructions, originals)
+    psnr = 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
+    ssim = [structural_similarity(a, b, channel_axis=-1, data_range=255)
+            for a, b in zip(data_prep.to_uint8(originals), data_prep.to_uint8(reconstructions))]
+    distance = np.linalg.norm(evaluate.extract_features(classifier, originals)
+                              - evaluate.extract_features(classifier, reconstructions), axis=1)
+    agreement = attribute_agreement(classifier, originals, reconstructions, varying=varying)
+    return {"mse": float(mse.mean()), "psnr": float(psnr.mean()), "ssim": float(np.mean(ssim)),
+            "feature_distance": float(distance.mean()), "attribute_agreement": float(agreement.mean())}
+
+
+def compare(run, images, *, classifier, varying, vae=None, steps=200, lr=0.05, lambda_=1e-3, domain_weight=0.0,
+            seed=0, progress=True):
+    """Every method (and the VAE's encoder when given) on the same faces: a row of scores each, plus seconds per
+    image; returns (rows, {label: reconstructions})."""
+    targets = as_images(images, run.config["image_size"])
+    jobs = [(method, run, method) for method in METHODS] + ([("vae", vae, "encoder")] if vae is not None else [])
+    rows, reconstructions = [], {}
+    for label, source, method in jobs:
+        encoding = encode(source, targets, method=method, steps=steps, lr=lr, lambda_=lambda_,
+                          domain_weight=domain_weight if method == "hybrid" else 0.0, seed=seed, progress=progress)
+        scores = reconstruction_scores(targets, encoding.reconstructions, classifier=classifier, varying=varying)
+        rows.append({"method": label, **scores, "seconds_per_image": encoding.seconds / len(targets)})
+        reconstructions[label] = encoding.reconstructions
+        print(f"{label}: " + ", ".join(f"{key} {value:.4g}" for key, value in rows[-1].items() if key != "method"))
+    return rows, reconstructions
+
+
+def compare_markdown(rows, settings):
+    header = ("| method | pixel MSE | PSNR (dB) | SSIM | feature distance | attribute agreement | s per image |\n"
+              "|---|---:|---:|---:|---:|---:|---:|\n")
+    lines = [f"| {row['method']} | {row['mse']:.4f} | {row['psnr']:.2f} | {row['ssim']:.3f} | "
+             f"{row['feature_distance']:.2f} | {row['attribute_agreement']:.3f} | {row['seconds_per_image']:.4g} |"
+             for row in rows]
+    described = ", ".join(f"{key} {value}" for key, value in settings.items())
+    return header + "\n".join(lines) + f"\n\n{described}\n"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one DataError line (run_cli prints it and exits 2), not usage text."""
+
+    def error(self, message):
+        raise data_prep.DataError(f"{self.prog}: {message} (see --help)")
+
+
+def add_projection_flags(add):
+    add("--steps", type=int, default=200, help="Adam steps of the optimisation")
+    add("--lr", type=float, default=0.05, help="Adam learning rate on z")
+    add("--lambda", dest="lambda_", type=float, default=1e-3, help="weight of D's realism loss (Yeh et al.'s lambda)")
+    add("--prior", default=None, choices=PRIORS,
+        help="keeps z plausible: gaussian log-density, sphere or box constraint (default: gaussian, box for U(-1,1))")
+    add("--prior-weight", type=float, default=0.01, help="weight of the Gaussian prior term")
+    add("--seed", type=int, default=0, help="seed of the random starting z (and of the random mask)")
+    add("--batch-size", type=int, default=64, help="images optimised at once")
+
+
+def add_input_flags(add):
+    add("photos", nargs="*", help="photos or folders of photos (aligned and cropped with data_prep.load_face)")
+    add("--split", default=None, choices=list(data_prep.SPLITS), help="encode a split of the run's data instead")
+    add("--limit", type=int, default=None, help="only the first N images of the split")
+    add("--fallback-crop", "--center-crop", dest="fallback_crop", action="store_true",
+        help="use a plain centre crop for a photo without a face instead of refusing it")
+    add("--out", default=None, help="directory to write into (default: inside the run's encoder/ directory)")
+
+
+def subcommand_parser(command):
+    parser = OneLineParser(prog=f"encoder.py {command}", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    if command in ("train", "encode", "complete", "compare"):
+        add("--run", required=True, help="the GAN run directory (encode also takes a VAE run)")
+    if command == "train":
+        add("--epochs", type=int, default=10, help="epochs to train E in all")
+        add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+        add("--batch-size", type=int, default=64, help="batch of real images, and of (z, G(z)) pairs")
+        add("--learning-rate", type=float, default=2e-4, help="Adam learning rate of E")
+        add("--beta1", type=float, default=0.5, help="Adam beta_1")
+        add("--latent-weight", type=float, default=1.0, help="weight of |E(G(z)) - z|^2 on generated pairs")
+        add("--pixel-weight", type=float, default=1.0, help="weight of the pixel loss of G(E(x)) against real x")
+        add("--feature-weight", type=float, default=0.1, help="weight of the loss in D's features on real x")
+        add("--pixel-loss", default="l2", choices=PIXEL_LOSSES, help="pixel loss of the real-image part")
+        add("--feature-layer", default=None, help="D's layer for the feature loss (default: its last block)")
+        add("--limit", type=int, default=None, help="train on only the first N training images")
+        add("--seed", type=int, default=0, help="seed of E's weights, the z stream and the shuffling")
+        add("--resume", action="store_true", help="continue after the last finished epoch")
+    elif command == "vae":
+        add("--name", default="vae", help="run name: the run directory is <runs-dir>/<name>")
+        add("--runs-dir", default="runs", help="where run directories live")
+        add("--like", default=None, help="a GAN run whose data, sizes, batch and image-steps the VAE copies")
+        add("--data", default=None, help="CelebA directory (default: the synthetic CelebA); ignored with --like")
+        add("--image-size", type=int, default=64, help="image size (with --like: the GAN's)")
+        add("--filters", type=int, default=64, help="base filters of encoder and decoder (with --like: the GAN's)")
+        add("--kernel", type=int, default=5, help="kernel size (with --like: the GAN's)")
+        add("--latent-dim", type=int, default=100, help="size of z (with --like: the GAN's)")
+        add("--batch-size", type=int, default=64, help="batch size (with --like: the GAN's)")
+        add("--epochs", type=int, default=10, help="epochs (with --like: the GAN's finished epochs)")
+        add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (with --like: the GAN's)")
+        add("--limit", type=int, default=None, help="train on only the first N images (with --like: the GAN's)")
+        add("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+        add("--beta1", type=float, default=0.9, help="Adam beta_1")
+        add("--beta", type=float, default=1.0, help="weight of the KL term (1: the VAE's bound)")
+        add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
+        add("--seed", type=int, default=0, help="seed of weights, noise and shuffling")
+        add("--resume", action="store_true", help="continue after the last finished epoch")
+    elif command == "encode":
+        add("--method", default="hybrid", choices=METHODS, help="how codes are found (a VAE run: encoder)")
+        add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
+        add("--pixel-loss", dest="loss", default="l2", choices=PIXEL_LOSSES, help="pixel loss of the optimisation")
+        add_input_flags(add)
+        add_projection_flags(add)
+    elif command == "complete":
+        add("--mask", default="center", help=f"which pixels are missing: {', '.join(MASKS)}")
+        add("--blend", default="poisson", choices=BLENDS, help="how G(z) goes into the hole")
+        add("--pixel-loss", dest="loss", default="l1", choices=PIXEL_LOSSES, help="pixel loss on the known pixels")
+        add_input_flags(add)
+        add_projection_flags(add)
+        parser.set_defaults(steps=300)
+    elif command == "compare":
+        add("--vae", default=None, help="a VAE run (encoder.py vae) trained on the same data")
+        add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
+        add("--count", type=int, default=256, help="held-out test faces")
+        add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
+        add("--out", default=None, help="directory (default: <run>/encoder/compare)")
+        add_projection_flags(add)
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    return parser
+
+
+def typed_flags(command, argv):
+    """The destinations the user actually typed (argparse hides this behind defaults)."""
+    shadow = subcommand_parser(command)
+    for action in shadow._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(shadow.parse_args(argv)))
+
+
+def resolve_training(command, argv, out_dir, config):
+    """(config, resume) for train or vae: a new training refuses a directory that holds one; a resumed one
+    reads config.json, where only --epochs and --steps-per-epoch may change."""
+    checkpoint = os.path.join(out_dir, "checkpoints", "last.npz")
+    if not config["resume"]:
+        if os.path.isfile(checkpoint):
+            raise data_prep.DataError(f"{out_dir} already holds a training; pass --resume to continue it")
+        return config, False
+    saved = dcgan.read_config(out_dir)
+    for key in typed_flags(command, argv) - {"epochs", "steps_per_epoch", "resume", "run", "name", "runs_dir",
+                                             "verbose"}:
+        if saved.get(key) != config[key]:
+            raise data_prep.DataError(f"--{key.replace('_', '-')} cannot change when resuming "
+                                      f"({saved.get(key)!r} in {out_dir}/config.json)")
+    typed = typed_flags(command, argv)
+    return {**saved, **{key: config[key] for key in ("epochs", "steps_per_epoch") if key in typed},
+            "resume": True}, True
+
+
+def run_train(argv):
+    args = subcommand_parser("train").parse_args(argv)
+    run = load_gan_run(args.run)
+    out_dir = os.path.join(run.directory, "encoder")
+    config, resume = resolve_training("train", argv, out_dir, vars(args))
+    if resume and config.get("generator_fingerprint") != generator_fingerprint(run.generator):
+        raise data_prep.DataError(f"the encoder in {out_dir} was trained for another generator; "
+                                  f"start a new one without --resume")
+    if config["epochs"] < 1 or config["batch_size"] < 1:
+        raise data_prep.DataError("--epochs and --batch-size must be positive")
+    config.update(run=run.directory, generator_fingerprint=generator_fingerprint(run.generator),
+                  versions=config.get("versions") or dcgan.library_versions())
+    dcgan.discriminator_features(run.discriminator, layer=config["feature_layer"])  # a bad layer fails now
+    print(("resuming " if resume else "training ") + out_dir + " with\n"
+          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key != "versions"))
+    dcgan.write_config(out_dir, config)
+    started = time.perf_counter()
+    train_encoder(run, config, resume=resume)
+    print(f"done in {time.perf_counter() - started:.0f} s; E in {out_dir}/encoder.keras")
+
+
+def vae_config(args, argv):
+    """The VAE's config: the flags, or with --like the GAN run's data, sizes, batch and image-steps."""
+    config = {**vars(args), "kind": "vae", "latent_distribution": "normal", "crop_size": 108, "filter": None,
+              "compute_precision": "float32"}
+    if args.like:
+        gan = dcgan.read_config(args.like)
+        if gan.get("kind") in ("vae", "untrained", "noise"):
+            raise data_prep.DataError(f"--like {args.like} is not a trained GAN run")
+        for key in ("data", "image_size", "crop_size", "filters", "kernel", "latent_dim", "batch_size", "filter",
+                    "limit", "cache_dir", "steps_per_epoch", "compute_precision"):
+            config[key] = gan.get(key, config.get(key))
+        count = len(training_images(config, limit=config["limit"]))
+        config["gan_image_steps"] = image_steps(gan, args.like, train_count=count)
+        steps = config["steps_per_epoch"] or count // config["batch_size"]
+        config["epochs"] = max(1, round(config["gan_image_steps"] / (steps * config["batch_size"])))
+        config["like"] = os.path.abspath(args.like)
+    else:
+        config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
+    config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
+    return config
+
+
+def run_vae(argv):
+    args = subcommand_parser("vae").parse_args(argv)
+    run_dir = os.path.join(args.runs_dir, args.name)
+    config, resume = resolve_training("vae", argv, run_dir, vae_config(args, argv))
+    count = len(training_images(config, limit=config["limit"]))
+    steps = config["steps_per_epoch"] or count // config["batch_size"]
+    config["image_steps"] = int(config["epochs"] * steps * config["batch_size"])
+    config["versions"] = config.get("versions") or dcgan.library_versions()
+    print(("resuming " if resume else "training the VAE ") + run_dir + " with\n"
+          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key != "versions"))
+    os.makedirs(run_dir, exist_ok=True)
+    dcgan.write_config(run_dir, config)
+    started = time.perf_counter()
+    train_vae(config, run_dir, resume=resume)
+    print(f"done in {time.perf_counter() - started:.0f} s; decoder in {run_dir}/generator.keras")
+
+
+def photo_paths(paths):
+    """Photos named on the command line, folders expanded to the images inside, in order; a missing one fails."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found += sorted(os.path.join(path, name) for name in os.listdir(path)
+                            if name.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise data_prep.DataError(f"photo not found: {path}")
+    if not found:
+        raise data_prep.DataError("no photos: name photos or folders, or pass --split")
+    return found
+
+
+def input_faces(args, config):
+    """(uint8 faces, names, label) from the photos or the split, every one loaded before anything is written."""
+    if args.split and args.photos:
+        raise data_prep.DataError("pass photos or --split, not both")
+    if args.split:
+        split = data_prep.load_split(config["data"], split=args.split, image_size=config["image_size"],
+                                     crop_size=config.get("crop_size", 108), filter=config.get("filter"),
+                                     limit=args.limit, cache_dir=config.get("cache_dir"), progress=False)
+        return split.images, split.names, args.split
+    paths = photo_paths(args.photos)
+    faces = [data_prep.to_uint8(data_prep.load_face(path, image_size=config["image_size"],
+                                                    crop_size=config.get("crop_size", 108),
+                                                    fallback=args.fallback_crop)) for path in paths]
+    return np.stack(faces), [os.path.basename(path) for path in paths], "photos"
+
+
+def run_encode(argv):
+    args = subcommand_parser("encode").parse_args(argv)
+    run = load_model_run(args.run)
+    if run.config.get("kind") == "vae" and args.method in ("optimize", "hybrid"):
+        raise data_prep.DataError(f"{args.run} is a VAE run; use --method encoder (or random)")
+    faces, names, label = input_faces(args, run.config)
+    encoding = encode(run, faces, method=args.method, steps=args.steps, lr=args.lr, lambda_=args.lambda_,
+                      loss=args.loss, prior=args.prior, prior_weight=args.prior_weight,
+                      domain_weight=args.domain_weight, batch_size=args.batch_size, seed=args.seed)
+    out = args.out or os.path.join(run.directory, "encoder", "codes")
+    path = save_codes(os.path.join(out, f"{args.method}-{label}.npz"), encoding, names)
+    grid = save_pairs_grid(os.path.join(out, f"{args.method}-{label}.png"), data_prep.to_float(faces[:64]),
+                           encoding.reconstructions[:64])
+    print(f"{len(names)} faces, mean pixel MSE {encoding.losses.mean():.4f}, {encoding.seconds:.1f} s; "
+          f"wrote {path} and {grid}")
+
+
+def run_complete(argv):
+    args = subcommand_parser("complete").parse_args(argv)
+    make_mask(args.mask, 8)  # a bad mask name fails before anything loads
+    run = load_gan_run(args.run)
+    faces, names, _ = input_faces(args, run.config)
+    completion = complete(run.generator, run.discriminator, faces, mask=args.mask, blend=args.blend,
+                          steps=args.steps, lr=args.lr, lambda_=args.lambda_, loss=args.loss,
+                          prior=args.prior or default_prior(run.config), prior_weight=args.prior_weight, seed=args.seed,
+                          batch_size=args.batch_size)
+    out = args.out or os.path.join(run.directory, "encoder", "completions")
+    for index, name in enumerate(names):
+        triple = np.stack([data_prep.to_float(faces[index]), completion.masked[index], completion.completed[index]])
+        path = data_prep.save_grid(os.path.join(out, f"{os.path.splitext(name)[0]}_{args.mask}.png"), triple,
+                                   columns=3)
+        print(f"wrote {path} (original, masked, completed)")
+
+
+def run_compare(argv):
+    import evaluate
+
+    args = subcommand_parser("compare").parse_args(argv)
+    run = load_gan_run(args.run)
+    classifier_config = evaluate.classifier_config(args.classifier)
+    evaluate.check_run(args.run, classifier_config)
+    vae = load_model_run(args.vae) if args.vae else None
+    if vae is not None and (vae.config.get("kind") != "vae" or vae.config["image_size"] != run.config["image_size"]
+                            or os.path.realpath(vae.config["data"]) != os.path.realpath(run.config["data"])):
+        raise data_prep.DataError(f"--vae {args.vae} is not a VAE trained on {run.config['data']} at "
+                                  f"{run.config['image_size']} pixels")
+    test = data_prep.load_split(run.config["data"], split="test", image_size=run.config["image_size"],
+                                crop_size=run.config.get("crop_size", 108), cache_dir=run.config.get("cache_dir"),
+                                progress=False)
+    if not 0 < args.count <= len(test.images):
+        raise data_prep.DataError(f"--count must be 1 to {len(test.images)} (the test split), got {args.count}")
+    chosen = np.sort(np.random.default_rng(args.seed).permutation(len(test.images))[:args.count])
+    images = data_prep.to_float(test.images[chosen])
+    started = time.perf_counter()
+    rows, reconstructions = compare(run, images, classifier=evaluate.load_classifier(args.classifier),
+                                    varying=varying_attributes(test.labels), vae=vae, steps=args.steps, lr=args.lr,
+                                    lambda_=args.lambda_, domain_weight=args.domain_weight, seed=args.seed)
+    settings = {"run": run.directory, "vae": vae.directory if vae else None, "count": args.count,
+                "steps": args.steps, "lr": args.lr, "lambda": args.lambda_, "domain_weight": args.domain_weight,
+                "seed": args.seed, "varying_attributes": int(varying_attributes(test.labels).sum()),
+                "seconds": round(time.perf_counter() - started, 1)}
+    out = args.out or os.path.join(run.directory, "encoder", "compare")
+    data_prep.write_json(os.path.join(out, "compare.json"), {"settings": settings, "rows": rows})
+    data_prep.atomic_write_bytes(os.path.join(out, "compare.md"), compare_markdown(rows, settings).encode())
+    grid = [images[:GRID_FACES]] + [reconstructions[label][:GRID_FACES] for label in reconstructions]
+    data_prep.save_grid(os.path.join(out, "compare.png"), np.concatenate(grid), columns=min(GRID_FACES, len(images)),
+                        row_labels=["original", *reconstructions])
+    print(compare_markdown(rows, settings) + f"wrote {out}/compare.{{md,json,png}}")
+
+
+def parse_args(argv=None):
+    """(command, the rest of argv): the subcommand is the first word."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        given = argv[0] if argv else "nothing"
+        raise data_prep.DataError(f"expected a command ({', '.join(SUBCOMMANDS)}), got {given}; "
+                                  f"see `python encoder.py <command> --help`")
+    return argv[0], argv[1:]
+
+
+def main(argv=None):
+    command, rest = parse_args(argv)
+    {"train": run_train, "vae": run_vae, "encode": run_encode, "complete": run_complete,
+     "compare": run_compare}[command](rest)
+
+
+if __name__ == "__main__":
+    data_prep.run_cli(main)
