@@ -379,6 +379,29 @@ class FreezeDiscriminator(keras.callbacks.Callback):
             self.model.make_train_function(force=True)  # train_step branches on trainable at trace time
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the last whole epoch that fits in `minutes` of wall time (counted from this process's
+    first epoch): an epoch is begun only when the mean epoch so far would still end inside the budget."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.started = None
+        self.epochs = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        elapsed = time.perf_counter() - self.started
+        if elapsed + elapsed / self.epochs > self.seconds:
+            print(f"\ntime budget: {elapsed / 60:.1f} of {self.seconds / 60:g} minutes used after epoch {epoch + 1}; "
+                  "another epoch would not fit, stopping here")
+            self.model.stop_training = True
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Run directories and checkpoints
 
@@ -550,6 +573,8 @@ def train(config, run_dir, *, resume=False, verbose=1):
     callbacks = [recorder]
     if config["freeze_d_after"] is not None:
         callbacks.append(FreezeDiscriminator(config["freeze_d_after"]))
+    if config.get("time_budget"):
+        callbacks.append(TimeBudget(config["time_budget"]))
     if config["tensorboard"]:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=50))
     done = len(history["d_losses"])
@@ -769,7 +794,7 @@ def plot_runs(run_dirs, out_path, *, smoothing=0.98):
 # Command line
 
 RESUMABLE_OVERRIDES = {"epochs", "tensorboard", "freeze_d_after", "strategy", "steps_per_epoch", "cache_dir",
-                       "data", "resume", "name", "runs_dir", "verbose"}
+                       "time_budget", "data", "resume", "name", "runs_dir", "verbose"}
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
@@ -811,6 +836,8 @@ def training_parser():
     add("--resume", action="store_true", help="continue the run after its last finished epoch")
     add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
     add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+    add("--time-budget", type=float, default=None,
+        help="minutes of training: stop after the last whole epoch that fits (--epochs stays the upper bound)")
     add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser
 

@@ -356,6 +356,22 @@ def test_logged_step_losses_are_that_steps_losses(tmp_path):
     np.testing.assert_allclose(history["d_losses"][0], logged["d_loss"].mean(), rtol=1e-5)
 
 
+def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
+    # 60 s budget, epochs of 25 s: after epoch 1 (25 + 25 = 50 s expected) another fits; after epoch 2 (50 + 25)
+    # it would end at 75 s, so training stops there.
+    budget = dcgan.TimeBudget(1.0)
+    budget.set_model(dcgan.build_gan(TINY_GAN))
+    budget.model.stop_training = False
+    clock = iter([0.0, 25.0, 50.0])
+    monkeypatch.setattr(dcgan.time, "perf_counter", lambda: next(clock))
+    budget.on_epoch_begin(0)
+    budget.on_epoch_end(0)
+    assert not budget.model.stop_training
+    budget.on_epoch_begin(1)
+    budget.on_epoch_end(1)
+    assert budget.model.stop_training
+
+
 def test_generator_average_follows_its_decay_each_step():
     # With --ema 0.75 the average after two steps is 0.75^2 w0 + 0.75 * 0.25 w1 + 0.25 w2 (w_t: G after step t,
     # batch norm's statistics included), and it is the network the recorder samples and saves.
