@@ -168,7 +168,9 @@ def sample_latent(count, latent_dim, *, distribution="normal", seed=None):
 class DCGAN(keras.Model):
     """Owns G, D, their optimizers and loss trackers; one D step then `generator_steps` G steps per batch. With
     `ema` > 0 it also keeps an exponential moving average of G's weights (Karras et al. 2018, Yazici et al. 2019),
-    updated after every step with that decay: `sampling_generator`, the network that is saved and sampled."""
+    updated after every step: `sampling_generator`, the network that is saved and sampled. Its batch norm
+    statistics are measured anew on its own outputs before it is used (`refresh_average_statistics`, BigGAN's
+    "standing statistics"): averaged weights do not match averaged statistics, and the pair paints flat grey."""
 
     def __init__(self, generator, discriminator, *, latent_dim=100, latent_distribution="normal",
                  generator_steps=1, label_smoothing=0.0, seed=0, ema=0.0, **kwargs):
@@ -185,6 +187,7 @@ class DCGAN(keras.Model):
         if ema > 0:
             self.average_generator = keras.models.clone_model(generator)
             self.average_generator.set_weights(generator.get_weights())
+            self.average_updates = keras.Variable(0.0, trainable=False, name="average_updates")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "d_real", "d_fake")}
         self.built = True  # G and D are built functional models; there is no call() for Keras to trace
 
@@ -203,9 +206,20 @@ class DCGAN(keras.Model):
         return self.generator if self.average_generator is None else self.average_generator
 
     def _update_average(self):
-        # Batch norm's moving statistics are averaged too, so the average network carries matching statistics.
-        for average, current in zip(self.average_generator.weights, self.generator.weights):
-            average.assign(self.ema * average + (1.0 - self.ema) * tf.cast(current, average.dtype))
+        """Trainable weights only, with the decay warmed up as in tf.train.ExponentialMovingAverage:
+        min(ema, (1 + n) / (10 + n)) at the n-th update, so the untrained start fades within a few hundred steps."""
+        updates = self.average_updates.value
+        decay = tf.minimum(self.ema, (1.0 + updates) / (10.0 + updates))
+        for average, current in zip(self.average_generator.trainable_weights, self.generator.trainable_weights):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(current, average.dtype))
+        self.average_updates.assign_add(1.0)
+
+    def refresh_average_statistics(self, *, batches=50, batch_size=64, seed=0):
+        """Batch norm's moving mean and variance of the average generator, measured on `batches` batches of its
+        own outputs (momentum 0.9: 50 batches leave 0.5% of the old values)."""
+        for index in range(batches):
+            z = latent_for_seed(seed + index, batch_size, self.latent_dim, self.latent_distribution)
+            self.average_generator(z, training=True)
 
     def _latent(self, batch_size):
         return sample_latent(batch_size, self.latent_dim, distribution=self.latent_distribution,
@@ -288,7 +302,8 @@ class DCGAN(keras.Model):
     def _state_variables(self):
         """Every variable a resumed run needs, in a fixed order: both networks, both optimizers, the z stream, and
         the generator's average when there is one."""
-        average = self.average_generator.weights if self.average_generator is not None else []
+        average = ([] if self.average_generator is None
+                   else self.average_generator.weights + [self.average_updates])
         return (self.generator.weights + self.discriminator.weights + self.d_optimizer.variables
                 + self.g_optimizer.variables + [self.seed_generator.state] + average)
 
@@ -351,6 +366,8 @@ class RunRecorder(keras.callbacks.Callback):
         log_path = os.path.join(self.run_dir, "log.csv")
         with open(log_path, "rb") as handle:
             data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
+        if self.model.average_generator is not None:
+            self.model.refresh_average_statistics(seed=1_000_000 + 1000 * number)
         grid_path = os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png")
         images = self.model.sampling_generator(self.fixed_z, training=False)
         data_prep.save_grid(grid_path, keras.ops.convert_to_numpy(images), columns=8)

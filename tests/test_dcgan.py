@@ -372,9 +372,9 @@ def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
     assert budget.model.stop_training
 
 
-def test_generator_average_follows_its_decay_each_step():
-    # With --ema 0.75 the average after two steps is 0.75^2 w0 + 0.75 * 0.25 w1 + 0.25 w2 (w_t: G after step t,
-    # batch norm's statistics included), and it is the network the recorder samples and saves.
+def test_generator_average_follows_its_warmed_up_decay_each_step():
+    # --ema 0.75, decay min(0.75, (1 + n) / (10 + n)) at the n-th update: 0.1, then 2/11. So after two steps the
+    # trainable weights are 2/11 (0.1 w0 + 0.9 w1) + 9/11 w2 (w_t: G after step t); the average is what is sampled.
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(0)
     gan = dcgan.build_gan({**TINY_GAN, "ema": 0.75})
@@ -383,11 +383,30 @@ def test_generator_average_follows_its_decay_each_step():
     snapshots = WeightSnapshots()
     gan.fit(tf.data.Dataset.from_tensor_slices(images).batch(16), epochs=1, callbacks=[snapshots], verbose=0,
             shuffle=False)
+    trainable = [index for index, weight in enumerate(gan.generator.weights) if weight.trainable]
     w0, w1, w2 = snapshots.before[0][0], snapshots.before[1][0], snapshots.after[0]
-    for index, average in enumerate(gan.average_generator.get_weights()):
-        expected = 0.5625 * w0[index] + 0.1875 * w1[index] + 0.25 * w2[index]
-        np.testing.assert_allclose(average, expected, rtol=1e-5, atol=1e-7)
-    assert not np.allclose(gan.average_generator.get_weights()[0], w2[0])  # the average lags the trained G
+    averages = gan.average_generator.get_weights()
+    for index in trainable:
+        expected = 2 / 11 * (0.1 * w0[index] + 0.9 * w1[index]) + 9 / 11 * w2[index]
+        np.testing.assert_allclose(averages[index], expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(averages[trainable[0]], w2[trainable[0]])  # the average lags the trained G
+
+
+def test_average_generator_statistics_are_measured_on_its_own_outputs():
+    # After the refresh, the first batch norm's moving variance is its input's variance over fresh codes (within
+    # the noise of 64-image batches), not the 1.0 it started with: the projection, scaled by 30, makes it about
+    # 8 x (0.02 x 30)^2 = 2.9.
+    keras.mixed_precision.set_global_policy("float32")
+    gan = dcgan.build_gan({**TINY_GAN, "ema": 0.9})
+    average = gan.average_generator
+    average.get_layer("project").kernel.assign(average.get_layer("project").kernel * 30.0)
+    gan.refresh_average_statistics(batches=60, batch_size=64)
+    probe = keras.Model(average.input, average.get_layer("project_bn").input)
+    z = dcgan.latent_for_seed(123, 2048, TINY_GAN["latent_dim"])
+    variance = keras.ops.convert_to_numpy(probe(z)).reshape(-1, probe.output.shape[-1]).var(axis=0)
+    moving_variance = keras.ops.convert_to_numpy(average.get_layer("project_bn").moving_variance)
+    assert variance.min() > 1.5  # far from the initial 1.0, so a missing refresh fails
+    np.testing.assert_allclose(moving_variance, variance, rtol=0.2)
 
 
 REPLICA_SCRIPT = """
