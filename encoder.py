@@ -593,7 +593,8 @@ def project(generator, discriminator, images, *, steps=200, lr=0.05, lambda_=1e-
                                      prior_weight=prior_weight, lowres_factor=lowres_factor, encoder=encoder,
                                      domain_weight=domain_weight)
     adam_step = make_adam_step(objective, learning_rate=lr, prior=prior)
-    codes, step_losses, final = np.zeros_like(start_z), np.zeros((steps, count), np.float32), np.zeros(count, np.float32)
+    codes, final = np.zeros_like(start_z), np.zeros(count, np.float32)
+    step_losses = np.zeros((steps, count), np.float32)
     with tqdm(total=steps * math.ceil(count / batch_size), desc="projecting", unit="step", disable=not progress,
               leave=False) as bar:
         for begin in range(0, count, batch_size):
@@ -911,8 +912,10 @@ def subcommand_parser(command):
         add("--kernel", type=int, default=5, help="kernel size (with --like: the GAN's)")
         add("--latent-dim", type=int, default=100, help="size of z (with --like: the GAN's)")
         add("--batch-size", type=int, default=64, help="batch size (with --like: the GAN's)")
-        add("--epochs", type=int, default=10, help="epochs (with --like: the GAN's finished epochs)")
-        add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (with --like: the GAN's)")
+        add("--epochs", type=int, default=10,
+            help="epochs (with --like: as many as the GAN's image-steps, unless typed)")
+        add("--steps-per-epoch", type=int, default=None,
+            help="cap the steps of an epoch (with --like: the GAN's, unless typed)")
         add("--limit", type=int, default=None, help="train on only the first N images (with --like: the GAN's)")
         add("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
         add("--beta1", type=float, default=0.9, help="Adam beta_1")
@@ -981,6 +984,9 @@ def run_train(argv):
                                   f"start a new one without --resume")
     if config["epochs"] < 1 or config["batch_size"] < 1:
         raise data_prep.DataError("--epochs and --batch-size must be positive")
+    weights = [config[f"{part}_weight"] for part in EncoderTrainer.PARTS]
+    if min(weights) < 0 or not any(weights):
+        raise data_prep.DataError(f"the loss weights must be 0 or more and not all 0, got {weights}")
     config.update(run=run.directory, generator_fingerprint=generator_fingerprint(run.generator),
                   versions=config.get("versions") or dcgan.library_versions())
     dcgan.discriminator_features(run.discriminator, layer=config["feature_layer"])  # a bad layer fails now
@@ -1005,8 +1011,12 @@ def vae_config(args, argv):
             config[key] = gan.get(key, config.get(key))
         count = len(training_images(config, limit=config["limit"]))
         config["gan_image_steps"] = image_steps(gan, args.like, train_count=count)
+        typed = typed_flags("vae", argv)
+        if "steps_per_epoch" in typed:  # a smaller budget than the GAN's, on purpose: image_steps records it
+            config["steps_per_epoch"] = args.steps_per_epoch
         steps = config["steps_per_epoch"] or count // config["batch_size"]
-        config["epochs"] = max(1, round(config["gan_image_steps"] / (steps * config["batch_size"])))
+        config["epochs"] = (args.epochs if "epochs" in typed
+                            else max(1, round(config["gan_image_steps"] / (steps * config["batch_size"]))))
         config["like"] = os.path.abspath(args.like)
     else:
         config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))

@@ -1,5 +1,6 @@
 """encoder.py on a tiny CelebA: a one-epoch 32x32 GAN with 8 filters, E and a VAE trained for a few steps."""
 
+import json
 import os
 import shutil
 
@@ -11,6 +12,7 @@ import skimage.data
 import data_prep
 import dcgan
 import encoder
+import evaluate
 import keras  # after dcgan, which chooses the TensorFlow backend
 
 TINY = ["--image-size", "32", "--filters", "8", "--batch-size", "16", "--steps-per-epoch", "3",
@@ -44,6 +46,24 @@ def encoded_run(gan_run, tmp_path_factory):
     shutil.copytree(gan_run, copy)
     encoder.main(["train", "--run", copy, "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "16"])
     return copy
+
+
+@pytest.fixture(scope="module")
+def vae_run(gan_run, tmp_path_factory):
+    """A VAE trained with the GAN run's data, sizes and image-steps (one epoch of three steps of 16)."""
+    runs = tmp_path_factory.mktemp("vae")
+    encoder.main(["vae", "--name", "vae", "--runs-dir", str(runs), "--like", gan_run])
+    return str(runs / "vae")
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_celeba, gan_run, tmp_path_factory):
+    """A tiny attribute CNN on the tiny CelebA (an instrument only in shape: two steps of training)."""
+    out = tmp_path_factory.mktemp("classifier")
+    evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "32", "--filters", "8", "16",
+                   "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "32",
+                   "--cache-dir", dcgan.read_config(gan_run)["cache_dir"], "--out", str(out)])
+    return str(out)
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +225,8 @@ def test_hybrid_starts_from_the_encoders_codes(encoded_run, test_faces):
     assert np.abs(optimize.codes - codes).max() > 0.1
 
 
-def test_vae_trains_like_the_gan_and_its_codes_are_saved_the_same_way(gan_run, test_faces, tmp_path):
-    encoder.main(["vae", "--name", "vae", "--runs-dir", str(tmp_path), "--like", gan_run])
-    vae_dir = str(tmp_path / "vae")
+def test_vae_trains_like_the_gan_and_its_codes_are_saved_the_same_way(gan_run, vae_run, test_faces, tmp_path):
+    vae_dir = vae_run
     config = dcgan.read_config(vae_dir)
     assert config["kind"] == "vae" and config["image_size"] == 32 and config["filters"] == 8
     assert config["image_steps"] == config["gan_image_steps"] == 1 * 3 * 16
@@ -305,3 +324,29 @@ def test_runs_without_a_network_or_with_anothers_encoder_are_refused(gan_run, en
     data_prep.write_json(os.path.join(vae_like, "config.json"), {**dcgan.read_config(gan_run), "kind": "vae"})
     for command in (["train"], ["complete", "x.jpg"], ["compare"]):
         assert "is a VAE run" in cli_error([command[0], "--run", vae_like, *command[1:]], capsys)
+
+
+def test_varying_attributes_and_perfect_reconstructions_score_as_hand_computed(classifier_dir, test_faces):
+    labels = np.zeros((3, 40), np.float32)
+    labels[0, 5] = labels[:, 7] = labels[1, 9] = 1.0  # attribute 7 always on: it does not vary
+    assert np.flatnonzero(encoder.varying_attributes(labels)).tolist() == [5, 9]
+    classifier = evaluate.load_classifier(classifier_dir)
+    images = data_prep.to_float(test_faces)
+    same = encoder.reconstruction_scores(images, images, classifier=classifier, varying=np.ones(40, bool))
+    assert same["mse"] == 0 and same["ssim"] == pytest.approx(1.0) and same["feature_distance"] == 0
+    assert same["attribute_agreement"] == 1.0 and same["psnr"] == pytest.approx(100.0)
+    flipped = encoder.reconstruction_scores(images, -images, classifier=classifier, varying=np.ones(40, bool))
+    assert flipped["mse"] == pytest.approx(np.mean(images ** 2)) and flipped["feature_distance"] > 0
+
+
+def test_compare_writes_one_row_per_method_and_the_vae(encoded_run, vae_run, classifier_dir, tmp_path):
+    out = tmp_path / "compare"
+    encoder.main(["compare", "--run", encoded_run, "--vae", vae_run, "--classifier", classifier_dir, "--count", "4",
+                  "--steps", "2", "--out", str(out)])
+    report = json.loads((out / "compare.json").read_text())
+    assert [row["method"] for row in report["rows"]] == [*encoder.METHODS, "vae"]
+    for row in report["rows"]:
+        assert 0.0 <= row["attribute_agreement"] <= 1.0 and row["mse"] > 0 and row["seconds_per_image"] > 0
+    assert report["settings"]["count"] == 4 and "| hybrid |" in (out / "compare.md").read_text()
+    grid = data_prep.read_image_uint8(str(out / "compare.png"))
+    assert grid.shape[0] == 6 * 34 + 2  # the originals, then a row per method and the VAE
