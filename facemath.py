@@ -1,0 +1,1193 @@
+"""Arithmetic on faces: analogies, attribute edits, descriptions, averages and maps of latent codes, scored.
+
+It reproduces the face math of NVIDIA's "Photo editing with generative adversarial networks" (part 2: the 40 x 100
+matrix of attribute vectors, mean code with an attribute minus mean code without, added to a face's code, and
+the projection of a code on each vector that describes it; the DIGITS plugins' analogy grids and edit tables),
+InterFaceGAN (Shen et al. 2020: a linear boundary per attribute, its unit normal as the direction, and conditional
+directions that leave chosen attributes alone by projecting out their normals), White 2016 ("Sampling Generative
+Networks": spherical interpolation, analogy grids) and frrmack's facemath (the average face of several photos).
+Every edit is also measured: the attribute CNN of evaluate.py says how often an edit flips its attribute, what it
+does to the others and how far the face moves.
+
+Codes come from encoder.py (an encoder, projection by optimisation, or both; a VAE run's encoder) or, for the
+directions only, from samples of the generator labelled by the attribute CNN (InterFaceGAN's recipe). A dataset's
+codes are computed once and cached in <run>/facemath/ with their labels.
+
+Strength has one unit for every kind of direction: strength 1 moves a code by the mean distance between faces
+with and without the attribute, measured along the direction (so mean-difference strength 1 adds NVIDIA's vector).
+
+Usage:
+    python facemath.py --analogy a.jpg b.jpg c.jpg                 # D = C + B - A on an 8x8 grid: PNG, .npz, GIF
+    python facemath.py --analogy --examples --run runs/reference    # three held-out faces chosen by their labels
+    python facemath.py --analogy 000012.jpg 000031.jpg 000101.jpg --linear --size 5   # faces of the run's data
+    python facemath.py --edit photo.jpg --add Smiling=1.5 --add Eyeglasses=-1 --add "Smiling|Male=2"
+    python facemath.py --edit photo.jpg --sweep Smiling --kind boundary
+    python facemath.py --describe photo.jpg                        # top five attributes, beside the CNN's view
+    python facemath.py --average a.jpg b.jpg c.jpg                 # one face from several photos
+    python facemath.py --interpolate a.jpg b.jpg --steps 8         # a strip and a GIF
+    python facemath.py --map --run runs/reference --color-by Male  # PCA and t-SNE, and a TensorBoard projector
+    python facemath.py directions --run runs/reference             # the directions and their held-out accuracy
+    python facemath.py score-edits --run runs/reference --vae runs/vae
+    python facemath.py score-analogies --run runs/reference
+    python facemath.py score-descriptions --run runs/reference
+    python facemath.py score-edits --run runs/demo --count 50 --fit-limit 1000 --kinds mean   # CPU-sized
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import dataclasses
+import difflib
+import itertools
+import json
+import sys
+import time
+
+import numpy as np
+
+import data_prep
+import dcgan
+import encoder
+
+ATTRIBUTES = data_prep.CELEBA_ATTRIBUTES
+SUBCOMMANDS = ("directions", "score-edits", "score-analogies", "score-descriptions")
+MODES = ("analogy", "edit", "describe", "average", "interpolate", "map")
+KINDS = ("mean", "boundary", "conditional")  # NVIDIA's mean difference, InterFaceGAN's normal, and its conditional
+METHODS = ("auto", "encoder", "optimize", "hybrid", "samples")  # "samples": G(z) labelled by the attribute CNN
+SCORE_STRENGTHS = (0.5, 1.0, 2.0, 3.0)
+SWEEP_STRENGTHS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+MIN_GROUP = 10  # faces needed on each side of an attribute before it has a direction
+HELD_OUT_FRACTION = 0.2  # of the fitted codes, kept out of the boundary's fit to measure its accuracy
+CONDITION_COUNT = 3  # a conditional direction leaves alone the attributes most correlated with its own
+TOP_COUNT = 5  # attributes that --describe names
+FLIP_TARGET, COLLATERAL_TARGET, TARGET_STRENGTH = 0.9, 0.05, 2.0  # the issue's bar for an edit that works
+ANALOGY_PAIRS = (("Male", "Eyeglasses"), ("Male", "Smiling"), ("Male", "Wearing_Hat"), ("Young", "Eyeglasses"),
+                 ("Smiling", "Eyeglasses"), ("Male", "Mouth_Slightly_Open"))  # (X, Y): A x!y, B xy, C !x!y, D !xy
+EXAMPLE_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair", "Wearing_Hat", "Young", "Mustache", "Bangs")
+EXAMPLE_FILTERS = ("Male,-Eyeglasses", "Male,Eyeglasses", "-Male,-Eyeglasses")  # --examples: A, B and C
+TRAIN_HINT = "python dcgan.py --epochs 8 --filters 32 --kernel 4 --name demo"
+GIF_FRAME_MS = 120
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runs and faces
+
+
+def newest_run(runs_dir="runs"):
+    """The run in `runs_dir` whose generator.keras is newest (a GAN or a VAE run; no baselines, no makeovers)."""
+    found = []
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        directory = os.path.join(runs_dir, name)
+        generator = os.path.join(directory, "generator.keras")
+        if os.path.isfile(generator) and os.path.isfile(os.path.join(directory, "config.json")):
+            config = dcgan.read_config(directory)
+            if "latent_dim" in config and config.get("kind") not in ("untrained", "noise"):
+                found.append((os.path.getmtime(generator), directory))
+    if not found:
+        raise data_prep.DataError(f"no trained run with a generator in {runs_dir}/; train one first: `{TRAIN_HINT}`")
+    return max(found)[1]
+
+
+def load_math_run(run_dir=None, *, runs_dir="runs"):
+    """A dcgan.Run (GAN or VAE) for face math: `run_dir`, or the newest run in `runs_dir`, named on stdout."""
+    if run_dir is None:
+        run_dir = newest_run(runs_dir)
+        print(f"using the newest run with a generator: {run_dir}")
+    config = dcgan.read_config(run_dir)
+    if config.get("kind") in ("untrained", "noise") or "latent_dim" not in config:
+        raise data_prep.DataError(f"{run_dir} is not a trained GAN or VAE run (kind {config.get('kind', 'other')})")
+    if not os.path.isfile(os.path.join(run_dir, "generator.keras")) and not dcgan.saved_epochs(run_dir):
+        raise data_prep.DataError(f"{run_dir} has no generator (no generator.keras, no saved epoch); train it with "
+                                  f"`python dcgan.py` first")
+    return encoder.load_model_run(run_dir)
+
+
+def run_kind(run):
+    return "vae" if run.config.get("kind") == "vae" else "gan"
+
+
+def has_encoder(run):
+    """A VAE run always has one; a GAN run when `encoder.py train` made one for this very generator."""
+    if run_kind(run) == "vae":
+        return True
+    try:
+        encoder.load_encoder(run)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_method(run, method, *, dataset=False, classifier_ready=False):
+    """The encoder.py method behind "auto": E (VAE: its encoder) for a dataset and the hybrid for a few photos
+    when a trained encoder exists; without one, generated samples for a dataset (when the attribute CNN is
+    there to label them) and projection by optimisation for photos."""
+    if method != "auto":
+        if run_kind(run) == "vae" and method in ("optimize", "hybrid"):
+            raise data_prep.DataError(f"{run.directory} is a VAE run; its codes come from --method encoder")
+        if method == "samples" and not dataset:
+            raise data_prep.DataError("--method samples makes codes for directions only; photos need encoder, "
+                                      "optimize or hybrid")
+        return method
+    if has_encoder(run):
+        return "encoder" if dataset or run_kind(run) == "vae" else "hybrid"
+    if dataset:
+        return "samples" if classifier_ready else "optimize"
+    return "optimize"
+
+
+def dataset_face(name, config, celeba=None):
+    """A face of the run's data named by its file name (000012.jpg), already aligned, in the run's crop; None when
+    the data has no such file."""
+    celeba = celeba or data_prep.read_celeba(config["data"])
+    path = os.path.join(celeba.image_dir, os.path.basename(name))
+    if os.path.basename(name) != name or not os.path.isfile(path):
+        return None
+    image = data_prep.read_image_uint8(path)
+    return data_prep.crop_and_resize(image, image_size=config["image_size"], crop_size=config.get("crop_size", 108))
+
+
+def read_faces(paths, config, *, fallback=False):
+    """uint8 faces (n, size, size, 3) for photos (aligned with data_prep.load_face) or file names of the run's
+    data; names are the files' base names. Everything loads before anything is written."""
+    faces, celeba = [], None
+    for path in paths:
+        if os.path.isfile(path):
+            face = data_prep.load_face(path, image_size=config["image_size"], crop_size=config.get("crop_size", 108),
+                                       fallback=fallback)
+            faces.append(data_prep.to_uint8(face))
+            continue
+        celeba = celeba or data_prep.read_celeba(config["data"])
+        face = dataset_face(path, config, celeba)
+        if face is None:
+            raise data_prep.DataError(f"photo not found: {path} (neither a file nor an image of {config['data']})")
+        faces.append(face)
+    return np.stack(faces), [os.path.basename(path) for path in paths]
+
+
+def example_faces(config, *, filters=EXAMPLE_FILTERS, seed=0):
+    """One held-out (test split) face per filter, chosen with `seed`: by default A a man without glasses, B a man
+    with glasses, C a woman without glasses. Returns (uint8 faces, names)."""
+    rng = np.random.default_rng(seed)
+    faces, names = [], []
+    for text in filters:
+        split = load_faces_split(config, split="test", filter=text)
+        index = int(rng.integers(len(split.names)))
+        faces.append(split.images[index])
+        names.append(split.names[index])
+    return np.stack(faces), names
+
+
+def load_faces_split(config, *, split, filter=None, limit=None):
+    """A split of the run's data (its crop, size, cache), with an extra attribute filter when given."""
+    combined = ",".join(part for part in (config.get("filter"), filter) if part) or None
+    return data_prep.load_split(config["data"], split=split, image_size=config["image_size"],
+                                crop_size=config.get("crop_size", 108), filter=combined, limit=limit,
+                                cache_dir=config.get("cache_dir"), progress=False)
+
+
+def encode_faces(run, faces, *, method, steps=200, seed=0):
+    """Codes of a few faces through encoder.encode; returns the encoder.Encoding."""
+    return encoder.encode(run, faces, method=method, steps=steps, seed=seed, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Codes of a dataset, computed once and cached beside the run
+
+
+@dataclasses.dataclass
+class Codes:
+    codes: np.ndarray  # (n, latent_dim) float32
+    names: list  # file names (or sample names) of the faces
+    labels: np.ndarray  # (n, 40) float32 in {0, 1}, CELEBA_ATTRIBUTES order
+    method: str
+    split: str
+    run: str
+
+
+def codes_path(run, *, method, split, limit):
+    return os.path.join(run.directory, "facemath", f"codes-{method}-{split}-{limit or 'all'}.npz")
+
+
+def cache_key(run, *, method, split, limit, steps, seed):
+    """What the cached codes depend on: the generator's weights, the method and its settings, the split."""
+    key = {"generator": encoder.generator_fingerprint(run.generator), "method": method, "split": split,
+           "limit": limit or 0, "data": os.path.abspath(run.config["data"]), "seed": seed}
+    if method in ("optimize", "hybrid"):
+        key["steps"] = steps
+    if method in ("encoder", "hybrid") and run_kind(run) == "gan":  # a retrained E gives other codes
+        key["encoder"] = os.path.getmtime(os.path.join(run.directory, "encoder", "encoder.keras"))
+    return json.dumps(key, sort_keys=True)
+
+
+def read_cached_codes(path, key):
+    if not os.path.isfile(path):
+        return None
+    with np.load(path) as archive:
+        if str(archive["key"]) != key:
+            return None
+        return archive["codes"], [str(name) for name in archive["names"]], archive["labels"]
+
+
+def sample_codes(run, *, count, seed, classifier):
+    """InterFaceGAN's recipe: codes drawn from the prior, labelled by the attribute CNN's view of G(z)."""
+    import evaluate
+
+    codes = dcgan.latent_for_seed(seed, count, run.config["latent_dim"],
+                                  run.config.get("latent_distribution", "normal"))
+    labels = (evaluate.predict_attributes(classifier, dcgan.generate(run.generator, codes)) > 0.5).astype(np.float32)
+    return codes, [f"sample-{index:06d}" for index in range(count)], labels
+
+
+def dataset_codes(run, *, method, split="train", limit=4000, steps=200, seed=0, classifier=None):
+    """Codes and labels of a split of the run's data (or of `limit` generated samples with method "samples"),
+    from <run>/facemath/ when cached for this generator, method, split and limit, else computed and cached."""
+    path = codes_path(run, method=method, split=f"seed{seed}" if method == "samples" else split, limit=limit)
+    key = cache_key(run, method=method, split=split, limit=limit, steps=steps, seed=seed)
+    cached = read_cached_codes(path, key)
+    if cached is not None:
+        return Codes(*cached, method, split, run.directory)
+    started = time.perf_counter()
+    if method == "samples":
+        if classifier is None:
+            raise data_prep.DataError("--method samples needs the attribute CNN (python evaluate.py classifier)")
+        codes, names, labels = sample_codes(run, count=limit or 4000, seed=seed, classifier=classifier)
+    else:
+        images, names, labels = load_faces_split(run.config, split=split, limit=limit)
+        print(f"encoding {len(names)} {split} faces with {method} (cached for later in {path})")
+        codes = encoder.encode(run, images, method=method, steps=steps, seed=seed).codes
+    with data_prep.atomic_path(path) as temporary:
+        np.savez(temporary, codes=codes, names=np.asarray(names, dtype=str), labels=labels, key=key, method=method,
+                 split=split, run=run.directory)
+    print(f"{len(names)} codes ({method}, {split}) in {time.perf_counter() - started:.1f} s: {path}")
+    return Codes(codes.astype(np.float32), list(names), np.asarray(labels, np.float32), method, split, run.directory)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attribute directions
+
+
+@dataclasses.dataclass
+class Directions:
+    """Per attribute (rows in CELEBA_ATTRIBUTES order): the mean codes with and without it, the boundary's unit
+    normal and its held-out accuracy, and the label correlations that pick a conditional direction's conditions."""
+
+    mean_with: np.ndarray  # (40, latent_dim)
+    mean_without: np.ndarray  # (40, latent_dim)
+    normals: np.ndarray  # (40, latent_dim) unit normals of the logistic-regression boundaries, towards "with"
+    accuracy: np.ndarray  # (40,) held-out accuracy of each boundary (nan where it does not vary)
+    majority: np.ndarray  # (40,) held-out accuracy of always guessing the majority label
+    varying: np.ndarray  # (40,) bool: at least MIN_GROUP faces on each side
+    correlation: np.ndarray  # (40, 40) correlation of the labels
+    count: int
+
+    @property
+    def mean(self):
+        """NVIDIA's attribute vectors: mean code with minus mean code without. (40, latent_dim)"""
+        return self.mean_with - self.mean_without
+
+
+def boundary_normal(codes, labels, *, train, held_out):
+    """InterFaceGAN's boundary: logistic regression (balanced classes) on the codes; its unit normal and its
+    accuracy on the held-out codes."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+    model.fit(codes[train], labels[train])
+    normal = model.coef_[0] / max(np.linalg.norm(model.coef_[0]), 1e-12)
+    return normal.astype(np.float32), float(model.score(codes[held_out], labels[held_out]))
+
+
+def fit_directions(codes, labels, *, seed=0, held_out_fraction=HELD_OUT_FRACTION, min_group=MIN_GROUP):
+    """Mean-difference vectors and boundary normals for every attribute that varies in `labels` (n, 40)."""
+    codes, labels = np.asarray(codes, np.float64), np.asarray(labels) > 0.5
+    count, latent_dim = codes.shape
+    order = np.random.default_rng(seed).permutation(count)
+    held_out, train = order[:int(round(held_out_fraction * count))], order[int(round(held_out_fraction * count)):]
+    shape = (len(ATTRIBUTES), latent_dim)
+    mean_with, mean_without, normals = np.zeros(shape), np.zeros(shape), np.zeros(shape, np.float32)
+    accuracy, majority = np.full(len(ATTRIBUTES), np.nan), np.full(len(ATTRIBUTES), np.nan)
+    positives = labels.sum(axis=0)
+    varying = (positives >= min_group) & (count - positives >= min_group)
+    for index in np.flatnonzero(varying):
+        column = labels[:, index]
+        mean_with[index], mean_without[index] = codes[column].mean(axis=0), codes[~column].mean(axis=0)
+        both = len(np.unique(column[train])) == 2 and len(held_out) > 0
+        if both:
+            normals[index], accuracy[index] = boundary_normal(codes, column, train=train, held_out=held_out)
+            majority[index] = max(column[held_out].mean(), 1 - column[held_out].mean())
+        else:
+            difference = mean_with[index] - mean_without[index]
+            normals[index] = difference / np.linalg.norm(difference)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = np.nan_to_num(np.corrcoef(labels.T.astype(np.float64)))
+    return Directions(mean_with.astype(np.float32), mean_without.astype(np.float32), normals, accuracy, majority,
+                      varying, correlation, count)
+
+
+def conditional_direction(vectors, target, conditions):
+    """InterFaceGAN's conditional manipulation: the target's direction with its components along every
+    condition's direction removed (Gram-Schmidt on the conditions), as a unit vector."""
+    vector = np.asarray(vectors[target], np.float64)
+    if len(conditions):
+        basis, _ = np.linalg.qr(np.asarray(vectors[list(conditions)], np.float64).T)  # (latent_dim, k)
+        vector = vector - basis @ (basis.T @ vector)
+    norm = np.linalg.norm(vector)
+    if norm < 1e-8:
+        names = ", ".join(ATTRIBUTES[index] for index in conditions)
+        raise data_prep.DataError(f"{ATTRIBUTES[target]}'s direction lies within {names}'s; nothing is left to edit")
+    return (vector / norm).astype(np.float32)
+
+
+def correlated_attributes(directions, target, *, count=CONDITION_COUNT):
+    """The `count` varying attributes whose labels correlate most (either sign) with the target's."""
+    strength = np.abs(directions.correlation[target]).copy()
+    strength[~directions.varying] = -1
+    strength[target] = -1
+    return [int(index) for index in np.argsort(-strength)[:count] if strength[index] > 0]
+
+
+def direction_unit(directions, target, *, kind="mean", conditions=None):
+    """The unit vector of a kind of direction. "conditional" (or explicit conditions) projects the conditions'
+    directions of the same kind out of the target's (boundary normals for "conditional"); by default the
+    conditions are the CONDITION_COUNT attributes whose labels correlate most with the target's."""
+    if kind not in KINDS:
+        raise data_prep.DataError(f"unknown kind of direction {kind!r}; expected one of {', '.join(KINDS)}")
+    check_varying(directions, [target, *(conditions or [])])
+    if kind == "conditional" or conditions:
+        base = directions.normals if kind != "mean" else directions.mean
+        conditions = correlated_attributes(directions, target) if conditions is None else conditions
+        return conditional_direction(base, target, conditions)
+    vector = directions.mean[target] if kind == "mean" else directions.normals[target]
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def edit_vector(directions, target, *, kind="mean", conditions=None):
+    """The strength-1 edit: the unit direction times the mean distance between the faces with and without the
+    attribute along it (mean-difference strength 1 adds exactly NVIDIA's vector)."""
+    unit = direction_unit(directions, target, kind=kind, conditions=conditions)
+    return (float(directions.mean[target] @ unit) * unit).astype(np.float32)
+
+
+def check_varying(directions, indices):
+    for index in indices:
+        if not directions.varying[index]:
+            raise data_prep.DataError(f"{ATTRIBUTES[index]} does not vary in the codes' faces (fewer than "
+                                      f"{MIN_GROUP} with or without it), so it has no direction")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attribute names and edits on the command line
+
+
+def attribute_index(name):
+    """The index of an attribute name (any case), or one line with the closest match."""
+    for index, known in enumerate(ATTRIBUTES):
+        if known.lower() == name.strip().lower():
+            return index
+    close = difflib.get_close_matches(name.strip(), ATTRIBUTES, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of CelebA's 40: {', '.join(ATTRIBUTES)}"
+    raise data_prep.DataError(f"unknown attribute {name.strip()!r}{hint}")
+
+
+def parse_direction(text):
+    """'Smiling' or 'Smiling|Male,Eyeglasses' -> (target index, condition indices or None)."""
+    target, bar, conditions = text.partition("|")
+    parsed = [attribute_index(name) for name in conditions.split(",") if name.strip()] if bar else None
+    return attribute_index(target), parsed
+
+
+def parse_edit(text):
+    """'Smiling=1.5' or 'Smiling|Male=-1' -> (target, conditions, strength)."""
+    name, equals, value = text.rpartition("=")
+    if not equals or not name.strip():
+        raise data_prep.DataError(f"--add {text!r}: expected ATTRIBUTE=STRENGTH, for instance Smiling=1.5")
+    target, conditions = parse_direction(name)
+    try:
+        strength = float(value)
+    except ValueError:
+        raise data_prep.DataError(f"--add {text!r}: the strength {value!r} is not a number") from None
+    if not np.isfinite(strength):
+        raise data_prep.DataError(f"--add {text!r}: the strength must be finite")
+    return target, conditions, strength
+
+
+def edit_label(target, conditions, strength):
+    condition = "|" + ",".join(ATTRIBUTES[index] for index in conditions) if conditions else ""
+    return f"{ATTRIBUTES[target]}{condition} {strength:+g}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Arithmetic on codes
+
+
+def interpolate(start, end, fraction, *, spherical=True):
+    """A code between two codes; the endpoints come back exactly at fractions 0 and 1."""
+    start, end = np.asarray(start, np.float32), np.asarray(end, np.float32)
+    if fraction == 0:
+        return start.copy()
+    if fraction == 1:
+        return end.copy()
+    if spherical:
+        return dcgan.slerp(start, end, fraction).astype(np.float32)
+    return ((1 - fraction) * start + fraction * end).astype(np.float32)
+
+
+def interpolation_strip(start, end, *, steps=8, spherical=True):
+    """(steps, latent_dim) codes from start to end."""
+    return np.stack([interpolate(start, end, fraction, spherical=spherical)
+                     for fraction in np.linspace(0.0, 1.0, steps)])
+
+
+def analogy_corner(a, b, c):
+    """D = C + B - A: what C becomes when it changes as A changed into B."""
+    return (np.asarray(c, np.float32) + np.asarray(b, np.float32) - np.asarray(a, np.float32)).astype(np.float32)
+
+
+def analogy_grid(a, b, c, *, size=8, spherical=True):
+    """(size, size, latent_dim) codes with A top-left, B top-right, C bottom-left and D = C + B - A bottom-right;
+    each row interpolates between its left edge (A to C) and its right edge (B to D)."""
+    if size < 2:
+        raise data_prep.DataError(f"--size must be at least 2, got {size}")
+    d = analogy_corner(a, b, c)
+    fractions = np.linspace(0.0, 1.0, size)
+    rows = []
+    for fraction in fractions:
+        left, right = interpolate(a, c, fraction, spherical=spherical), interpolate(b, d, fraction, spherical=spherical)
+        rows.append(interpolation_strip(left, right, steps=size, spherical=spherical))
+    return np.stack(rows)
+
+
+def apply_edits(code, edits, directions, *, kind="mean"):
+    """code + sum of strength x edit vector over (target, conditions, strength) edits."""
+    code = np.asarray(code, np.float32).copy()
+    for target, conditions, strength in edits:
+        code += strength * edit_vector(directions, target, kind=kind, conditions=conditions)
+    return code
+
+
+def attribute_scores(directions, codes):
+    """NVIDIA's description: each code's projection on each normalised mean-difference vector, centred midway
+    between the two groups and divided by their distance, so 0 is halfway and +0.5 is the typical face with the
+    attribute (the strength unit). (n, 40), nan where the attribute does not vary."""
+    difference = directions.mean
+    lengths = np.linalg.norm(difference, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        units = difference / lengths[:, None]
+        midpoint = 0.5 * (directions.mean_with + directions.mean_without)
+        scores = (np.asarray(codes, np.float32) @ units.T - np.sum(midpoint * units, axis=1)) / lengths
+    scores[:, ~directions.varying] = np.nan
+    return scores
+
+
+def top_attributes(scores, *, count=TOP_COUNT):
+    """Indices of the `count` highest scores of each row (nan last). (n, count)"""
+    return np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1)[:, :count]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing what was made
+
+
+def save_gif(path, frames, *, frame_ms=GIF_FRAME_MS, scale=2):
+    """An animated, looping GIF of float [-1, 1] or uint8 frames, written atomically; returns the path."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.kron(data_prep.to_uint8(frame) if frame.dtype != np.uint8 else frame,
+                                      np.ones((scale, scale, 1), np.uint8))) for frame in frames]
+    with data_prep.atomic_path(path) as temporary:
+        images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    return path
+
+
+def serpentine(grid):
+    """The cells of a (rows, columns, ...) grid in a boustrophedon walk: left to right, then right to left."""
+    return np.concatenate([row if number % 2 == 0 else row[::-1] for number, row in enumerate(grid)])
+
+
+def file_stem(names):
+    return "-".join(os.path.splitext(os.path.basename(name))[0] for name in names)[:80]
+
+
+def write_record(path, payload):
+    """The JSON beside each output: its inputs, run, method, seed and settings."""
+    return data_prep.write_json(path, {key: value for key, value in payload.items()})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scores: edits, analogies, descriptions
+
+
+def edit_to_png(generator, code, vector, strength, path):
+    """One interactive edit (bench.py times it): G(code + strength x vector) written as a PNG."""
+    image = dcgan.generate(generator, (np.asarray(code) + strength * np.asarray(vector))[None].astype(np.float32))
+    data_prep.write_image(path, image[0])
+    return path
+
+
+def cnn_outputs(classifier, images):
+    """The attribute CNN's (probabilities (n, 40), features (n, 256)) of images."""
+    import evaluate
+
+    return evaluate.predict_attributes(classifier, images), evaluate.extract_features(classifier, images)
+
+
+def edit_measures(probabilities, features, start_probabilities, start_features, *, target, others, add):
+    """One row's figures: flip rate (the CNN now says the attribute is there when adding, absent when removing),
+    mean change of its probability, collateral (mean absolute change of the other varying attributes'
+    probabilities) and identity distance (CNN features, edited against the unedited reconstruction)."""
+    has = probabilities[:, target] > 0.5
+    return {"flip_rate": float(np.mean(has if add else ~has)),
+            "probability_change": float(np.mean(probabilities[:, target] - start_probabilities[:, target])),
+            "collateral": float(np.mean(np.abs(probabilities - start_probabilities)[:, others])),
+            "identity_distance": float(np.mean(np.linalg.norm(features - start_features, axis=1)))}
+
+
+def edit_rows(run, directions, held, *, classifier, kinds, strengths, count, seed=0, label="gan", attributes=None):
+    """score-edits for one run: per attribute (`attributes`, default every varying one), kind, sense (add to
+    held-out faces without it, remove from faces with it; the same faces for every kind) and strength, the
+    figures of edit_measures; strength 0 is the unedited reconstruction (the rate at which it already has it)."""
+    rng = np.random.default_rng(seed)
+    start_probabilities, start_features = cnn_outputs(classifier, dcgan.generate(run.generator, held.codes))
+    rows = []
+    for target in np.flatnonzero(directions.varying) if attributes is None else attributes:
+        others = directions.varying.copy()
+        others[target] = False
+        groups = {sense: rng.permutation(np.flatnonzero((held.labels[:, target] > 0.5) == present))[:count]
+                  for sense, present in (("add", False), ("remove", True))}
+        jobs = [(sense, strength, faces) for sense, faces in groups.items() if len(faces) >= 2
+                for strength in (0.0, *strengths)]
+        if not jobs:
+            continue
+        for kind in kinds:
+            vector = edit_vector(directions, int(target), kind=kind)
+            codes = np.concatenate([held.codes[faces] + (strength if sense == "add" else -strength) * vector
+                                    for sense, strength, faces in jobs])
+            probabilities, features = cnn_outputs(classifier, dcgan.generate(run.generator, codes))
+            offset = 0
+            for sense, strength, faces in jobs:
+                part = slice(offset, offset + len(faces))
+                offset += len(faces)
+                rows.append({"run": label, "kind": kind, "attribute": ATTRIBUTES[target], "sense": sense,
+                             "strength": strength, "faces": int(len(faces)),
+                             **edit_measures(probabilities[part], features[part], start_probabilities[faces],
+                                             start_features[faces], target=int(target), others=others,
+                                             add=sense == "add")})
+    return rows
+
+
+def edits_summary(rows, *, strength=TARGET_STRENGTH):
+    """Per run and attribute, at `strength` when adding: each kind's flip rate and collateral, the best kind (the
+    highest flip rate among those within the collateral bar, else the highest flip rate) and whether it meets
+    the bar."""
+    table = {}
+    for row in rows:
+        if row["sense"] == "add" and row["strength"] == strength:
+            table.setdefault((row["run"], row["attribute"]), {})[row["kind"]] = row
+    summary = []
+    for (run, attribute), by_kind in table.items():
+        within = [row for row in by_kind.values() if row["collateral"] <= COLLATERAL_TARGET]
+        best = max(within or by_kind.values(), key=lambda row: row["flip_rate"])
+        summary.append({"run": run, "attribute": attribute, "best_kind": best["kind"],
+                        "flip_rate": best["flip_rate"], "collateral": best["collateral"],
+                        "meets": best["flip_rate"] >= FLIP_TARGET and best["collateral"] <= COLLATERAL_TARGET,
+                        "by_kind": {kind: [row["flip_rate"], row["collateral"]] for kind, row in by_kind.items()}})
+    return summary
+
+
+def edits_markdown(rows, summary, settings):
+    kinds = sorted({row["kind"] for row in rows}, key=KINDS.index)
+    lines = [f"Adding each attribute at strength {TARGET_STRENGTH:g} to held-out faces without it: flip rate / "
+             f"collateral per kind; the bar is flip >= {FLIP_TARGET} with collateral <= {COLLATERAL_TARGET}.", "",
+             "| run | attribute | " + " | ".join(kinds) + " | best | meets |",
+             "|---|---|" + "---:|" * len(kinds) + "---|---|"]
+    for entry in summary:
+        cells = [f"{entry['by_kind'][kind][0]:.2f} / {entry['by_kind'][kind][1]:.3f}" if kind in entry["by_kind"]
+                 else "" for kind in kinds]
+        lines.append(f"| {entry['run']} | {entry['attribute']} | " + " | ".join(cells)
+                     + f" | {entry['best_kind']} | {'yes' if entry['meets'] else 'no'} |")
+    for run in sorted({entry["run"] for entry in summary}):
+        met = [entry["attribute"] for entry in summary if entry["run"] == run and entry["meets"]]
+        wins = {kind: sum(entry["best_kind"] == kind for entry in summary if entry["run"] == run) for kind in kinds}
+        lines += ["", f"{run}: the bar holds for {len(met)} of {sum(e['run'] == run for e in summary)} attributes"
+                  + (f" ({', '.join(met)})" if met else "") + "; best kind per attribute: "
+                  + ", ".join(f"{kind} {wins[kind]}" for kind in kinds)]
+    lines += ["", "| run | kind | sense | strength | flip rate | probability change | collateral | identity distance |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
+    for key, group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], KINDS.index(row["kind"]),
+                                                                     row["sense"], row["strength"])),
+                                        key=lambda row: (row["run"], row["kind"], row["sense"], row["strength"])):
+        group = list(group)
+        means = [np.mean([row[field] for row in group]) for field in
+                 ("flip_rate", "probability_change", "collateral", "identity_distance")]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {means[0]:.3f} | {means[1]:+.3f} | "
+                     f"{means[2]:.3f} | {means[3]:.2f} |")
+    described = ", ".join(f"{key} {value}" for key, value in settings.items())
+    return "\n".join(lines) + f"\n\n(means over attributes in the last table) {described}\n"
+
+
+def plot_edit_scores(rows, path):
+    """Flip rate and collateral against strength, one line per run and kind (means over attributes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (run, kind), group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], row["kind"])),
+                                                key=lambda row: (row["run"], row["kind"])):
+        group = [row for row in group if row["sense"] == "add"]
+        strengths = sorted({row["strength"] for row in group})
+        for axis, field in zip(axes, ("flip_rate", "collateral")):
+            axis.plot(strengths, [np.mean([row[field] for row in group if row["strength"] == s]) for s in strengths],
+                      marker="o", label=f"{run} {kind}")
+    for axis, title in zip(axes, ("flip rate (adding)", "collateral (adding)")):
+        axis.set_xlabel("strength")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    return data_prep.save_figure(figure, path)
+
+
+def edit_examples(run, directions, held, *, kind, attributes=EXAMPLE_ATTRIBUTES, strengths=SWEEP_STRENGTHS, seed=0):
+    """A grid: for each of `attributes` that varies (the first eight varying ones when none does), one held-out
+    face without it, swept through `strengths`."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    chosen = [attribute_index(name) for name in attributes if directions.varying[attribute_index(name)]]
+    for target in chosen or np.flatnonzero(directions.varying)[:8]:
+        without = np.flatnonzero(held.labels[:, target] < 0.5)
+        if len(without) == 0:
+            continue
+        code = held.codes[int(rng.choice(without))]
+        vector = edit_vector(directions, int(target), kind=kind)
+        rows.append(np.stack([code + strength * vector for strength in strengths]))
+        labels.append(ATTRIBUTES[target][:14])
+    images = dcgan.generate(run.generator, np.concatenate(rows))
+    return images, labels
+
+
+def analogy_triples(labels, pair, *, count, seed=0):
+    """Up to `count` (a, b, c) index triples of faces for the attribute pair (X, Y): A has X and not Y, B has
+    both, C has neither; the expected D has Y and not X."""
+    x, y = attribute_index(pair[0]), attribute_index(pair[1])
+    has = np.asarray(labels) > 0.5
+    groups = [np.flatnonzero(has[:, x] & ~has[:, y]), np.flatnonzero(has[:, x] & has[:, y]),
+              np.flatnonzero(~has[:, x] & ~has[:, y])]
+    if min(len(group) for group in groups) == 0:
+        return np.zeros((0, 3), int)
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.choice(group, count) for group in groups], axis=1)
+
+
+def score_analogies(run, held, *, classifier, pairs=ANALOGY_PAIRS, count=200, seed=0):
+    """Per attribute pair: the fraction of D = C + B - A on which the attribute CNN says the expected X and Y
+    (both, and each), beside D = C (no arithmetic: Y stays absent) as the floor."""
+    import evaluate
+
+    rows = []
+    for pair in pairs:
+        triples = analogy_triples(held.labels, pair, count=count, seed=seed)
+        if len(triples) == 0:
+            print(f"skipping {pair[0]}/{pair[1]}: the held-out faces lack one of its three groups")
+            continue
+        a, b, c = (held.codes[triples[:, column]] for column in range(3))
+        x, y = attribute_index(pair[0]), attribute_index(pair[1])
+        row = {"x": pair[0], "y": pair[1], "triples": int(len(triples))}
+        for name, codes in (("analogy", analogy_corner(a, b, c)), ("c_alone", c)):
+            said = evaluate.predict_attributes(classifier, dcgan.generate(run.generator, codes)) > 0.5
+            row[f"{name}_both"] = float(np.mean(~said[:, x] & said[:, y]))
+            row[f"{name}_x"], row[f"{name}_y"] = float(np.mean(~said[:, x])), float(np.mean(said[:, y]))
+        rows.append(row)
+    return rows
+
+
+def analogies_markdown(rows, settings):
+    lines = ["| A -> B (C -> D) | triples | D right on both | D: X absent | D: Y present | D = C (floor): both |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['x']} without {row['y']} -> with (not-{row['x']} -> with {row['y']}) | "
+                     f"{row['triples']} | {row['analogy_both']:.3f} | {row['analogy_x']:.3f} | "
+                     f"{row['analogy_y']:.3f} | "
+                     f"{row['c_alone_both']:.3f} |")
+    described = ", ".join(f"{key} {value}" for key, value in settings.items())
+    return "\n".join(lines) + f"\n\n{described}\n"
+
+
+def score_descriptions(directions, held, *, train_labels, classifier=None, images=None, count=TOP_COUNT):
+    """Precision of the top `count` attributes named from each held-out code, against its true labels, beside
+    always naming the `count` most frequent training attributes (and the attribute CNN on the photo itself)."""
+    truth = np.asarray(held.labels) > 0.5
+    named = top_attributes(attribute_scores(directions, held.codes), count=count)
+    frequent = np.argsort(-np.asarray(train_labels).mean(axis=0))[:count]
+    result = {"faces": int(len(truth)), "top": count,
+              "precision": float(np.take_along_axis(truth, named, axis=1).mean()),
+              "base_rate_precision": float(truth[:, frequent].mean()),
+              "most_frequent": [ATTRIBUTES[index] for index in frequent]}
+    if classifier is not None and images is not None:
+        import evaluate
+
+        probabilities = evaluate.predict_attributes(classifier, images)
+        cnn_top = np.argsort(-probabilities, axis=1)[:, :count]
+        result["cnn_precision"] = float(np.take_along_axis(truth, cnn_top, axis=1).mean())
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A map of the codes
+
+
+def embed_2d(codes, *, how="pca", seed=0):
+    """(n, 2) PCA or t-SNE coordinates of codes (scikit-learn)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    if how == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(codes)
+    perplexity = float(min(30, max(2, (len(codes) - 1) // 3)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
+
+
+def plot_map(path, layouts, thumbnails, colour, *, attribute, thumbnail_count=120, seed=0):
+    """One panel per layout ({"PCA": (n, 2), ...}): every code a dot coloured by the attribute, and a random
+    subset drawn as its face."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    figure, axes = plt.subplots(1, len(layouts), figsize=(8 * len(layouts), 8), squeeze=False)
+    shown = np.random.default_rng(seed).permutation(len(thumbnails))[:thumbnail_count]
+    for axis, (title, points) in zip(axes[0], layouts.items()):
+        axis.scatter(points[:, 0], points[:, 1], c=colour, cmap="coolwarm", s=10, vmin=0, vmax=1)
+        for index in shown:
+            box = AnnotationBbox(OffsetImage(thumbnails[index], zoom=0.5), points[index], frameon=True, pad=0.05,
+                                 bboxprops={"edgecolor": "red" if colour[index] > 0.5 else "blue"})
+            axis.add_artist(box)
+        axis.set_title(f"{title} of the codes, red: {attribute}, blue: not")
+    return data_prep.save_figure(figure, path)
+
+
+def write_projector(out_dir, codes, names, labels, thumbnails):
+    """TensorBoard's projector files, written without TensorFlow's summary API: tensors.tsv, metadata.tsv (the
+    name and all 40 labels), sprite.png and projector_config.pbtxt; `tensorboard --logdir out_dir` opens it."""
+    count, size = len(codes), thumbnails.shape[1]
+    side = int(np.ceil(np.sqrt(count)))
+    sprite = np.zeros((side * size, side * size, 3), np.uint8)
+    for index, image in enumerate(thumbnails):
+        row, column = divmod(index, side)
+        sprite[row * size:(row + 1) * size, column * size:(column + 1) * size] = image
+    data_prep.write_image(os.path.join(out_dir, "sprite.png"), sprite)
+    tensors = "".join("\t".join(f"{value:.6g}" for value in code) + "\n" for code in codes)
+    data_prep.atomic_write_bytes(os.path.join(out_dir, "tensors.tsv"), tensors.encode())
+    metadata = "name\t" + "\t".join(ATTRIBUTES) + "\n" + "".join(
+        name + "\t" + "\t".join(str(int(value > 0.5)) for value in row) + "\n" for name, row in zip(names, labels))
+    data_prep.atomic_write_bytes(os.path.join(out_dir, "metadata.tsv"), metadata.encode())
+    config = ('embeddings {\n  tensor_name: "codes"\n  tensor_path: "tensors.tsv"\n'
+              f'  tensor_shape: {count}\n  tensor_shape: {codes.shape[1]}\n  metadata_path: "metadata.tsv"\n'
+              f'  sprite {{\n    image_path: "sprite.png"\n    single_image_dim: {size}\n    single_image_dim: {size}\n'
+              '  }\n}\n')
+    data_prep.atomic_write_bytes(os.path.join(out_dir, "projector_config.pbtxt"), config.encode())
+    return out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_run_flags(add):
+    add("--run", default=None, help="the run (GAN or VAE); default: the newest run in --runs-dir with a generator")
+    add("--runs-dir", default="runs", help="where runs are looked for when --run is not given")
+    add("--method", default="auto", choices=METHODS,
+        help="how codes are found: auto picks E (a VAE: its encoder) when trained, else projection for photos and "
+             "generated samples labelled by the attribute CNN for directions")
+    add("--steps", type=int, default=200, help="Adam steps of projection by optimisation (optimize, hybrid)")
+    add("--fit-limit", type=int, default=4000, help="training faces (or samples) whose codes fit the directions")
+    add("--kind", default="mean", choices=KINDS, help="kind of direction for edits, sweeps and example grids")
+    add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
+    add("--seed", type=int, default=0, help="seed of every choice and of projection's starting codes")
+    add("--out", default=None, help="output directory (default: <run>/facemath)")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+
+
+def mode_parser():
+    parser = encoder.OneLineParser(prog="facemath.py", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    modes = parser.add_mutually_exclusive_group(required=True)
+    modes.add_argument("--analogy", nargs="*", metavar="FACE", help="three photos or data file names A B C")
+    modes.add_argument("--edit", nargs="+", metavar="FACE", help="one photo to edit with --add or --sweep")
+    modes.add_argument("--describe", nargs="+", metavar="FACE", help="photos to describe by their top attributes")
+    modes.add_argument("--average", nargs="+", metavar="FACE", help="photos to average into one face")
+    modes.add_argument("--interpolate", nargs="+", metavar="FACE", help="two photos to walk between")
+    modes.add_argument("--map", action="store_true", help="a 2-D map of a split's codes and a TensorBoard projector")
+    add("--examples", action="store_true", help="--analogy: three held-out faces chosen by their labels")
+    add("--add", action="append", default=[], metavar="ATTR=S",
+        help="--edit: an edit, e.g. Smiling=1.5, Eyeglasses=-1, 'Smiling|Male=2' (conditional); repeatable")
+    add("--sweep", action="append", default=[], metavar="ATTR", help="--edit: strengths -3 to 3 in a row")
+    add("--size", type=int, default=8, help="--analogy: the grid is size x size")
+    add("--linear", action="store_true", help="interpolate linearly instead of spherically (slerp)")
+    add("--frames", type=int, default=8, help="--interpolate: faces in the strip")
+    add("--split", default="test", choices=list(data_prep.SPLITS), help="--map: the split whose codes are mapped")
+    add("--limit", type=int, default=500, help="--map: faces of the split")
+    add("--color-by", default="Male", help="--map: the attribute that colours the map")
+    add("--center-crop", dest="fallback_crop", action="store_true",
+        help="use a plain centre crop for a photo without a face instead of refusing it")
+    add_run_flags(add)
+    return parser
+
+
+def subcommand_parser(command):
+    parser = encoder.OneLineParser(prog=f"facemath.py {command}", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add_run_flags(add)
+    add("--test-limit", type=int, default=1000, help="held-out (test split) faces encoded for the scores")
+    if command == "score-edits":
+        add("--kinds", default=",".join(KINDS), help="comma-separated kinds of direction to score")
+        add("--count", type=int, default=200, help="held-out faces per attribute, sense and kind")
+        add("--vae", default=None, help="a VAE run on the same data, scored the same way (GAN codes against VAE)")
+        add("--attributes", default="", help="comma-separated attributes to score (default: every one that varies)")
+    elif command == "score-analogies":
+        add("--count", type=int, default=200, help="triples per attribute pair")
+    return parser
+
+
+def parse_args(argv=None):
+    """(command, args): a subcommand's name and flags, or "math" and the face-math flags."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return argv[0], subcommand_parser(argv[0]).parse_args(argv[1:])
+    return "math", mode_parser().parse_args(argv)
+
+
+def classifier_or_none(path, run):
+    """The attribute CNN when it exists and measures this run's data, else None (with a note)."""
+    import evaluate
+
+    try:
+        evaluate.check_run(run.directory, evaluate.classifier_config(path))
+        return evaluate.load_classifier(path)
+    except ValueError as error:
+        print(f"note: no attribute CNN for this run ({str(error).splitlines()[0]})")
+        return None
+
+
+def classifier_for_scores(path, run):
+    import evaluate
+
+    evaluate.check_run(run.directory, evaluate.classifier_config(path))
+    return evaluate.load_classifier(path)
+
+
+def directions_for(run, args, *, classifier=None):
+    """(Directions, Codes) fitted on the training split's codes (or samples), cached codes reused."""
+    method = resolve_method(run, args.method, dataset=True, classifier_ready=classifier is not None)
+    codes = dataset_codes(run, method=method, split="train", limit=args.fit_limit, steps=args.steps, seed=args.seed,
+                          classifier=classifier)
+    return fit_directions(codes.codes, codes.labels, seed=args.seed), codes
+
+
+def output_dir(run, args):
+    return args.out or os.path.join(run.directory, "facemath")
+
+
+def record(run, args, *, command, inputs, method, **extra):
+    return {"command": command, "inputs": list(inputs), "run": run.directory, "method": method, "seed": args.seed,
+            **extra}
+
+
+def input_faces(run, args, paths):
+    faces, names = read_faces(paths, run.config, fallback=args.fallback_crop)
+    method = resolve_method(run, args.method)
+    encoding = encode_faces(run, faces, method=method, steps=args.steps, seed=args.seed)
+    return faces, names, encoding, method
+
+
+def run_analogy(run, args):
+    if args.examples:
+        if args.analogy:
+            raise data_prep.DataError("--examples picks the three faces itself; name no faces with it")
+        faces, names = example_faces(run.config, seed=args.seed)
+        print(f"--examples: A {names[0]} ({EXAMPLE_FILTERS[0]}), B {names[1]} ({EXAMPLE_FILTERS[1]}), "
+              f"C {names[2]} ({EXAMPLE_FILTERS[2]})")
+        method = resolve_method(run, args.method)
+        encoding = encode_faces(run, faces, method=method, steps=args.steps, seed=args.seed)
+    else:
+        if len(args.analogy) != 3:
+            raise data_prep.DataError(f"--analogy takes exactly three faces A B C (D = C + B - A), got "
+                                      f"{len(args.analogy)}; or pass --examples")
+        faces, names, encoding, method = input_faces(run, args, args.analogy)
+    grid = analogy_grid(*encoding.codes, size=args.size, spherical=not args.linear)
+    images = dcgan.generate(run.generator, grid.reshape(-1, grid.shape[-1]))
+    size, interpolation = args.size, "linear" if args.linear else "slerp"
+    stem = os.path.join(output_dir(run, args), f"analogy-{file_stem(names)}-{method}-{interpolation}-seed{args.seed}")
+    labels = ["A -> B"] + [""] * (size - 2) + ["C -> D"]
+    data_prep.save_grid(stem + ".png", images, columns=size, row_labels=labels)
+    data_prep.save_grid(stem + "-inputs.png", np.concatenate([data_prep.to_float(faces), encoding.reconstructions]),
+                        columns=3, row_labels=["photo", "G(z)"], column_labels=["A", "B", "C"])
+    with data_prep.atomic_path(stem + ".npz") as temporary:
+        np.savez(temporary, grid=grid, a=encoding.codes[0], b=encoding.codes[1], c=encoding.codes[2],
+                 d=grid[-1, -1], names=np.asarray(names), run=run.directory, method=method, seed=args.seed,
+                 interpolation=interpolation)
+    save_gif(stem + ".gif", serpentine(images.reshape(size, size, *images.shape[1:])))
+    write_record(stem + ".json", record(run, args, command="analogy", inputs=names, method=method, size=size,
+                                       interpolation=interpolation, reconstruction_mse=encoding.losses.tolist()))
+    print(f"analogy D = C + B - A with A {names[0]}, B {names[1]}, C {names[2]} ({run.directory}, {method}, "
+          f"{interpolation}): wrote {stem}.png, .npz, .gif, -inputs.png, .json")
+    return stem
+
+
+def run_edit(run, args):
+    if len(args.edit) != 1:
+        raise data_prep.DataError(f"--edit takes one photo, got {len(args.edit)}")
+    if not args.add and not args.sweep:
+        raise data_prep.DataError("--edit needs at least one --add ATTR=STRENGTH or --sweep ATTR")
+    edits = [parse_edit(text) for text in args.add]
+    sweeps = [parse_direction(text) for text in args.sweep]
+    faces, names, encoding, method = input_faces(run, args, args.edit)
+    directions, codes = directions_for(run, args, classifier=classifier_or_none(args.classifier, run))
+    code = encoding.codes[0]
+    stem = os.path.join(output_dir(run, args), f"edit-{file_stem(names)}-{method}-{args.kind}-seed{args.seed}")
+    outputs = []
+    if edits:
+        rows = [apply_edits(code, [edit], directions, kind=args.kind) for edit in edits]
+        labels = [edit_label(*edit) for edit in edits]
+        if len(edits) > 1:
+            rows.append(apply_edits(code, edits, directions, kind=args.kind))
+            labels.append("all together")
+        images = np.stack([np.stack([data_prep.to_float(faces[0]), encoding.reconstructions[0], image])
+                           for image in dcgan.generate(run.generator, np.stack(rows))])
+        outputs.append(data_prep.save_grid(stem + ".png", images.reshape(-1, *images.shape[2:]), columns=3,
+                                           row_labels=labels, column_labels=["photo", "G(z)", "edited"]))
+    if sweeps:
+        rows = [np.stack([apply_edits(code, [(target, conditions, s)], directions, kind=args.kind)
+                          for s in SWEEP_STRENGTHS]) for target, conditions in sweeps]
+        images = dcgan.generate(run.generator, np.concatenate(rows))
+        labels = [edit_label(target, conditions, 0.0).rsplit(" ", 1)[0] for target, conditions in sweeps]
+        outputs.append(data_prep.save_grid(stem + "-sweep.png", images, columns=len(SWEEP_STRENGTHS),
+                                           row_labels=labels, column_labels=[f"{s:+g}" for s in SWEEP_STRENGTHS]))
+    write_record(stem + ".json", record(run, args, command="edit", inputs=names, method=method, kind=args.kind,
+                                        edits=args.add, sweeps=args.sweep, directions_from=codes.method,
+                                        fit_faces=len(codes.names), strength_unit="mean distance between the "
+                                        "groups with and without the attribute, along the direction"))
+    print(f"edited {names[0]} ({run.directory}, {method}, {args.kind} directions from {len(codes.names)} "
+          f"{codes.method} codes): wrote {', '.join(outputs)} and {stem}.json")
+    return stem
+
+
+def run_describe(run, args):
+    faces, names, encoding, method = input_faces(run, args, args.describe)
+    classifier = classifier_or_none(args.classifier, run)
+    directions, codes = directions_for(run, args, classifier=classifier)
+    scores = attribute_scores(directions, encoding.codes)
+    top = top_attributes(scores)
+    cnn = None
+    if classifier is not None:
+        import evaluate
+
+        cnn = evaluate.predict_attributes(classifier, faces)
+    described = []
+    for row, name in enumerate(names):
+        entry = {"face": name, "top": [[ATTRIBUTES[index], round(float(scores[row, index]), 3)] for index in top[row]]}
+        if cnn is not None:
+            order = np.argsort(-cnn[row])[:TOP_COUNT]
+            entry["cnn_top"] = [[ATTRIBUTES[index], round(float(cnn[row, index]), 3)] for index in order]
+        described.append(entry)
+        print(f"{name}: " + ", ".join(f"{attribute} {score:+.2f}" for attribute, score in entry["top"])
+              + ("; the attribute CNN on the photo: " + ", ".join(f"{attribute} {p:.2f}"
+                                                                  for attribute, p in entry["cnn_top"])
+                 if cnn is not None else ""))
+    stem = os.path.join(output_dir(run, args), f"describe-{file_stem(names)}-{method}-seed{args.seed}")
+    data_prep.save_grid(stem + ".png", np.concatenate([data_prep.to_float(faces), encoding.reconstructions]),
+                        columns=len(names), row_labels=["photo", "G(z)"])
+    write_record(stem + ".json", record(run, args, command="describe", inputs=names, method=method,
+                                        directions_from=codes.method, described=described,
+                                        score="projection on the normalised mean difference, 0 midway between "
+                                        "the groups, in the strength unit"))
+    print(f"wrote {stem}.png and {stem}.json")
+    return stem
+
+
+def run_average(run, args):
+    if len(args.average) < 2:
+        raise data_prep.DataError(f"--average needs at least two photos, got {len(args.average)}")
+    faces, names, encoding, method = input_faces(run, args, args.average)
+    average = encoding.codes.mean(axis=0, keepdims=True)
+    image = dcgan.generate(run.generator, average)
+    stem = os.path.join(output_dir(run, args), f"average-{file_stem(names)}-{method}-seed{args.seed}")
+    blank = np.ones_like(image)
+    data_prep.save_grid(stem + ".png", np.concatenate([data_prep.to_float(faces), image,
+                                                       encoding.reconstructions, blank]),
+                        columns=len(names) + 1, row_labels=["photo", "G(z)"],
+                        column_labels=[*(os.path.splitext(name)[0] for name in names), "average"])
+    with data_prep.atomic_path(stem + ".npz") as temporary:
+        np.savez(temporary, codes=encoding.codes, average=average[0], names=np.asarray(names), run=run.directory,
+                 method=method, seed=args.seed)
+    write_record(stem + ".json", record(run, args, command="average", inputs=names, method=method))
+    print(f"the average of {len(names)} faces ({run.directory}, {method}): wrote {stem}.png, .npz, .json")
+    return stem
+
+
+def run_interpolate(run, args):
+    if len(args.interpolate) != 2:
+        raise data_prep.DataError(f"--interpolate takes exactly two faces, got {len(args.interpolate)}")
+    if args.frames < 2:
+        raise data_prep.DataError(f"--frames must be at least 2, got {args.frames}")
+    faces, names, encoding, method = input_faces(run, args, args.interpolate)
+    codes = interpolation_strip(*encoding.codes, steps=args.frames, spherical=not args.linear)
+    images = dcgan.generate(run.generator, codes)
+    interpolation = "linear" if args.linear else "slerp"
+    stem = os.path.join(output_dir(run, args),
+                        f"interpolate-{file_stem(names)}-{method}-{interpolation}-seed{args.seed}")
+    data_prep.save_grid(stem + ".png", images, columns=len(images))
+    save_gif(stem + ".gif", np.concatenate([images, images[::-1]]))
+    with data_prep.atomic_path(stem + ".npz") as temporary:
+        np.savez(temporary, codes=codes, names=np.asarray(names), run=run.directory, method=method, seed=args.seed,
+                 interpolation=interpolation)
+    write_record(stem + ".json", record(run, args, command="interpolate", inputs=names, method=method,
+                                        interpolation=interpolation, frames=args.frames))
+    print(f"{names[0]} to {names[1]} ({run.directory}, {method}, {interpolation}): wrote {stem}.png, .gif, .npz")
+    return stem
+
+
+def run_map(run, args):
+    colour_index = attribute_index(args.color_by)
+    method = resolve_method(run, args.method, dataset=True)
+    if method == "samples":
+        raise data_prep.DataError("--map maps the codes of real faces; pass --method encoder, optimize or hybrid")
+    codes = dataset_codes(run, method=method, split=args.split, limit=args.limit, steps=args.steps, seed=args.seed)
+    thumbnails = load_faces_split(run.config, split=args.split, limit=args.limit).images
+    if len(codes.codes) < 5:
+        raise data_prep.DataError(f"--map needs at least 5 faces, the {args.split} split gives {len(codes.codes)}")
+    layouts = {"PCA": embed_2d(codes.codes, how="pca", seed=args.seed),
+               "t-SNE": embed_2d(codes.codes, how="tsne", seed=args.seed)}
+    out = os.path.join(output_dir(run, args), f"map-{args.split}-{method}")
+    plot_map(os.path.join(out, "map.png"), layouts, thumbnails, codes.labels[:, colour_index],
+             attribute=ATTRIBUTES[colour_index], seed=args.seed)
+    write_projector(os.path.join(out, "projector"), codes.codes, codes.names, codes.labels, thumbnails)
+    write_record(os.path.join(out, "map.json"), record(run, args, command="map", inputs=[args.split], method=method,
+                                                       faces=len(codes.names), color_by=ATTRIBUTES[colour_index]))
+    print(f"map of {len(codes.names)} {args.split} codes ({run.directory}, {method}): wrote {out}/map.png, "
+          f"map.json and {out}/projector/ (`tensorboard --logdir {out}/projector`)")
+    return out
+
+
+def run_directions(run, args):
+    classifier = classifier_or_none(args.classifier, run)
+    directions, codes = directions_for(run, args, classifier=classifier)
+    out = output_dir(run, args)
+    path = os.path.join(out, f"directions-{codes.method}.npz")
+    with data_prep.atomic_path(path) as temporary:
+        np.savez(temporary, mean=directions.mean, mean_with=directions.mean_with, mean_without=directions.mean_without,
+                 normals=directions.normals, accuracy=directions.accuracy, majority=directions.majority,
+                 varying=directions.varying, attributes=np.asarray(ATTRIBUTES), run=run.directory,
+                 method=codes.method, seed=args.seed, faces=directions.count)
+    lines = [f"Directions of {run.directory} from {directions.count} {codes.method} codes (train split); boundary "
+             f"accuracy on a held-out {HELD_OUT_FRACTION:.0%} of them.", "",
+             "| attribute | faces with it | boundary accuracy | majority | mean-difference length |",
+             "|---|---:|---:|---:|---:|"]
+    for index in np.flatnonzero(directions.varying):
+        lines.append(f"| {ATTRIBUTES[index]} | {int(codes.labels[:, index].sum())} | {directions.accuracy[index]:.3f} "
+                     f"| {directions.majority[index]:.3f} | {np.linalg.norm(directions.mean[index]):.3f} |")
+    markdown = "\n".join(lines) + "\n"
+    data_prep.atomic_write_bytes(os.path.join(out, f"directions-{codes.method}.md"), markdown.encode())
+    print(markdown + f"wrote {path} and directions-{codes.method}.md")
+    return path
+
+
+def held_out_for(run, args, *, classifier):
+    """Codes of held-out faces for the scores: the test split's, encoded as the directions' codes were (E when
+    the directions come from samples and E exists); with samples and no E, fresh samples (another seed)
+    labelled by the attribute CNN, as InterFaceGAN measures its edits."""
+    method = resolve_method(run, args.method, dataset=True, classifier_ready=classifier is not None)
+    if method == "samples" and has_encoder(run):
+        method = "encoder"
+    if method == "samples":
+        print(f"held-out faces: {args.test_limit} fresh samples (seed {args.seed + 1}) labelled by the attribute CNN")
+    return dataset_codes(run, method=method, split="test", limit=args.test_limit, steps=args.steps,
+                         seed=args.seed + 1 if method == "samples" else args.seed, classifier=classifier)
+
+
+def run_score_edits(run, args):
+    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+    for kind in kinds:
+        if kind not in KINDS:
+            raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(KINDS)}")
+    attributes = [attribute_index(name) for name in args.attributes.split(",") if name.strip()] or None
+    classifier = classifier_for_scores(args.classifier, run)
+    sources = [("gan" if run_kind(run) == "gan" else "vae", run)]
+    if args.vae:
+        sources.append(("vae", load_math_run(args.vae)))
+    rows, started, settings = [], time.perf_counter(), {"run": run.directory, "vae": args.vae}
+    out = output_dir(run, args)
+    for label, source in sources:
+        directions, codes = directions_for(source, args, classifier=classifier)
+        held = held_out_for(source, args, classifier=classifier)
+        settings[f"{label}_codes"] = f"{codes.method} ({len(codes.names)} fitted), {held.method} (held out)"
+        rows += edit_rows(source, directions, held, classifier=classifier, kinds=kinds, strengths=SCORE_STRENGTHS,
+                          count=args.count, seed=args.seed, label=label, attributes=attributes)
+        images, labels = edit_examples(source, directions, held, kind=kinds[0], seed=args.seed)
+        data_prep.save_grid(os.path.join(out, f"edit-scores-examples-{label}.png"), images,
+                            columns=len(SWEEP_STRENGTHS), row_labels=labels,
+                            column_labels=[f"{s:+g}" for s in SWEEP_STRENGTHS])
+    settings.update(count=args.count, seed=args.seed, seconds=round(time.perf_counter() - started, 1))
+    summary = edits_summary(rows)
+    markdown = edits_markdown(rows, summary, settings)
+    data_prep.write_json(os.path.join(out, "edit-scores.json"), {"settings": settings, "summary": summary,
+                                                                "rows": rows})
+    data_prep.atomic_write_bytes(os.path.join(out, "edit-scores.md"), markdown.encode())
+    plot_edit_scores(rows, os.path.join(out, "edit-scores.png"))
+    print(markdown + f"wrote {out}/edit-scores.{{md,json,png}} and edit-scores-examples-*.png")
+    return out
+
+
+def run_score_analogies(run, args):
+    classifier = classifier_for_scores(args.classifier, run)
+    held = held_out_for(run, args, classifier=classifier)
+    rows = score_analogies(run, held, classifier=classifier, count=args.count, seed=args.seed)
+    settings = {"run": run.directory, "codes": held.method, "held_out_faces": len(held.names), "seed": args.seed}
+    out = output_dir(run, args)
+    markdown = analogies_markdown(rows, settings)
+    data_prep.write_json(os.path.join(out, "analogy-scores.json"), {"settings": settings, "rows": rows})
+    data_prep.atomic_write_bytes(os.path.join(out, "analogy-scores.md"), markdown.encode())
+    print(markdown + f"wrote {out}/analogy-scores.{{md,json}}")
+    return out
+
+
+def run_score_descriptions(run, args):
+    classifier = classifier_for_scores(args.classifier, run)
+    directions, codes = directions_for(run, args, classifier=classifier)
+    held = held_out_for(run, args, classifier=classifier)
+    # Sampled faces' labels are the CNN's own view, so the CNN is compared only on real held-out photos.
+    images = None if held.method == "samples" else load_faces_split(run.config, split="test",
+                                                                    limit=args.test_limit).images
+    result = score_descriptions(directions, held, train_labels=codes.labels, classifier=classifier, images=images)
+    result.update(run=run.directory, codes=f"{codes.method} (directions), {held.method} (held out)", seed=args.seed)
+    out = output_dir(run, args)
+    data_prep.write_json(os.path.join(out, "description-scores.json"), result)
+    print(f"top-{result['top']} precision on {result['faces']} held-out faces: {result['precision']:.3f} from the "
+          f"codes, {result['base_rate_precision']:.3f} always naming {', '.join(result['most_frequent'])}"
+          + (f", {result['cnn_precision']:.3f} from the attribute CNN on the photo" if "cnn_precision" in result
+             else "") + f"; wrote {out}/description-scores.json")
+    return out
+
+
+def main(argv=None):
+    command, args = parse_args(argv)
+    run = load_math_run(args.run, runs_dir=args.runs_dir)
+    print(f"{command} on {run.directory} ({run_kind(run)}), " + ", ".join(
+        f"{key} {value}" for key, value in vars(args).items() if value not in (None, False, [])))
+    if command != "math":
+        return {"directions": run_directions, "score-edits": run_score_edits, "score-analogies": run_score_analogies,
+                "score-descriptions": run_score_descriptions}[command](run, args)
+    mode = next(mode for mode in MODES if getattr(args, mode) not in (None, False))
+    return {"analogy": run_analogy, "edit": run_edit, "describe": run_describe, "average": run_average,
+            "interpolate": run_interpolate, "map": run_map}[mode](run, args)
+
+
+if __name__ == "__main__":
+    data_prep.run_cli(main)

@@ -1,0 +1,331 @@
+"""facemath.py: exact arithmetic on known codes, directions on constructed data, and every command on a tiny run
+(32x32, 8 filters, z of 8, one epoch of three steps) with a tiny attribute CNN."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+import data_prep
+import dcgan
+import evaluate
+import facemath
+
+LATENT = 8
+TEST_FACES = ["000181.jpg", "000182.jpg", "000183.jpg"]  # the tiny CelebA's test split is 000181 to 000200
+QUICK = ["--method", "optimize", "--steps", "3"]  # projection with a few steps: the tiny run has no encoder
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("facemath")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_celeba, workspace):
+    """A one-epoch GAN with z of 8 whose batch norm is settled, so that G(z) depends on z."""
+    runs = workspace / "runs"
+    dcgan.main(["--data", tiny_celeba, "--image-size", "32", "--filters", "8", "--batch-size", "16",
+                "--steps-per-epoch", "3", "--epochs", "1", "--latent-dim", str(LATENT), "--runs-dir", str(runs),
+                "--name", "tiny", "--cache-dir", str(workspace / "cache"), "--precision", "float32"])
+    generator = dcgan.load_generator(str(runs / "tiny"))
+    for index in range(20):
+        generator(dcgan.latent_for_seed(100 + index, 64, LATENT), training=True)
+    dcgan.save_model_atomic(generator, str(runs / "tiny" / "generator.keras"))
+    return str(runs / "tiny")
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_celeba, workspace):
+    out = workspace / "classifier"
+    evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "32", "--filters", "8", "16", "--epochs", "2",
+                   "--batch-size", "32", "--learning-rate", "0.01", "--cache-dir", str(workspace / "cache"),
+                   "--out", str(out)])
+    return str(out)
+
+
+def cli(argv, run, out, classifier=None):
+    """facemath.main with the tiny run's flags; flags in argv come later, so they win."""
+    flags = ["--run", run, "--out", str(out), "--fit-limit", "160", *QUICK,
+             *(["--classifier", classifier] if classifier else [])]
+    if argv[0] in facemath.SUBCOMMANDS:
+        return facemath.main([argv[0], *flags, *argv[1:]])
+    return facemath.main([*flags, *argv])
+
+
+def cli_error(argv, capsys):
+    """The one line that `python facemath.py ...` prints for bad input (it must exit 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        data_prep.run_cli(facemath.main, argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def planted_codes(count=3000, latent_dim=16, seed=0):
+    """Gaussian codes whose Smiling faces are shifted by 1.5 along a known unit direction; other labels random."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((count, 40)) < 0.4).astype(np.float32)
+    labels[:, facemath.attribute_index("Wavy_Hair")] = 0  # never present: no direction
+    planted = rng.standard_normal(latent_dim)
+    planted /= np.linalg.norm(planted)
+    codes = rng.standard_normal((count, latent_dim)) + 1.5 * labels[:, [facemath.attribute_index("Smiling")]] * planted
+    return codes.astype(np.float32), labels, planted
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Arithmetic on known codes
+
+
+def test_analogy_grid_has_a_b_c_and_c_plus_b_minus_a_at_its_corners():
+    rng = np.random.default_rng(1)
+    a, b, c = rng.standard_normal((3, LATENT)).astype(np.float32)
+    for spherical in (True, False):
+        grid = facemath.analogy_grid(a, b, c, size=5, spherical=spherical)
+        assert grid.shape == (5, 5, LATENT)
+        assert np.array_equal(grid[0, 0], a) and np.array_equal(grid[0, -1], b) and np.array_equal(grid[-1, 0], c)
+        assert np.array_equal(grid[-1, -1], (c + b - a).astype(np.float32))
+
+
+def test_linear_grid_is_bilinear_and_slerp_keeps_the_norm_between_orthogonal_codes():
+    a, b, c = np.eye(3, dtype=np.float32) * 2.0
+    grid = facemath.analogy_grid(a, b, c, size=3, spherical=False)
+    assert np.allclose(grid[1, 1], a + 0.5 * (b - a) + 0.5 * (c - a))
+    strip = facemath.interpolation_strip(a, b, steps=5, spherical=True)
+    assert np.array_equal(strip[0], a) and np.array_equal(strip[-1], b)
+    assert np.allclose(np.linalg.norm(strip, axis=1), 2.0)
+    linear = facemath.interpolation_strip(a, b, steps=5, spherical=False)
+    assert np.linalg.norm(linear[2]) == pytest.approx(np.sqrt(2.0))
+
+
+def test_mean_difference_and_boundary_recover_a_planted_direction():
+    codes, labels, planted = planted_codes()
+    directions = facemath.fit_directions(codes, labels, seed=0)
+    smiling = facemath.attribute_index("Smiling")
+    mean = directions.mean[smiling]
+    assert mean @ planted / np.linalg.norm(mean) > 0.97
+    assert np.linalg.norm(mean) == pytest.approx(1.5, abs=0.15)
+    assert directions.normals[smiling] @ planted > 0.9
+    assert directions.accuracy[smiling] > directions.majority[smiling] + 0.1
+    # A random attribute has no direction worth the name, and an absent one has none at all.
+    male = facemath.attribute_index("Male")
+    assert abs(directions.mean[male] @ planted) / np.linalg.norm(directions.mean[male]) < 0.5
+    assert not directions.varying[facemath.attribute_index("Wavy_Hair")]
+
+
+def test_directions_have_one_row_per_attribute_and_unit_normals():
+    codes, labels, _ = planted_codes(count=400, latent_dim=LATENT)
+    directions = facemath.fit_directions(codes, labels)
+    for matrix in (directions.mean, directions.normals, directions.mean_with, directions.mean_without):
+        assert matrix.shape == (40, LATENT)
+    assert directions.accuracy.shape == directions.varying.shape == (40,)
+    assert directions.correlation.shape == (40, 40)
+    assert np.allclose(np.linalg.norm(directions.normals[directions.varying], axis=1), 1.0, atol=1e-5)
+    wavy = facemath.attribute_index("Wavy_Hair")
+    assert np.isnan(directions.accuracy[wavy]) and not directions.normals[wavy].any()
+
+
+def test_conditional_direction_is_orthogonal_to_the_ones_it_leaves_alone():
+    codes, labels, _ = planted_codes(count=600, latent_dim=LATENT)
+    directions = facemath.fit_directions(codes, labels)
+    smiling, male, glasses = (facemath.attribute_index(name) for name in ("Smiling", "Male", "Eyeglasses"))
+    unit = facemath.direction_unit(directions, smiling, kind="boundary", conditions=[male, glasses])
+    assert np.linalg.norm(unit) == pytest.approx(1.0, abs=1e-5)
+    assert abs(unit @ directions.normals[male]) < 1e-5 and abs(unit @ directions.normals[glasses]) < 1e-5
+    assert unit @ directions.normals[smiling] > 0  # still the target's side
+    default = facemath.direction_unit(directions, smiling, kind="conditional")
+    for condition in facemath.correlated_attributes(directions, smiling):
+        assert abs(default @ directions.normals[condition]) < 1e-5
+
+
+def test_strength_one_is_the_group_distance_along_the_direction():
+    codes, labels, _ = planted_codes(count=600, latent_dim=LATENT)
+    directions = facemath.fit_directions(codes, labels)
+    smiling = facemath.attribute_index("Smiling")
+    assert np.allclose(facemath.edit_vector(directions, smiling, kind="mean"), directions.mean[smiling], atol=1e-5)
+    boundary = facemath.edit_vector(directions, smiling, kind="boundary")
+    normal = directions.normals[smiling]
+    assert np.allclose(boundary, (directions.mean[smiling] @ normal) * normal, atol=1e-5)
+    edited = facemath.apply_edits(codes[0], [(smiling, None, 2.0)], directions, kind="mean")
+    assert np.allclose(edited, codes[0] + 2.0 * directions.mean[smiling], atol=1e-5)
+
+
+def test_description_scores_are_zero_midway_and_a_half_at_the_group_mean():
+    codes, labels, _ = planted_codes(count=600, latent_dim=LATENT)
+    directions = facemath.fit_directions(codes, labels)
+    smiling = facemath.attribute_index("Smiling")
+    probes = np.stack([directions.mean_with[smiling], 0.5 * (directions.mean_with[smiling]
+                                                              + directions.mean_without[smiling])])
+    scores = facemath.attribute_scores(directions, probes)
+    assert scores[:, smiling] == pytest.approx([0.5, 0.0], abs=1e-4)
+    assert np.isnan(scores[0, facemath.attribute_index("Wavy_Hair")])
+    assert facemath.top_attributes(scores[:1], count=5).shape == (1, 5)
+
+
+def test_edit_and_direction_parsing():
+    assert facemath.parse_edit("smiling=1.5") == (facemath.attribute_index("Smiling"), None, 1.5)
+    target, conditions, strength = facemath.parse_edit("Smiling|Male,Eyeglasses=-2")
+    assert conditions == [facemath.attribute_index("Male"), facemath.attribute_index("Eyeglasses")]
+    assert strength == -2.0
+    with pytest.raises(ValueError, match="did you mean 'Eyeglasses'"):
+        facemath.parse_edit("Eyeglases=1")
+    with pytest.raises(ValueError, match="not a number"):
+        facemath.parse_edit("Smiling=lots")
+
+
+def test_projector_export_has_codes_labels_sprite_and_config(tmp_path):
+    codes = np.arange(12, dtype=np.float32).reshape(3, 4)
+    labels = np.zeros((3, 40), np.float32)
+    labels[1, 20] = 1
+    facemath.write_projector(str(tmp_path), codes, ["a.jpg", "b.jpg", "c.jpg"], labels,
+                             np.zeros((3, 8, 8, 3), np.uint8))
+    rows = (tmp_path / "tensors.tsv").read_text().splitlines()
+    assert [list(map(float, row.split("\t"))) for row in rows] == codes.tolist()
+    metadata = (tmp_path / "metadata.tsv").read_text().splitlines()
+    assert metadata[0].split("\t") == ["name", *data_prep.CELEBA_ATTRIBUTES] and metadata[2].split("\t")[21] == "1"
+    assert cv2.imread(str(tmp_path / "sprite.png")).shape == (16, 16, 3)  # 2 x 2 thumbnails of 8
+    config = (tmp_path / "projector_config.pbtxt").read_text()
+    assert 'tensor_path: "tensors.tsv"' in config and "single_image_dim: 8" in config
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The commands on a tiny run
+
+
+def test_analogy_of_data_faces_writes_grid_codes_and_gif(tiny_run, tmp_path):
+    stem = cli(["--analogy", *TEST_FACES, "--size", "4"], tiny_run, tmp_path)
+    archive = np.load(stem + ".npz")
+    assert archive["grid"].shape == (4, 4, LATENT)
+    assert np.array_equal(archive["d"], archive["c"] + archive["b"] - archive["a"])
+    assert [str(name) for name in archive["names"]] == TEST_FACES and str(archive["method"]) == "optimize"
+    assert cv2.imread(stem + ".png") is not None and os.path.getsize(stem + ".gif") > 0
+    record = json.loads(open(stem + ".json").read())
+    assert record["run"] == os.path.abspath(tiny_run) and record["seed"] == 0 and record["inputs"] == TEST_FACES
+
+
+def test_analogy_examples_pick_faces_by_their_labels(tiny_run, tmp_path):
+    stem = cli(["--analogy", "--examples", "--size", "3"], tiny_run, tmp_path)
+    names = json.loads(open(stem + ".json").read())["inputs"]
+    config = dcgan.read_config(tiny_run)
+    table = data_prep.read_celeba(config["data"]).attributes
+    assert [int(table.loc[name, "Male"]) for name in names] == [1, 1, -1]
+    assert [int(table.loc[name, "Eyeglasses"]) for name in names] == [-1, 1, -1]
+
+
+def test_analogy_of_three_real_photos(tiny_run, tmp_path):
+    paths = [str(tmp_path / "astronaut.jpg"), str(tmp_path / "lfw0.jpg"), str(tmp_path / "lfw1.jpg")]
+    cv2.imwrite(paths[0], cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    faces = skimage.data.lfw_subset()
+    for path, face in zip(paths[1:], faces[:2]):
+        cv2.imwrite(path, np.round(255 * face).astype(np.uint8))
+    stem = cli(["--analogy", *paths, "--size", "3", "--linear"], tiny_run, tmp_path / "out")
+    assert os.path.basename(stem).startswith("analogy-astronaut-lfw0-lfw1-optimize-linear")
+    assert cv2.imread(stem + "-inputs.png") is not None
+
+
+def test_edit_writes_one_row_per_edit_and_a_sweep(tiny_run, tmp_path):
+    stem = cli(["--edit", TEST_FACES[0], "--add", "Smiling=1.5", "--add", "Eyeglasses=-1", "--add",
+                "Smiling|Male=2", "--sweep", "Smiling"], tiny_run, tmp_path)
+    grid = cv2.imread(stem + ".png")
+    sweep = cv2.imread(stem + "-sweep.png")
+    assert grid is not None and sweep is not None
+    assert grid.shape[0] > 4 * 32 and sweep.shape[1] > 7 * 32  # three edits and "all together"; seven strengths
+    record = json.loads(open(stem + ".json").read())
+    assert record["edits"] == ["Smiling=1.5", "Eyeglasses=-1", "Smiling|Male=2"] and record["kind"] == "mean"
+
+
+def test_describe_average_and_interpolate_write_their_files(tiny_run, classifier_dir, tmp_path, capsys):
+    stem = cli(["--describe", TEST_FACES[0]], tiny_run, tmp_path, classifier_dir)
+    described = json.loads(open(stem + ".json").read())["described"][0]
+    assert len(described["top"]) == 5 and len(described["cnn_top"]) == 5
+    assert "the attribute CNN on the photo" in capsys.readouterr().out
+    stem = cli(["--average", *TEST_FACES], tiny_run, tmp_path)
+    archive = np.load(stem + ".npz")
+    assert np.allclose(archive["average"], archive["codes"].mean(axis=0))
+    stem = cli(["--interpolate", *TEST_FACES[:2], "--frames", "5"], tiny_run, tmp_path)
+    codes = np.load(stem + ".npz")["codes"]
+    assert codes.shape == (5, LATENT) and os.path.getsize(stem + ".gif") > 0
+
+
+def test_map_writes_a_chart_and_a_projector(tiny_run, tmp_path):
+    out = cli(["--map", "--limit", "20", "--color-by", "Male"], tiny_run, tmp_path)
+    assert os.path.isfile(os.path.join(out, "map.png"))
+    assert len(open(os.path.join(out, "projector", "tensors.tsv")).read().splitlines()) == 20
+    assert os.path.isfile(os.path.join(out, "projector", "projector_config.pbtxt"))
+
+
+def test_codes_are_cached_and_rebuilt_when_the_method_changes(tiny_run):
+    run = facemath.load_math_run(tiny_run)
+    first = facemath.dataset_codes(run, method="optimize", split="test", limit=5, steps=2)
+    path = facemath.codes_path(run, method="optimize", split="test", limit=5)
+    modified = os.path.getmtime(path)
+    again = facemath.dataset_codes(run, method="optimize", split="test", limit=5, steps=2)
+    assert os.path.getmtime(path) == modified and np.array_equal(first.codes, again.codes)
+    assert again.labels.shape == (5, 40) and again.names == first.names
+    facemath.dataset_codes(run, method="optimize", split="test", limit=5, steps=3)  # other settings: rebuilt
+    assert os.path.getmtime(path) != modified
+
+
+def test_score_commands_write_tables(tiny_run, classifier_dir, tmp_path):
+    flags = ["--test-limit", "20"]
+    out = cli(["score-edits", "--count", "4", "--kinds", "mean,conditional", "--attributes", "Male,Smiling", *flags],
+              tiny_run, tmp_path, classifier_dir)
+    payload = json.loads(open(os.path.join(out, "edit-scores.json")).read())
+    assert {row["kind"] for row in payload["rows"]} == {"mean", "conditional"}
+    assert {row["attribute"] for row in payload["rows"]} == {"Male", "Smiling"} and {row["strength"] for row in payload["rows"]} == {0, 0.5, 1, 2, 3}
+    assert all(0 <= row["flip_rate"] <= 1 for row in payload["rows"])
+    assert os.path.isfile(os.path.join(out, "edit-scores.png"))
+    assert "| gan |" in open(os.path.join(out, "edit-scores.md")).read()
+    cli(["score-analogies", "--count", "5", *flags], tiny_run, tmp_path, classifier_dir)
+    rows = json.loads(open(os.path.join(out, "analogy-scores.json")).read())["rows"]
+    assert rows and all(0 <= row["analogy_both"] <= 1 for row in rows)
+    cli(["score-descriptions", *flags], tiny_run, tmp_path, classifier_dir)
+    result = json.loads(open(os.path.join(out, "description-scores.json")).read())
+    assert result["faces"] == 20 and 0 <= result["precision"] <= 1 and len(result["most_frequent"]) == 5
+
+
+def test_directions_from_generated_samples(tiny_run, classifier_dir, tmp_path):
+    path = cli(["directions", "--method", "samples", "--fit-limit", "200"], tiny_run, tmp_path, classifier_dir)
+    archive = np.load(path)
+    assert archive["mean"].shape == (40, LATENT) and str(archive["method"]) == "samples"
+
+
+def test_newest_run_is_used_without_run_and_a_missing_one_says_how_to_train(tiny_run, workspace, tmp_path, capsys):
+    assert facemath.newest_run(os.path.dirname(tiny_run)) == tiny_run
+    error = cli_error(["--analogy", *TEST_FACES, "--runs-dir", str(tmp_path / "empty")], capsys)
+    assert "no trained run" in error and "python dcgan.py" in error
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad input: one line each
+
+
+def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path, capsys):
+    base = ["--run", tiny_run, "--out", str(tmp_path), *QUICK]
+    assert "did you mean 'Smiling'" in cli_error(["--edit", TEST_FACES[0], "--add", "Smilling=1", *base], capsys)
+    assert "not a number" in cli_error(["--edit", TEST_FACES[0], "--add", "Smiling=big", *base], capsys)
+    assert "exactly three faces" in cli_error(["--analogy", *TEST_FACES[:2], *base], capsys)
+    assert "exactly three faces" in cli_error(["--analogy", *TEST_FACES, "000184.jpg", *base], capsys)
+    assert "photo not found" in cli_error(["--describe", "nobody.jpg", *base], capsys)
+    blank = str(tmp_path / "wall.jpg")
+    cv2.imwrite(blank, np.full((120, 100, 3), 128, np.uint8))
+    assert "no face found" in cli_error(["--describe", blank, *base], capsys)
+    empty = tmp_path / "no-generator"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps(dcgan.read_config(tiny_run)))
+    assert "has no generator" in cli_error(["--analogy", *TEST_FACES, "--run", str(empty)], capsys)
+    assert "did you mean 'Male'" in cli_error(["--map", "--color-by", "Mail", *base], capsys)
+
+
+def test_one_edit_writes_a_png_and_bench_times_it(tmp_path):
+    import bench
+
+    generator = dcgan.build_generator(latent_dim=LATENT, image_size=32, filters=8, kernel_size=4)
+    path = facemath.edit_to_png(generator, np.zeros(LATENT, np.float32), np.ones(LATENT, np.float32), 1.5,
+                                str(tmp_path / "edit.png"))
+    assert cv2.imread(path).shape == (32, 32, 3)
+    assert bench.edit_milliseconds(generator, windows=2) > 0
