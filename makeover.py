@@ -315,7 +315,8 @@ class Makeover(keras.Model):
 
 def input_output_grid(inputs, outputs, *, pairs_per_row=4):
     """Each input beside its output, `pairs_per_row` pairs a row, as one uint8 grid."""
-    interleaved = np.stack([data_prep.to_uint8(inputs), data_prep.to_uint8(outputs)], axis=1)
+    as_uint8 = lambda images: images if images.dtype == np.uint8 else data_prep.to_uint8(images)  # noqa: E731
+    interleaved = np.stack([as_uint8(np.asarray(inputs)), as_uint8(np.asarray(outputs))], axis=1)
     interleaved = interleaved.reshape(-1, *interleaved.shape[2:])  # (2n, h, w, 3): in, out, in, out ...
     return data_prep.make_grid(interleaved, columns=2 * pairs_per_row)
 
@@ -457,6 +458,7 @@ def train(config, run_dir, *, resume=False, verbose=1):
         state, history = dcgan.load_checkpoint(run_dir)
         gan.load_state_arrays(state)
         dcgan.truncate_log(run_dir, len(history["d_losses"]))
+        remove_stale_temporaries(run_dir)
         fixed_source = np.load(os.path.join(run_dir, "fixed_source.npy"))
     else:
         start_run_files(run_dir, fixed_source)
@@ -491,6 +493,25 @@ def read_makeover_config(run_dir):
     return config
 
 
+def saved_epochs(run_dir, network="translator"):
+    """The epochs after which `network`'s weights were saved, in order. A run killed while writing leaves a
+    temporary file (<network>_epoch_007.tmp-<pid>.weights.h5): it is not an epoch and is skipped."""
+    directory = os.path.join(run_dir, "checkpoints")
+    prefix, suffix = f"{network}_epoch_", ".weights.h5"
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(int(name[len(prefix):-len(suffix)]) for name in names
+                  if name.startswith(prefix) and name.endswith(suffix) and name[len(prefix):-len(suffix)].isdigit())
+
+
+def remove_stale_temporaries(run_dir):
+    """Delete the temporary files (name.tmp-<pid>.ext) that a run killed mid-write left behind; only called when
+    resuming, when no other process writes to the run."""
+    for directory in (run_dir, os.path.join(run_dir, "checkpoints"), os.path.join(run_dir, "samples")):
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if ".tmp-" in name:
+                os.remove(os.path.join(directory, name))
+
+
 def load_translator(run_dir, *, epoch=None):
     """A run's translator: the final translator.keras, or the weights saved after `epoch` (default: the newest
     saved epoch when the run has no final translator yet)."""
@@ -498,7 +519,7 @@ def load_translator(run_dir, *, epoch=None):
     final = os.path.join(run_dir, "translator.keras")
     if epoch is None and os.path.isfile(final):
         return keras.saving.load_model(final, compile=False)
-    epochs = dcgan.saved_epochs(run_dir, "translator")
+    epochs = saved_epochs(run_dir, "translator")
     if not epochs:
         raise data_prep.DataError(f"no translator in {run_dir} (neither translator.keras nor an epoch's weights)")
     epoch = epochs[-1] if epoch is None else epoch
@@ -758,6 +779,35 @@ def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, e
                         row_labels=labels, scale=2)
     print(markdown)
     return rows, out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Speed, for bench.py
+
+
+def speed(*, crop="makeover", image_size=64, filters=64, batch_size=16, steps=20, warmup=3, apply_count=512,
+          precision="float32", seed=0):
+    """{"training_images_per_s", "apply_images_per_s"}: source faces per second through train_step (D and G
+    updated, default losses) and through the translator alone (batches of 256), on random uint8 faces held in
+    memory, each timed after `warmup` untimed steps (tracing)."""
+    shape = data_prep.crop_output_shape(crop, image_size)
+    config = {"crop": crop, "image_size": image_size, "filters": filters, "cycle_weight": 0.0,
+              "identity_weight": 0.0, "anneal_start": 0, "anneal_steps": 2000, "anneal_end": 1.0,
+              "learning_rate": 2e-4, "beta1": 0.5}
+    keras.utils.set_random_seed(seed)
+    faces = np.random.default_rng(seed).integers(0, 256, (2, batch_size, *shape, 3), dtype=np.uint8)
+    pairs = tf.data.Dataset.from_tensors((faces[0], faces[1])).repeat()
+    with dcgan.dtype_policy(precision):
+        gan = build_makeover(config)
+    gan.fit(pairs, epochs=1, steps_per_epoch=warmup, verbose=0)
+    started = time.perf_counter()
+    gan.fit(pairs, epochs=1, steps_per_epoch=steps, verbose=0)
+    training = steps * batch_size / (time.perf_counter() - started)
+    images = np.random.default_rng(seed + 1).integers(0, 256, (apply_count, *shape, 3), dtype=np.uint8)
+    translate(gan.translator, images[:256])
+    started = time.perf_counter()
+    translate(gan.translator, images)
+    return {"training_images_per_s": training, "apply_images_per_s": apply_count / (time.perf_counter() - started)}
 
 
 # ----------------------------------------------------------------------------------------------------------
