@@ -3,6 +3,7 @@
 The tiny CelebA draws Male as a blue face and not Male as an orange one, so populations can be checked by pixel.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -169,6 +170,7 @@ def test_run_writes_every_artifact(trained_run):
     for epoch in (1, 2):  # 4 held-out faces, each input beside its output: 8 tiles of 32x40 in one row
         grid = data_prep.read_image_uint8(str(trained_run / "samples" / f"epoch_{epoch:03d}.png"))
         assert grid.shape == (40 + 4, 8 * 34 + 2, 3)
+        np.testing.assert_array_equal(grid[2:42, 2:34], np.load(trained_run / "fixed_source.npy")[0])  # input
         for name in ("translator", "discriminator"):
             assert (trained_run / "checkpoints" / f"{name}_epoch_{epoch:03d}.weights.h5").is_file()
     assert np.load(trained_run / "fixed_source.npy").shape == (4, 40, 32, 3)
@@ -191,12 +193,16 @@ def test_resume_keeps_epoch_count_loss_history_and_schedule(trained_run, tmp_pat
     copy = tmp_path / "runs" / "tiny"
     shutil.copytree(trained_run, copy)
     before = {name: np.load(copy / f"{name}.npy") for name in ("d_losses", "g_losses", "pixel_losses")}
+    stale = copy / "checkpoints" / "translator_epoch_003.tmp-4242.weights.h5"  # what a kill mid-write leaves
+    stale.write_bytes(b"half")
+    assert makeover.saved_epochs(str(copy)) == [1, 2]
     makeover.main(["--resume", "--runs-dir", str(tmp_path / "runs"), "--name", "tiny", "--epochs", "3",
                    "--cache-dir", str(tmp_path / "cache")])
     for name, values in before.items():
         after = np.load(copy / f"{name}.npy")
         assert after.shape == (3,)
         np.testing.assert_array_equal(after[:2], values)
+    assert not stale.exists() and makeover.saved_epochs(str(copy)) == [1, 2, 3]
     steps = dcgan.read_step_log(copy)
     assert steps["epoch"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     np.testing.assert_allclose(steps["adversarial_weight"][6:], 1.0)  # the step counter was restored
@@ -219,7 +225,7 @@ def test_killed_run_loses_at_most_the_epoch_in_progress(tiny_celeba, tmp_path):
     process = subprocess.Popen([sys.executable, "makeover.py", *flags], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     losses = tmp_path / "killed" / "d_losses.npy"
-    deadline = time.time() + 240
+    deadline = time.time() + 600  # generous: a loaded machine can take minutes to start TensorFlow
     while time.time() < deadline and process.poll() is None and not losses.is_file():
         time.sleep(0.2)
     time.sleep(1.0)  # into epoch 2, whose 300 steps take several seconds
@@ -227,7 +233,6 @@ def test_killed_run_loses_at_most_the_epoch_in_progress(tiny_celeba, tmp_path):
     process.wait()
     assert np.load(losses).shape == (1,)
     assert dcgan.read_step_log(tmp_path / "killed")["epoch"].tolist() == [1] * 300
-    assert not [name for name in os.listdir(tmp_path / "killed") if ".tmp-" in name]
 
 
 def test_cycle_and_identity_losses_add_a_translator_back(tiny_celeba, tmp_path):
@@ -335,15 +340,13 @@ def makeover_classifier(tiny_celeba, trained_run, tmp_path_factory):
     return out
 
 
-def test_score_table_has_both_baselines_and_every_run(trained_run, makeover_classifier, tmp_path, capsys):
+def test_score_table_has_both_baselines_and_every_run(trained_run, makeover_classifier, tmp_path):
     other = tmp_path / "again"
     shutil.copytree(trained_run, other)
     makeover.main(["score", "--run", str(trained_run), "--compare", str(other), "--classifier",
-                   str(makeover_classifier), "--n", "12", "--out", str(tmp_path / "scores")])
+                   str(makeover_classifier), "--n", "8", "--out", str(tmp_path / "scores")])
     report = data_prep.read_image_uint8(str(tmp_path / "scores" / "grid.png"))
     assert report.shape[0] > 4 * 80  # rows: input, identity, mean target face, two runs (2x-scaled 40 px)
-    import json
-
     with open(tmp_path / "scores" / "scores.json") as handle:
         scores = json.load(handle)
     rows = {row["name"]: row for row in scores["rows"]}
@@ -365,3 +368,4 @@ def test_score_refuses_a_classifier_of_another_crop(trained_run, makeover_classi
     data_prep.write_json(str(wrong / "classifier.json"), {**config, "crop": "dcgan"})
     error = cli_error(makeover.main, ["score", "--run", str(trained_run), "--classifier", str(wrong)], capsys)
     assert "trained with crop makeover but the classifier with dcgan" in error
+
