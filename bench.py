@@ -136,6 +136,18 @@ def generation_rate(generator, *, batch_size=256, windows=5):
     return batch_size / timed_windows(lambda: predict(z).numpy(), windows=windows)
 
 
+def edit_milliseconds(generator, *, windows=20):
+    """Milliseconds of one interactive face-math edit: a known code plus a direction, through G, written as a PNG
+    (facemath.edit_to_png)."""
+    import facemath  # here: bench's own figures start without the face-math stack
+
+    code, direction = dcgan.latent_for_seed(0, 2, generator.input_shape[-1])
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "edit.png")
+        return 1000 * timed_windows(lambda: facemath.edit_to_png(generator, code, direction, 1.5, path),
+                                    windows=windows, warmup=3)
+
+
 def jpeg_rate(celeba, *, count=2000, workers=2, image_size=64):
     """Decode + crop + resize images/s of the shared loader on `count` JPEGs (page cache warm)."""
     names = list(celeba.attributes.index[:count])
@@ -211,6 +223,8 @@ def run_bench(*, data_dir=None, tiny=False, with_tests=False, precisions=("float
         results["generation"][precision] = generation_rate(generator, batch_size=64 if tiny else 256)
         log(f"generation, kernel 4, {precision}: {results['generation'][precision]:.0f} images/s")
     results["generate_images_per_second"] = max(results["generation"].values())
+    results["facemath_edit_ms"] = edit_milliseconds(generator)
+    log(f"face-math edit, known code to PNG: {results['facemath_edit_ms']:.1f} ms")
     results["jpeg_prepare_images_per_second"] = jpeg_rate(celeba, count=min(len(celeba.attributes), 200 if tiny else 2000))
     log(f"JPEG decode, crop, resize: {results['jpeg_prepare_images_per_second']:.0f} images/s")
     results.update(input_cost(data_dir, sizes, log=log))
@@ -275,6 +289,9 @@ def format_table(results):
                      f"{name.split('_', 1)[1]} peak) |")
     lines += [f"| generation, kernel 4, batch 256, {precision} (images/s) | {rate:.0f} |"
               for precision, rate in results["generation"].items()]
+    if "facemath_edit_ms" in results:
+        lines.append(f"| face-math edit: known code + direction, G, PNG written, one face (ms; target < 50) | "
+                     f"{results['facemath_edit_ms']:.1f} |")
     lines += [
               f"| JPEG decode + crop + resize, 2 threads (images/s) | {results['jpeg_prepare_images_per_second']:.0f} |",
               f"| cached tf.data pipeline (images/s) | {results['pipeline_images_per_second']:.0f} |",

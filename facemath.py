@@ -22,6 +22,7 @@ Usage:
     python facemath.py --analogy 000012.jpg 000031.jpg 000101.jpg --linear --size 5   # faces of the run's data
     python facemath.py --edit photo.jpg --add Smiling=1.5 --add Eyeglasses=-1 --add "Smiling|Male=2"
     python facemath.py --edit photo.jpg --sweep Smiling --kind boundary
+    python facemath.py --edit --examples --sweep Smiling --sweep Eyeglasses     # a held-out man, no photo needed
     python facemath.py --describe photo.jpg                        # top five attributes, beside the CNN's view
     python facemath.py --average a.jpg b.jpg c.jpg                 # one face from several photos
     python facemath.py --interpolate a.jpg b.jpg --steps 8         # a strip and a GIF
@@ -819,12 +820,13 @@ def mode_parser():
     add = parser.add_argument
     modes = parser.add_mutually_exclusive_group(required=True)
     modes.add_argument("--analogy", nargs="*", metavar="FACE", help="three photos or data file names A B C")
-    modes.add_argument("--edit", nargs="+", metavar="FACE", help="one photo to edit with --add or --sweep")
+    modes.add_argument("--edit", nargs="*", metavar="FACE", help="one photo to edit with --add or --sweep")
     modes.add_argument("--describe", nargs="+", metavar="FACE", help="photos to describe by their top attributes")
     modes.add_argument("--average", nargs="+", metavar="FACE", help="photos to average into one face")
     modes.add_argument("--interpolate", nargs="+", metavar="FACE", help="two photos to walk between")
     modes.add_argument("--map", action="store_true", help="a 2-D map of a split's codes and a TensorBoard projector")
-    add("--examples", action="store_true", help="--analogy: three held-out faces chosen by their labels")
+    add("--examples", action="store_true",
+        help="--analogy, --edit: held-out faces chosen by their labels (A a man, B a man with glasses, C a woman)")
     add("--add", action="append", default=[], metavar="ATTR=S",
         help="--edit: an edit, e.g. Smiling=1.5, Eyeglasses=-1, 'Smiling|Male=2' (conditional); repeatable")
     add("--sweep", action="append", default=[], metavar="ATTR", help="--edit: strengths -3 to 3 in a row")
@@ -900,27 +902,26 @@ def record(run, args, *, command, inputs, method, **extra):
             **extra}
 
 
-def input_faces(run, args, paths):
-    faces, names = read_faces(paths, run.config, fallback=args.fallback_crop)
+def input_faces(run, args, paths, *, count=3):
+    """(faces, names, encoding, method): the named photos or data files, or with --examples `count` held-out
+    faces chosen by their labels (EXAMPLE_FILTERS: a man, a man with glasses, a woman)."""
+    if args.examples:
+        if paths:
+            raise data_prep.DataError("--examples picks the faces itself; name no faces with it")
+        faces, names = example_faces(run.config, filters=EXAMPLE_FILTERS[:count], seed=args.seed)
+        print("--examples: " + ", ".join(f"{name} ({text})" for name, text in zip(names, EXAMPLE_FILTERS)))
+    else:
+        faces, names = read_faces(paths, run.config, fallback=args.fallback_crop)
     method = resolve_method(run, args.method)
     encoding = encode_faces(run, faces, method=method, steps=args.steps, seed=args.seed)
     return faces, names, encoding, method
 
 
 def run_analogy(run, args):
-    if args.examples:
-        if args.analogy:
-            raise data_prep.DataError("--examples picks the three faces itself; name no faces with it")
-        faces, names = example_faces(run.config, seed=args.seed)
-        print(f"--examples: A {names[0]} ({EXAMPLE_FILTERS[0]}), B {names[1]} ({EXAMPLE_FILTERS[1]}), "
-              f"C {names[2]} ({EXAMPLE_FILTERS[2]})")
-        method = resolve_method(run, args.method)
-        encoding = encode_faces(run, faces, method=method, steps=args.steps, seed=args.seed)
-    else:
-        if len(args.analogy) != 3:
-            raise data_prep.DataError(f"--analogy takes exactly three faces A B C (D = C + B - A), got "
-                                      f"{len(args.analogy)}; or pass --examples")
-        faces, names, encoding, method = input_faces(run, args, args.analogy)
+    if not args.examples and len(args.analogy) != 3:
+        raise data_prep.DataError(f"--analogy takes exactly three faces A B C (D = C + B - A), got "
+                                  f"{len(args.analogy)}; or pass --examples")
+    faces, names, encoding, method = input_faces(run, args, args.analogy, count=3)
     grid = analogy_grid(*encoding.codes, size=args.size, spherical=not args.linear)
     images = dcgan.generate(run.generator, grid.reshape(-1, grid.shape[-1]))
     size, interpolation = args.size, "linear" if args.linear else "slerp"
@@ -942,13 +943,13 @@ def run_analogy(run, args):
 
 
 def run_edit(run, args):
-    if len(args.edit) != 1:
-        raise data_prep.DataError(f"--edit takes one photo, got {len(args.edit)}")
+    if not args.examples and len(args.edit) != 1:
+        raise data_prep.DataError(f"--edit takes one photo (or --examples), got {len(args.edit)}")
     if not args.add and not args.sweep:
         raise data_prep.DataError("--edit needs at least one --add ATTR=STRENGTH or --sweep ATTR")
     edits = [parse_edit(text) for text in args.add]
     sweeps = [parse_direction(text) for text in args.sweep]
-    faces, names, encoding, method = input_faces(run, args, args.edit)
+    faces, names, encoding, method = input_faces(run, args, args.edit, count=1)
     directions, codes = directions_for(run, args, classifier=classifier_or_none(args.classifier, run))
     code = encoding.codes[0]
     stem = os.path.join(output_dir(run, args), f"edit-{file_stem(names)}-{method}-{args.kind}-seed{args.seed}")

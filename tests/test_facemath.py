@@ -319,6 +319,8 @@ def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path, capsys):
     (empty / "config.json").write_text(json.dumps(dcgan.read_config(tiny_run)))
     assert "has no generator" in cli_error(["--analogy", *TEST_FACES, "--run", str(empty)], capsys)
     assert "did you mean 'Male'" in cli_error(["--map", "--color-by", "Mail", *base], capsys)
+    assert "name no faces" in cli_error(["--edit", TEST_FACES[0], "--examples", "--sweep", "Smiling", *base], capsys)
+    assert "--add ATTR=STRENGTH or --sweep" in cli_error(["--edit", TEST_FACES[0], *base], capsys)
 
 
 def test_one_edit_writes_a_png_and_bench_times_it(tmp_path):
