@@ -441,7 +441,8 @@ def train_encoder(run, config, *, resume=False, verbose=1):
     images = training_images(run.config, limit=config["limit"])
     dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
     steps = config["steps_per_epoch"]
-    print(f"training E on {len(images)} images, epochs {epoch_count(history) + 1} to {config['epochs']}")
+    if epoch_count(history) < config["epochs"]:
+        print(f"training E on {len(images)} images, epochs {epoch_count(history) + 1} to {config['epochs']}")
     fit_with_evidence(trainer, dataset.repeat() if steps else dataset, out_dir, epochs=config["epochs"],
                       steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
     dcgan.save_model_atomic(trainer.encoder, os.path.join(out_dir, "encoder.keras"))
@@ -484,7 +485,7 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
         mean = encoder_codes(vae.encoder, data_prep.to_float(fixed))
         rows = [data_prep.to_float(fixed), dcgan.generate(vae.generator, mean), dcgan.generate(vae.generator, fixed_z)]
         data_prep.save_grid(os.path.join(run_dir, "samples", f"epoch_{number:03d}.png"), np.concatenate(rows),
-                            columns=GRID_FACES, row_labels=["x", "D(mean)", "D(z)"])
+                            columns=GRID_FACES, row_labels=["x", "dec(mean)", "dec(z)"])
         dcgan.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
                                                               f"generator_epoch_{number:03d}.weights.h5"))
 
