@@ -124,13 +124,12 @@ def has_encoder(run):
 def resolve_method(run, method, *, dataset=False, classifier_ready=False):
     """The encoder.py method behind "auto": E (VAE: its encoder) for a dataset and the hybrid for a few photos
     when a trained encoder exists; without one, generated samples for a dataset (when the attribute CNN is
-    there to label them) and projection by optimisation for photos."""
+    there to label them) and projection by optimisation for photos. "samples" encodes photos as auto does."""
     if method != "auto":
         if run_kind(run) == "vae" and method in ("optimize", "hybrid"):
             raise data_prep.DataError(f"{run.directory} is a VAE run; its codes come from --method encoder")
-        if method == "samples" and not dataset:
-            raise data_prep.DataError("--method samples makes codes for directions only; photos need encoder, "
-                                      "optimize or hybrid")
+        if method == "samples" and not dataset:  # samples fit the directions; photos are encoded as by auto
+            return resolve_method(run, "auto")
         return method
     if has_encoder(run):
         return "encoder" if dataset or run_kind(run) == "vae" else "hybrid"
