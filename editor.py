@@ -416,7 +416,12 @@ def serve(editor, *, host="127.0.0.1", port=DEFAULT_PORT, workdir, max_upload_mb
         print(f"warning: serving on {host}: anyone who can reach this machine can use the page", file=sys.stderr)
     print(f"editor at http://{host}:{port} (working files in {workdir}, removed on exit; Ctrl-C stops)", flush=True)
     page.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb:g}mb", share=False,
-                inbrowser=False, show_error=False, quiet=True)
+                inbrowser=False, show_error=False, quiet=True, prevent_thread_lock=True)
+    signal.signal(signal.SIGTERM, stop_on_terminate)  # after launch, so that nothing replaces it
+    try:
+        page.block_thread()
+    finally:
+        page.close()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -587,6 +592,7 @@ def main(argv=None):
             args.run = facemath.newest_run()
         return run_load_test(args)
     workdir = tempfile.mkdtemp(prefix="facemath-editor-")
+    tempfile.tempdir = workdir  # every later temporary file (TensorFlow's autograph sources too) goes in here
     os.environ["GRADIO_TEMP_DIR"] = os.path.join(workdir, "gradio")  # Gradio's uploads and outputs go here
     signal.signal(signal.SIGTERM, stop_on_terminate)
     try:
@@ -594,9 +600,10 @@ def main(argv=None):
                              fit_limit=args.fit_limit, seed=args.seed)
         serve(editor, host=args.host, port=args.port, workdir=workdir, max_upload_mb=args.max_upload_mb)
     except KeyboardInterrupt:
-        print("stopped")
+        pass
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        print(f"stopped; removed {workdir}", flush=True)
 
 
 if __name__ == "__main__":
