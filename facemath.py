@@ -189,8 +189,12 @@ def load_faces_split(config, *, split, filter=None, limit=None):
 
 
 def encode_faces(run, faces, *, method, steps=200, seed=0):
-    """Codes of a few faces through encoder.encode; returns the encoder.Encoding."""
-    return encoder.encode(run, faces, method=method, steps=steps, seed=seed, progress=False)
+    """Codes of a few faces through encoder.encode; returns the encoder.Encoding (non-finite codes refused)."""
+    encoding = encoder.encode(run, faces, method=method, steps=steps, seed=seed, progress=False)
+    if not np.isfinite(encoding.codes).all():
+        raise data_prep.DataError(f"encoder.py's {method} gave non-finite codes on {run.directory}; try another "
+                                  f"--method (encoder, hybrid) or fewer --steps")
+    return encoding
 
 
 # ----------------------------------------------------------------------------------------------------------
