@@ -148,6 +148,38 @@ def edit_milliseconds(generator, *, windows=20):
                                     windows=windows, warmup=3)
 
 
+def projection_figures(*, kernel, precision, image_size=64, filters=64, batch_size=64, steps=10, peak):
+    """Projection by optimisation (encoder.project): image-steps/s on one batch, and its fraction of `peak`. A step
+    is G and D forward, then the gradient back to z only (no weight gradients): about 2 (F_G + F_D) per image.
+    Also E's forward pass (encoder.build_encoder), images/s at batch 256."""
+    import encoder  # here: bench's own figures start without the encoder stack
+
+    with dcgan.dtype_policy(precision):
+        generator = dcgan.build_generator(image_size=image_size, filters=filters, kernel_size=kernel)
+        discriminator = dcgan.build_discriminator(image_size=image_size, filters=filters, kernel_size=kernel)
+        network = encoder.build_encoder(image_size=image_size, filters=filters, kernel_size=kernel)
+    images = np.random.default_rng(0).integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8)
+    seconds = timed_windows(lambda: encoder.project(generator, discriminator, images, steps=steps,
+                                                    batch_size=batch_size, progress=False), windows=3)
+    rate = batch_size * steps / seconds
+    achieved = rate * 2 * (model_flops(generator) + model_flops(discriminator)) / 1e9
+    batch = tf.constant(images[:1].repeat(256 if batch_size >= 64 else batch_size, axis=0), tf.float32) / 127.5 - 1
+    forward = tf.function(lambda x: network(x, training=False))
+    encode_rate = len(batch) / timed_windows(lambda: forward(batch).numpy(), windows=5)
+    return {"projection_image_steps_per_second": rate, "projection_fraction_of_peak": achieved / peak,
+            "encoder_images_per_second": encode_rate}
+
+
+def makeover_figures(*, precision, tiny):
+    """The makeover translator's training and apply images/s (makeover.speed, its default sizes)."""
+    import makeover  # here: bench's own figures start without the makeover stack
+
+    sizes = {"image_size": 32, "filters": 8, "steps": 4, "apply_count": 64} if tiny else {}
+    figures = makeover.speed(precision=precision, **sizes)
+    return {"makeover_training_images_per_second": figures["training_images_per_s"],
+            "makeover_apply_images_per_second": figures["apply_images_per_s"]}
+
+
 def jpeg_rate(celeba, *, count=2000, workers=2, image_size=64):
     """Decode + crop + resize images/s of the shared loader on `count` JPEGs (page cache warm)."""
     names = list(celeba.attributes.index[:count])
@@ -225,6 +257,17 @@ def run_bench(*, data_dir=None, tiny=False, with_tests=False, precisions=("float
     results["generate_images_per_second"] = max(results["generation"].values())
     results["facemath_edit_ms"] = edit_milliseconds(generator)
     log(f"face-math edit, known code to PNG: {results['facemath_edit_ms']:.1f} ms")
+    first = precisions[0]
+    results.update(projection_figures(kernel=4, precision=first, image_size=sizes["image_size"],
+                                      filters=sizes["filters"], batch_size=sizes["batch_size"],
+                                      steps=3 if tiny else 10, peak=peaks[first]))
+    training_fraction = results["training"][f"kernel4_{first}"]["fraction_of_peak"]
+    log(f"projection, kernel 4, {first}: {results['projection_image_steps_per_second']:.1f} image-steps/s "
+        f"({100 * results['projection_fraction_of_peak']:.0f}% of peak, training {100 * training_fraction:.0f}%); "
+        f"E forward {results['encoder_images_per_second']:.0f} images/s")
+    results.update(makeover_figures(precision=first, tiny=tiny))
+    log(f"makeover translator: training {results['makeover_training_images_per_second']:.1f} images/s, "
+        f"apply {results['makeover_apply_images_per_second']:.0f} images/s")
     results["jpeg_prepare_images_per_second"] = jpeg_rate(celeba, count=min(len(celeba.attributes), 200 if tiny else 2000))
     log(f"JPEG decode, crop, resize: {results['jpeg_prepare_images_per_second']:.0f} images/s")
     results.update(input_cost(data_dir, sizes, log=log))
@@ -299,6 +342,14 @@ def format_table(results):
               f"| matmul peak float32 / bfloat16 (GFLOP/s) | {results['peak_gflops']['float32']:.0f} / "
               f"{results['peak_gflops']['mixed_bfloat16']:.0f} |",
               f"| command to first training step (s) | {results['startup_seconds']:.1f} |"]
+    if "projection_image_steps_per_second" in results:
+        lines += [f"| projection by optimisation, kernel 4, batch 64 (image-steps/s) | "
+                  f"{results['projection_image_steps_per_second']:.1f} "
+                  f"({100 * results['projection_fraction_of_peak']:.0f}% of peak) |",
+                  f"| encoder E forward, batch 256 (images/s) | {results['encoder_images_per_second']:.0f} |",
+                  f"| makeover translator training, batch 16 (images/s) | "
+                  f"{results['makeover_training_images_per_second']:.1f} |",
+                  f"| makeover translator apply (images/s) | {results['makeover_apply_images_per_second']:.0f} |"]
     if "test_suite_seconds" in results:
         lines.append(f"| test suite (s) | {results['test_suite_seconds']:.0f} |")
     if "bench_seconds" in results:

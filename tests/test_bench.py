@@ -29,7 +29,8 @@ def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
         assert low <= figures["images_per_second"] <= high
     for field in ("generate_images_per_second", "jpeg_prepare_images_per_second", "pipeline_images_per_second",
                   "train_from_pipeline_images_per_second", "train_from_memory_images_per_second",
-                  "startup_seconds"):
+                  "startup_seconds", "projection_image_steps_per_second", "encoder_images_per_second",
+                  "makeover_training_images_per_second", "makeover_apply_images_per_second"):
         assert results[field] > 0, field
     # Signed: a few tiny timed steps can come out faster from the pipeline than from memory.
     expected_cost = 100 * (1 - results["train_from_pipeline_images_per_second"]
@@ -39,6 +40,8 @@ def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
     assert "| generation, kernel 4, batch 256, float32" in results["table"]
     assert results["bench_seconds"] > results["startup_seconds"]  # the whole bench includes its one-step run
     assert "| this bench, start to end (s) |" in results["table"]
+    assert 0 < results["projection_fraction_of_peak"] < 1.5
+    assert "| projection by optimisation, kernel 4, batch 64 (image-steps/s) |" in results["table"]
 
 
 def test_unknown_precision_is_a_clear_error():
