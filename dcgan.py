@@ -83,7 +83,10 @@ class MinibatchStdDev(keras.layers.Layer):
 
     def call(self, inputs):
         values = keras.ops.cast(inputs, "float32")
-        spread = keras.ops.mean(keras.ops.std(values, axis=0))  # () over features and positions
+        # sqrt(variance + eps), not std: std's gradient is infinite where the spread is 0 (a batch of one image,
+        # as when one photo is projected), and that NaN would reach z.
+        deviations = values - keras.ops.mean(values, axis=0, keepdims=True)
+        spread = keras.ops.mean(keras.ops.sqrt(keras.ops.mean(keras.ops.square(deviations), axis=0) + 1e-8))
         shape = keras.ops.shape(inputs)
         channel = keras.ops.cast(keras.ops.broadcast_to(spread, (shape[0], shape[1], shape[2], 1)), inputs.dtype)
         return keras.ops.concatenate([inputs, channel], axis=-1)

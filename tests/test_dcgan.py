@@ -170,6 +170,15 @@ def test_spectral_norm_bounds_every_discriminator_matrix_by_one():
     assert dcgan.discriminator_features(discriminator, layer="down2_features").output.shape[1:] == (4, 4, 8)
 
 
+def test_minibatch_std_has_a_finite_gradient_for_a_batch_of_one():
+    # One image: the spread is 0, where std's gradient is infinite; projecting one photo through D must not get NaN.
+    image = tf.Variable(np.random.default_rng(0).normal(size=(1, 2, 2, 3)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        output = tf.reduce_sum(dcgan.MinibatchStdDev()(image))
+    gradient = tape.gradient(output, image).numpy()
+    assert np.all(np.isfinite(gradient))
+
+
 def test_importing_the_scripts_prints_no_tensorflow_start_up_lines():
     result = subprocess.run([sys.executable, "-c", "import evaluate, bench; import tensorflow as tf; tf.zeros(1) + 1"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
