@@ -212,11 +212,8 @@ def encode_photo(editor, path, *, progress=None):
                                         crop_size=editor.run.config.get("crop_size", 108), fallback=True,
                                         return_details=True)
     step(0.2, desc=f"encoding ({editor.photo_method}, {editor.steps} steps)")
-    # A discriminator with a minibatch-std layer has no gradient on a batch of one photo (the spread's square root
-    # at 0 gives NaN), so such a run's photo is projected on pixels and the prior alone.
-    realism = 0.0 if editor.run.config.get("minibatch_std") else 1e-3
     encoding = encoder.encode(editor.run, face[None], method=editor.photo_method, steps=editor.steps,
-                              lambda_=realism, progress=progress is not None)
+                              progress=progress is not None)
     note = ("no face found: a centre crop of the photo was used" if details["fallback"]
             else f"{details['faces_found']} face(s) found; the largest aligned")
     note += f"; encoded with {editor.photo_method} in {encoding.seconds:.1f} s, pixel MSE {encoding.losses[0]:.4f}"
