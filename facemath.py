@@ -27,6 +27,7 @@ Usage:
     python facemath.py --average a.jpg b.jpg c.jpg                 # one face from several photos
     python facemath.py --interpolate a.jpg b.jpg --steps 8         # a strip and a GIF
     python facemath.py --map --run runs/reference --color-by Male  # PCA and t-SNE, and a TensorBoard projector
+    python facemath.py demo --run runs/demo                        # a short E, an analogy grid and an edit sweep
     python facemath.py directions --run runs/reference             # the directions and their held-out accuracy
     python facemath.py score-edits --run runs/reference --vae runs/vae
     python facemath.py score-analogies --run runs/reference
@@ -54,7 +55,7 @@ import dcgan
 import encoder
 
 ATTRIBUTES = data_prep.CELEBA_ATTRIBUTES
-SUBCOMMANDS = ("directions", "score-edits", "score-analogies", "score-descriptions")
+SUBCOMMANDS = ("demo", "directions", "score-edits", "score-analogies", "score-descriptions")
 MODES = ("analogy", "edit", "describe", "average", "interpolate", "map")
 KINDS = ("mean", "boundary", "conditional")  # NVIDIA's mean difference, InterFaceGAN's normal, and its conditional
 METHODS = ("auto", "encoder", "optimize", "hybrid", "samples")  # "samples": G(z) labelled by the attribute CNN
@@ -68,6 +69,7 @@ FLIP_TARGET, COLLATERAL_TARGET, TARGET_STRENGTH = 0.9, 0.05, 2.0  # the issue's 
 ANALOGY_PAIRS = (("Male", "Eyeglasses"), ("Male", "Smiling"), ("Male", "Wearing_Hat"), ("Young", "Eyeglasses"),
                  ("Smiling", "Eyeglasses"), ("Male", "Mouth_Slightly_Open"))  # (X, Y): A x!y, B xy, C !x!y, D !xy
 EXAMPLE_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair", "Wearing_Hat", "Young", "Mustache", "Bangs")
+DEMO_SWEEPS = ("Smiling", "Eyeglasses", "Male", "Wearing_Hat")  # the demo's edit sweep, one row each
 EXAMPLE_FILTERS = ("Male,-Eyeglasses", "Male,Eyeglasses", "-Male,-Eyeglasses")  # --examples: A, B and C
 TRAIN_HINT = "python dcgan.py --epochs 8 --filters 32 --kernel 4 --name demo"
 GIF_FRAME_MS = 120
@@ -850,7 +852,8 @@ def subcommand_parser(command):
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add_run_flags(add)
-    add("--test-limit", type=int, default=1000, help="held-out (test split) faces encoded for the scores")
+    if command.startswith("score-"):
+        add("--test-limit", type=int, default=1000, help="held-out (test split) faces encoded for the scores")
     if command == "score-edits":
         add("--kinds", default=",".join(KINDS), help="comma-separated kinds of direction to score")
         add("--count", type=int, default=200, help="held-out faces per attribute, sense and kind")
@@ -858,6 +861,11 @@ def subcommand_parser(command):
         add("--attributes", default="", help="comma-separated attributes to score (default: every one that varies)")
     elif command == "score-analogies":
         add("--count", type=int, default=200, help="triples per attribute pair")
+    elif command == "demo":
+        add("--encoder-epochs", type=int, default=2, help="epochs of the short E trained when the run has none")
+        add("--encoder-steps", type=int, default=150, help="steps per epoch of that E")
+        add("--sweep", action="append", default=None, metavar="ATTR",
+            help=f"attributes of the edit sweep (default: {', '.join(DEMO_SWEEPS)})")
     return parser
 
 
@@ -1180,13 +1188,49 @@ def run_score_descriptions(run, args):
     return out
 
 
+def demo_encoder(run, args):
+    """A short E for a GAN run that has none (encoder.py train, CPU-sized), so that the demo's directions come from
+    codes of real training faces in seconds rather than from an hour of projection. Resumes a cut-short one."""
+    if run_kind(run) == "vae" or has_encoder(run) or args.method not in ("auto", "encoder", "hybrid"):
+        return
+    flags = ["--run", run.directory, "--epochs", str(args.encoder_epochs),
+             "--steps-per-epoch", str(args.encoder_steps), "--seed", str(args.seed)]
+    if os.path.isfile(os.path.join(run.directory, "encoder", "checkpoints", "last.npz")):
+        flags.append("--resume")
+    print(f"demo: {run.directory} has no encoder; training one for {args.encoder_epochs} x {args.encoder_steps} "
+          f"steps (python encoder.py train {' '.join(flags)})")
+    encoder.run_train(flags)
+
+
+def run_demo(run, args):
+    """The end of the README's main command: on a freshly trained run, an analogy grid of three held-out faces
+    chosen by their labels (a man, a man with glasses, a woman) and an edit sweep of a held-out man, with the
+    short E that makes both quick. Returns the two output stems."""
+    if args.encoder_epochs < 1 or args.encoder_steps < 1:
+        raise data_prep.DataError("--encoder-epochs and --encoder-steps must be positive")
+    sweeps = args.sweep or list(DEMO_SWEEPS)
+    for name in sweeps:
+        parse_direction(name)  # an unknown attribute fails before anything is trained
+    started = time.perf_counter()
+    demo_encoder(run, args)
+    shared = ["--examples", "--run", run.directory, "--method", args.method, "--steps", str(args.steps),
+              "--fit-limit", str(args.fit_limit), "--kind", args.kind, "--classifier", args.classifier,
+              "--seed", str(args.seed)] + (["--out", args.out] if args.out else [])
+    analogy = run_analogy(run, mode_parser().parse_args(["--analogy"] + shared))
+    edit = run_edit(run, mode_parser().parse_args(["--edit"] + shared + [f"--sweep={name}" for name in sweeps]))
+    print(f"demo done in {time.perf_counter() - started:.0f} s: {analogy}.png (analogy) and {edit}-sweep.png "
+          f"(edit sweep)")
+    return analogy, edit
+
+
 def main(argv=None):
     command, args = parse_args(argv)
     run = load_math_run(args.run, runs_dir=args.runs_dir)
     print(f"{command} on {run.directory} ({run_kind(run)}), " + ", ".join(
         f"{key} {value}" for key, value in vars(args).items() if value not in (None, False, [])))
     if command != "math":
-        return {"directions": run_directions, "score-edits": run_score_edits, "score-analogies": run_score_analogies,
+        return {"demo": run_demo, "directions": run_directions, "score-edits": run_score_edits,
+                "score-analogies": run_score_analogies,
                 "score-descriptions": run_score_descriptions}[command](run, args)
     mode = next(mode for mode in MODES if getattr(args, mode) not in (None, False))
     return {"analogy": run_analogy, "edit": run_edit, "describe": run_describe, "average": run_average,

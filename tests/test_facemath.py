@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -292,6 +293,22 @@ def test_directions_from_generated_samples(tiny_run, classifier_dir, tmp_path):
     path = cli(["directions", "--method", "samples", "--fit-limit", "200"], tiny_run, tmp_path, classifier_dir)
     archive = np.load(path)
     assert archive["mean"].shape == (40, LATENT) and str(archive["method"]) == "samples"
+
+
+def test_demo_trains_a_short_encoder_then_writes_an_analogy_and_a_sweep(tiny_run, tmp_path, capsys):
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # the demo adds an encoder; the shared run stays without one
+    assert "did you mean 'Smiling'" in cli_error(["demo", "--run", str(run), "--sweep", "Smilling"], capsys)
+    assert not (run / "encoder").exists()  # a bad attribute fails before anything is trained
+    analogy, edit = facemath.main(["demo", "--run", str(run), "--encoder-epochs", "1", "--encoder-steps", "2",
+                                   "--fit-limit", "160", "--steps", "3", "--sweep", "Smiling", "--sweep", "Male"])
+    assert (run / "encoder" / "encoder.keras").is_file()
+    assert json.loads(open(analogy + ".json").read())["method"] == "hybrid"  # the new E starts the projection
+    assert cv2.imread(analogy + ".png").shape[1] > 8 * 32
+    record = json.loads(open(edit + ".json").read())
+    assert record["sweeps"] == ["Smiling", "Male"] and record["directions_from"] == "encoder"
+    held_out_men = facemath.load_faces_split(dcgan.read_config(tiny_run), split="test", filter="Male").names
+    assert record["inputs"][0] in held_out_men
+    assert cv2.imread(edit + "-sweep.png").shape[1] > 7 * 32
 
 
 def test_newest_run_is_used_without_run_and_a_missing_one_says_how_to_train(tiny_run, workspace, tmp_path, capsys):
