@@ -330,45 +330,66 @@ class DCGAN(keras.Model):
 STEP_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake")  # what train_step returns and log.csv keeps per step
 
 
-class RunRecorder(keras.callbacks.Callback):
-    """Writes the run's evidence: per-step log.csv, and at each epoch's end the fixed-z grid, that epoch's
-    generator and discriminator, the resumable checkpoint and the loss arrays. log.csv is rewritten whole (to a
-    temporary file, then renamed) at each epoch's end, so it only ever holds finished epochs. A NaN or infinite
-    loss stops training before the epoch is saved, so the last good checkpoint stays."""
+class StepRecorder(keras.callbacks.Callback):
+    """What every recorder of a training shares (this script's, encoder.py's, makeover.py's): each step's own values
+    of `columns` (train_step returns them, not fit's running means) kept for the epoch, and a NaN or infinite one
+    stops training before the epoch is saved, so the last good checkpoint stays. `history` maps each per-epoch
+    array's name to its list, one entry per finished epoch."""
 
-    def __init__(self, run_dir, *, fixed_z, history, tensorboard_dir=None):
+    def __init__(self, history, columns):
         super().__init__()
-        self.run_dir = run_dir
-        self.fixed_z = fixed_z
-        self.history_arrays = history  # {"d_losses": [...], "g_losses": [...], "d_real": [...], "d_fake": [...]}
-        self.writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
+        self.history_arrays = history
+        self.columns = tuple(columns)
         self.bad_loss = None
-        self.epoch_steps = []
+        self.epoch_steps = []  # (steps, len(columns)) as lists
+
+    def finished_epochs(self):
+        return len(next(iter(self.history_arrays.values())))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_steps = []
 
     def on_train_batch_end(self, step, logs=None):
-        # train_step returns the step's own values (not fit's running means), so they are logged as they are.
-        values = [float(logs[name]) for name in STEP_COLUMNS]
+        values = [float(logs[name]) for name in self.columns]
         if not all(math.isfinite(value) for value in values):
-            self.bad_loss = f"non-finite loss at epoch {len(self.history_arrays['d_losses']) + 1}, step {step + 1}"
+            self.bad_loss = f"non-finite loss at epoch {self.finished_epochs() + 1}, step {step + 1}"
             self.model.stop_training = True
             return
         self.epoch_steps.append(values)
 
+    def epoch_is_good(self):
+        """Whether the epoch that just ended can be saved: it ran steps and none was non-finite."""
+        return self.bad_loss is None and bool(self.epoch_steps)
+
+    def append_to_step_log(self, run_dir, number):
+        """Adds this epoch's steps to <run_dir>/log.csv, rewritten whole (a temporary file, then renamed), so the
+        log only ever holds finished epochs."""
+        rows = "".join(f"{number},{step}," + ",".join(f"{value:.6g}" for value in values) + "\n"
+                       for step, values in enumerate(self.epoch_steps, start=1))
+        log_path = os.path.join(run_dir, "log.csv")
+        with open(log_path, "rb") as handle:
+            data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
+
+
+class RunRecorder(StepRecorder):
+    """Writes the run's evidence: per-step log.csv, and at each epoch's end the fixed-z grid, that epoch's
+    generator and discriminator, the resumable checkpoint and the loss arrays (StepRecorder: log.csv holds only
+    finished epochs; a non-finite loss stops training before its epoch is saved)."""
+
+    def __init__(self, run_dir, *, fixed_z, history, tensorboard_dir=None):
+        super().__init__(history, STEP_COLUMNS)  # history: {"d_losses": [...], "g_losses": [...], "d_real", "d_fake"}
+        self.run_dir = run_dir
+        self.fixed_z = fixed_z
+        self.writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.bad_loss:
+        if not self.epoch_is_good():
             return
         means = np.mean(self.epoch_steps, axis=0)  # one per STEP_COLUMNS entry
         for name, mean in zip(("d_losses", "g_losses", "d_real", "d_fake"), means):
             self.history_arrays[name].append(float(mean))
-        number = len(self.history_arrays["d_losses"])
-        rows = "".join(f"{number},{step}," + ",".join(f"{value:.6g}" for value in values) + "\n"
-                       for step, values in enumerate(self.epoch_steps, start=1))
-        log_path = os.path.join(self.run_dir, "log.csv")
-        with open(log_path, "rb") as handle:
-            data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
+        number = self.finished_epochs()
+        self.append_to_step_log(self.run_dir, number)
         if self.model.average_generator is not None:
             self.model.refresh_average_statistics(seed=1_000_000 + 1000 * number)
         grid_path = os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png")
@@ -684,13 +705,13 @@ def load_run(run_dir, *, epoch=None):
 
 
 def saved_epochs(run_dir, network="generator"):
-    """The epochs after which `network`'s weights were saved, in order."""
+    """The epochs after which `network`'s weights were saved, in order. A run killed while writing leaves a
+    temporary file (<network>_epoch_007.tmp-<pid>.weights.h5): it is not an epoch and is skipped."""
     directory = os.path.join(run_dir, "checkpoints")
-    if not os.path.isdir(directory):
-        return []
     prefix, suffix = f"{network}_epoch_", ".weights.h5"
-    return sorted(int(name[len(prefix):-len(suffix)]) for name in os.listdir(directory)
-                  if name.startswith(prefix) and name.endswith(suffix))
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(int(name[len(prefix):-len(suffix)]) for name in names
+                  if name.startswith(prefix) and name.endswith(suffix) and name[len(prefix):-len(suffix)].isdigit())
 
 
 def generate(generator, z, *, batch_size=256, training=False):

@@ -260,32 +260,20 @@ class VAE(keras.Model):
 # Callbacks
 
 
-class EpochRecorder(keras.callbacks.Callback):
+class EpochRecorder(dcgan.StepRecorder):
     """The evidence of a training, as dcgan.RunRecorder keeps it: at each epoch's end the means of the step
     losses go into `history` and <name>_losses.npy, `save_epoch(number)` writes the grid and weights, and the
     resumable checkpoint is rewritten. A non-finite loss stops training before the epoch is saved."""
 
     def __init__(self, out_dir, *, history, save_epoch):
-        super().__init__()
-        self.out_dir, self.history_arrays, self.save_epoch = out_dir, history, save_epoch
-        self.epoch_steps, self.bad_loss = [], None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_steps = []
-
-    def on_train_batch_end(self, step, logs=None):
-        values = {name: float(logs[name]) for name in self.history_arrays}
-        if not all(math.isfinite(value) for value in values.values()):
-            self.bad_loss = f"non-finite loss at epoch {epoch_count(self.history_arrays) + 1}, step {step + 1}"
-            self.model.stop_training = True
-            return
-        self.epoch_steps.append(values)
+        super().__init__(history, list(history))  # each step's value of every loss that has a per-epoch array
+        self.out_dir, self.save_epoch = out_dir, save_epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.bad_loss or not self.epoch_steps:
+        if not self.epoch_is_good():
             return
-        for name, values in self.history_arrays.items():
-            values.append(float(np.mean([step[name] for step in self.epoch_steps])))
+        for values, mean in zip(self.history_arrays.values(), np.mean(self.epoch_steps, axis=0)):
+            values.append(float(mean))
         self.save_epoch(epoch_count(self.history_arrays))
         save_state(self.out_dir, self.model.state_variables(), self.history_arrays)
 

@@ -32,7 +32,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this rep
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
-import math
 import sys
 import time
 
@@ -321,44 +320,26 @@ def input_output_grid(inputs, outputs, *, pairs_per_row=4):
     return data_prep.make_grid(interleaved, columns=2 * pairs_per_row)
 
 
-class MakeoverRecorder(keras.callbacks.Callback):
+class MakeoverRecorder(dcgan.StepRecorder):
     """The run's evidence: per-step log.csv, and at each epoch's end the fixed held-out batch (input beside
-    output), that epoch's translator and discriminator, the resumable checkpoint and the per-epoch arrays.
-    log.csv is rewritten whole at an epoch's end, so it only holds finished epochs. A non-finite value stops
-    training before the epoch is saved, so the last good checkpoint stays."""
+    output), that epoch's translator and discriminator, the resumable checkpoint and the per-epoch arrays
+    (dcgan.StepRecorder: log.csv holds only finished epochs; a non-finite value stops training before its epoch is
+    saved, so the last good checkpoint stays)."""
 
     def __init__(self, run_dir, *, fixed_source, history):
-        super().__init__()
+        super().__init__(history, STEP_COLUMNS)  # history: {"d_losses": [...], ...}: HISTORY_NAMES' values
         self.run_dir = run_dir
         self.fixed_source = fixed_source  # (n, h, w, 3) uint8, held-out source faces
-        self.history_arrays = history  # {"d_losses": [...], ...}: HISTORY_NAMES' values
-        self.bad_loss = None
-        self.epoch_steps = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_steps = []
-
-    def on_train_batch_end(self, step, logs=None):
-        values = [float(logs[name]) for name in STEP_COLUMNS]
-        if not all(math.isfinite(value) for value in values):
-            self.bad_loss = f"non-finite loss at epoch {len(self.history_arrays['d_losses']) + 1}, step {step + 1}"
-            self.model.stop_training = True
-            return
-        self.epoch_steps.append(values)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.bad_loss or not self.epoch_steps:
+        if not self.epoch_is_good():
             return
         steps = np.asarray(self.epoch_steps)  # (steps, len(STEP_COLUMNS))
         for column, name in enumerate(STEP_COLUMNS):
             value = steps[-1, column] if name in LAST_VALUE else steps[:, column].mean()
             self.history_arrays[HISTORY_NAMES[name]].append(float(value))
         number = len(self.history_arrays["d_losses"])
-        rows = "".join(f"{number},{step}," + ",".join(f"{value:.6g}" for value in values) + "\n"
-                       for step, values in enumerate(self.epoch_steps, start=1))
-        log_path = os.path.join(self.run_dir, "log.csv")
-        with open(log_path, "rb") as handle:
-            data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
+        self.append_to_step_log(self.run_dir, number)
         outputs = translate(self.model.translator, self.fixed_source)
         data_prep.write_image(os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png"),
                               input_output_grid(self.fixed_source, outputs))
@@ -493,16 +474,6 @@ def read_makeover_config(run_dir):
     return config
 
 
-def saved_epochs(run_dir, network="translator"):
-    """The epochs after which `network`'s weights were saved, in order. A run killed while writing leaves a
-    temporary file (<network>_epoch_007.tmp-<pid>.weights.h5): it is not an epoch and is skipped."""
-    directory = os.path.join(run_dir, "checkpoints")
-    prefix, suffix = f"{network}_epoch_", ".weights.h5"
-    names = os.listdir(directory) if os.path.isdir(directory) else []
-    return sorted(int(name[len(prefix):-len(suffix)]) for name in names
-                  if name.startswith(prefix) and name.endswith(suffix) and name[len(prefix):-len(suffix)].isdigit())
-
-
 def remove_stale_temporaries(run_dir):
     """Delete the temporary files (name.tmp-<pid>.ext) that a run killed mid-write left behind; only called when
     resuming, when no other process writes to the run."""
@@ -519,7 +490,7 @@ def load_translator(run_dir, *, epoch=None):
     final = os.path.join(run_dir, "translator.keras")
     if epoch is None and os.path.isfile(final):
         return keras.saving.load_model(final, compile=False)
-    epochs = saved_epochs(run_dir, "translator")
+    epochs = dcgan.saved_epochs(run_dir, "translator")
     if not epochs:
         raise data_prep.DataError(f"no translator in {run_dir} (neither translator.keras nor an epoch's weights)")
     epoch = epochs[-1] if epoch is None else epoch

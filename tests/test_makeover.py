@@ -195,14 +195,14 @@ def test_resume_keeps_epoch_count_loss_history_and_schedule(trained_run, tmp_pat
     before = {name: np.load(copy / f"{name}.npy") for name in ("d_losses", "g_losses", "pixel_losses")}
     stale = copy / "checkpoints" / "translator_epoch_003.tmp-4242.weights.h5"  # what a kill mid-write leaves
     stale.write_bytes(b"half")
-    assert makeover.saved_epochs(str(copy)) == [1, 2]
+    assert dcgan.saved_epochs(str(copy), "translator") == [1, 2]
     makeover.main(["--resume", "--runs-dir", str(tmp_path / "runs"), "--name", "tiny", "--epochs", "3",
                    "--cache-dir", str(tmp_path / "cache")])
     for name, values in before.items():
         after = np.load(copy / f"{name}.npy")
         assert after.shape == (3,)
         np.testing.assert_array_equal(after[:2], values)
-    assert not stale.exists() and makeover.saved_epochs(str(copy)) == [1, 2, 3]
+    assert not stale.exists() and dcgan.saved_epochs(str(copy), "translator") == [1, 2, 3]
     steps = dcgan.read_step_log(copy)
     assert steps["epoch"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     np.testing.assert_allclose(steps["adversarial_weight"][6:], 1.0)  # the step counter was restored
