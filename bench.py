@@ -18,6 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
+import contextlib
 import platform
 import subprocess
 import sys
@@ -39,6 +40,7 @@ TARGETS = {  # the targets of the bench issue, for a 2-core machine of this proj
     "jpeg_prepare_images_per_second": 3000.0,
 }
 PIPELINE_COST_TARGET_PERCENT = 3.0
+TRAINING_WINDOW_SECONDS = 20.0  # timed training per figure before it stops at a whole window (three at least)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -102,17 +104,27 @@ def matmul_peak(dtype, *, size=2048, repeats=8, windows=5):
 
 
 class StepTimer(keras.callbacks.Callback):
-    def __init__(self):
+    """The end time of every step; once `min_windows` windows of `window` steps after `warmup` are timed and
+    `max_seconds` have passed since the warm-up, it ends the fit at the next whole window, so that a slow machine
+    times fewer windows instead of taking longer (the figure is stable by then; the spread says how stable)."""
+
+    def __init__(self, *, warmup=1, window=1, min_windows=3, max_seconds=None):
         super().__init__()
         self.times = []
+        self.warmup, self.window, self.min_windows, self.max_seconds = warmup, window, min_windows, max_seconds
 
     def on_train_batch_end(self, step, logs=None):
         self.times.append(time.perf_counter())
+        timed = len(self.times) - self.warmup
+        if (self.max_seconds is not None and timed >= self.min_windows * self.window and timed % self.window == 0
+                and self.times[-1] - self.times[self.warmup - 1] > self.max_seconds):
+            self.model.stop_training = True
 
 
 def training_rate(*, kernel, precision, image_size=64, filters=64, batch_size=64, steps=45, warmup=5,
-                  window=8, dataset=None):
-    """Median images/s of DCGAN training steps (windows of `window` steps after `warmup` steps), the model, and
+                  window=8, dataset=None, max_seconds=None):
+    """Median images/s of DCGAN training steps (windows of `window` steps after `warmup` steps, at most `steps`
+    in all, fewer once `max_seconds` of timed windows are spent but never under three windows), the model, and
     the slowest and fastest window's images/s (the spread the median hides)."""
     config = {"image_size": image_size, "filters": filters, "kernel": kernel, "latent_dim": 100,
               "latent_distribution": "normal", "g_steps": 1, "label_smoothing": 0.0, "seed": 0,
@@ -122,7 +134,7 @@ def training_rate(*, kernel, precision, image_size=64, filters=64, batch_size=64
     if dataset is None:  # one batch held in memory: the model's speed without any input cost
         batch = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0)
         dataset = tf.data.Dataset.from_tensors(batch).repeat()
-    timer = StepTimer()
+    timer = StepTimer(warmup=warmup, window=window, max_seconds=max_seconds)
     gan.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
     durations = np.diff(timer.times[warmup - 1:])
     windows = [durations[start:start + window].sum() for start in range(0, len(durations) - window + 1, window)]
@@ -226,28 +238,73 @@ def test_suite_seconds():
 # The whole bench
 
 
+@contextlib.contextmanager
+def timed_section(results, name):
+    """Records the seconds a part of the bench took in results["section_seconds"], to see where its time goes."""
+    started = time.perf_counter()
+    yield
+    results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - started, 1)
+
+
 def run_bench(*, data_dir=None, tiny=False, with_tests=False, precisions=("float32", "mixed_bfloat16"),
               log=print):
-    """Measure everything; returns a dict of figures (the JSON that bench.py writes)."""
+    """Measure everything; returns a dict of figures (the JSON that bench.py writes), with the seconds of each
+    part in "section_seconds"."""
     sizes = {"image_size": 32, "filters": 8, "batch_size": 16, "steps": 14, "warmup": 2, "window": 4} if tiny \
-        else {"image_size": 64, "filters": 64, "batch_size": 64, "steps": 45, "warmup": 5, "window": 8}
+        else {"image_size": 64, "filters": 64, "batch_size": 64, "steps": 45, "warmup": 5, "window": 8,
+              "max_seconds": TRAINING_WINDOW_SECONDS}
     data_dir = data_prep.resolve_data_dir(data_dir)
     celeba = data_prep.read_celeba(data_dir)
     results = {"machine": machine_description(), "tiny": tiny, "data": data_dir, "training": {}}
-    peaks = {"float32": matmul_peak(tf.float32, size=256 if tiny else 2048),
-             "mixed_bfloat16": matmul_peak(tf.bfloat16, size=256 if tiny else 2048)}
+    with timed_section(results, "matmul peak"):
+        peaks = {"float32": matmul_peak(tf.float32, size=256 if tiny else 2048),
+                 "mixed_bfloat16": matmul_peak(tf.bfloat16, size=256 if tiny else 2048)}
     results["peak_gflops"] = peaks
     log(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['mixed_bfloat16']:.0f} GFLOP/s")
+    with timed_section(results, "training"):
+        bench_training(results, precisions, sizes, log=log)
+    with timed_section(results, "generation and edit"):
+        bench_generation(results, precisions, sizes, tiny=tiny, log=log)
+    with timed_section(results, "projection and E"):
+        bench_projection(results, precisions[0], sizes, tiny=tiny, log=log)
+    with timed_section(results, "makeover"):
+        results.update(makeover_figures(precision=precisions[0], tiny=tiny))
+    log(f"makeover translator: training {results['makeover_training_images_per_second']:.1f} images/s, "
+        f"apply {results['makeover_apply_images_per_second']:.0f} images/s")
+    with timed_section(results, "JPEG"):
+        results["jpeg_prepare_images_per_second"] = jpeg_rate(celeba, count=min(len(celeba.attributes),
+                                                                                200 if tiny else 2000))
+    log(f"JPEG decode, crop, resize: {results['jpeg_prepare_images_per_second']:.0f} images/s")
+    with timed_section(results, "input cost"):
+        results.update(input_cost(data_dir, sizes, log=log))
+    with timed_section(results, "start-up"):
+        results["startup_seconds"] = startup_seconds(data_dir, image_size=sizes["image_size"],
+                                                     filters=sizes["filters"])
+    log(f"command to first training step: {results['startup_seconds']:.1f} s")
+    if with_tests:
+        results["test_suite_seconds"], results["test_suite_passed"] = test_suite_seconds()
+        log(f"test suite: {results['test_suite_seconds']:.0f} s")
+    results["targets"] = check_targets(results) if not tiny else {}
+    return results
+
+
+def bench_training(results, precisions, sizes, *, log=print):
+    """Training images/s with 4x4 and 5x5 kernels in each precision, and their fraction of that precision's peak."""
     for kernel in (4, 5):
         for precision in precisions:
             rate, gan, spread = training_rate(kernel=kernel, precision=precision, **sizes)
             flops = training_step_flops(gan.generator, gan.discriminator)
             achieved = rate * flops / 1e9
+            peak = results["peak_gflops"][precision]
             results["training"][f"kernel{kernel}_{precision}"] = {
                 "images_per_second": rate, "gflop_per_image": flops / 1e9, "achieved_gflops": achieved,
-                "fraction_of_peak": achieved / peaks[precision], "window_spread": spread}
+                "fraction_of_peak": achieved / peak, "window_spread": spread}
             log(f"training kernel {kernel} {precision}: {rate:.1f} images/s (windows {spread[0]:.1f} to "
-                f"{spread[1]:.1f}; {achieved:.0f} GFLOP/s, {100 * achieved / peaks[precision]:.0f}% of peak)")
+                f"{spread[1]:.1f}; {achieved:.0f} GFLOP/s, {100 * achieved / peak:.0f}% of peak)")
+
+
+def bench_generation(results, precisions, sizes, *, tiny, log=print):
+    """Generation images/s per precision, and one face-math edit's milliseconds (with the last generator)."""
     results["generation"] = {}
     for precision in precisions:
         with dcgan.dtype_policy(precision):
@@ -257,27 +314,17 @@ def run_bench(*, data_dir=None, tiny=False, with_tests=False, precisions=("float
     results["generate_images_per_second"] = max(results["generation"].values())
     results["facemath_edit_ms"] = edit_milliseconds(generator)
     log(f"face-math edit, known code to PNG: {results['facemath_edit_ms']:.1f} ms")
-    first = precisions[0]
-    results.update(projection_figures(kernel=4, precision=first, image_size=sizes["image_size"],
+
+
+def bench_projection(results, precision, sizes, *, tiny, log=print):
+    """Projection's image-steps/s and fraction of peak beside training's (same kernel and precision), E forward."""
+    results.update(projection_figures(kernel=4, precision=precision, image_size=sizes["image_size"],
                                       filters=sizes["filters"], batch_size=sizes["batch_size"],
-                                      steps=3 if tiny else 10, peak=peaks[first]))
-    training_fraction = results["training"][f"kernel4_{first}"]["fraction_of_peak"]
-    log(f"projection, kernel 4, {first}: {results['projection_image_steps_per_second']:.1f} image-steps/s "
+                                      steps=3 if tiny else 10, peak=results["peak_gflops"][precision]))
+    training_fraction = results["training"][f"kernel4_{precision}"]["fraction_of_peak"]
+    log(f"projection, kernel 4, {precision}: {results['projection_image_steps_per_second']:.1f} image-steps/s "
         f"({100 * results['projection_fraction_of_peak']:.0f}% of peak, training {100 * training_fraction:.0f}%); "
         f"E forward {results['encoder_images_per_second']:.0f} images/s")
-    results.update(makeover_figures(precision=first, tiny=tiny))
-    log(f"makeover translator: training {results['makeover_training_images_per_second']:.1f} images/s, "
-        f"apply {results['makeover_apply_images_per_second']:.0f} images/s")
-    results["jpeg_prepare_images_per_second"] = jpeg_rate(celeba, count=min(len(celeba.attributes), 200 if tiny else 2000))
-    log(f"JPEG decode, crop, resize: {results['jpeg_prepare_images_per_second']:.0f} images/s")
-    results.update(input_cost(data_dir, sizes, log=log))
-    results["startup_seconds"] = startup_seconds(data_dir, image_size=sizes["image_size"], filters=sizes["filters"])
-    log(f"command to first training step: {results['startup_seconds']:.1f} s")
-    if with_tests:
-        results["test_suite_seconds"], results["test_suite_passed"] = test_suite_seconds()
-        log(f"test suite: {results['test_suite_seconds']:.0f} s")
-    results["targets"] = check_targets(results) if not tiny else {}
-    return results
 
 
 def input_cost(data_dir, sizes, *, log=print):
@@ -354,6 +401,9 @@ def format_table(results):
         lines.append(f"| test suite (s) | {results['test_suite_seconds']:.0f} |")
     if "bench_seconds" in results:
         lines.append(f"| this bench, start to end (s) | {results['bench_seconds']:.0f} |")
+    if "section_seconds" in results:
+        lines.append("| its parts (s) | " + ", ".join(f"{name} {seconds:.0f}"
+                                                   for name, seconds in results["section_seconds"].items()) + " |")
     for name, target in results.get("targets", {}).items():
         lines.append(f"| target {name}: {target['target']:g} | {'met' if target['met'] else 'missed'} "
                      f"({target['measured']:.1f}) |")

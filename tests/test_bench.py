@@ -2,6 +2,8 @@
 
 import json
 
+import keras
+import numpy as np
 import pytest
 
 import bench
@@ -42,6 +44,19 @@ def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
     assert "| this bench, start to end (s) |" in results["table"]
     assert 0 < results["projection_fraction_of_peak"] < 1.5
     assert "| projection by optimisation, kernel 4, batch 64 (image-steps/s) |" in results["table"]
+    parts = results["section_seconds"]
+    assert {"training", "projection and E", "makeover", "input cost", "start-up"} <= set(parts)
+    assert sum(parts.values()) <= results["bench_seconds"] + 1  # the parts are inside the whole
+    assert "| its parts (s) | matmul peak" in results["table"]
+
+
+@pytest.mark.parametrize("max_seconds, steps_run", [(None, 40), (0.0, 2 + 3 * 4)])
+def test_step_timer_ends_the_fit_after_three_whole_windows_once_its_time_is_spent(max_seconds, steps_run):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    timer = bench.StepTimer(warmup=2, window=4, max_seconds=max_seconds)
+    model.fit(np.zeros((40, 2)), np.zeros((40, 1)), batch_size=1, epochs=1, verbose=0, callbacks=[timer])
+    assert len(timer.times) == steps_run
 
 
 def test_unknown_precision_is_a_clear_error():
