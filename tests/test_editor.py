@@ -4,11 +4,9 @@ changed, no error; a refused upload; 8 clients editing at once; the working dire
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -171,16 +169,19 @@ def find_chromium():
 
 @pytest.fixture(scope="module")
 def server(tiny_run, classifier_dir, cached_codes, workspace):
-    """`python editor.py` on the tiny run, in a process of its own whose temporary directory is watched."""
+    """`python editor.py` on the tiny run, in a process of its own whose temporary directory is watched. With
+    EDITOR_TEST_RUN=runs/x in the environment, the page serves that run with editor.py's defaults instead, so the
+    latency that the astronaut test prints is measured on a real run (`-s` shows it)."""
     temporary = workspace / "server-tmp"
     temporary.mkdir()
     port = editor.free_port()
     log = open(workspace / "server.log", "w")
     environment = dict(os.environ, TMPDIR=str(temporary), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, os.path.join(REPO, "editor.py"), "--run", tiny_run, "--classifier",
-                                classifier_dir, "--port", str(port), "--method", "optimize", "--steps", str(STEPS),
-                                "--fit-limit", str(FIT_LIMIT)],
-                               cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    run = os.path.abspath(os.environ.get("EDITOR_TEST_RUN") or tiny_run)
+    flags = ["--classifier", classifier_dir, "--method", "optimize", "--steps", str(STEPS), "--fit-limit",
+             str(FIT_LIMIT)] if run == tiny_run else []
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "editor.py"), "--run", run, "--port", str(port),
+                                *flags], cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         editor.wait_for_page(url, process, timeout=READY_SECONDS)
@@ -189,7 +190,7 @@ def server(tiny_run, classifier_dir, cached_codes, workspace):
         log.close()
         pytest.fail((workspace / "server.log").read_text()[-3000:])
     yield {"url": url, "process": process, "temporary": str(temporary), "log": workspace / "server.log",
-           "run_files": files_under(tiny_run), "run": tiny_run}
+           "run_files": files_under(run), "run": run}
     if process.poll() is None:
         process.kill()
         process.wait(timeout=60)
