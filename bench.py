@@ -110,6 +110,9 @@ class StepTimer(keras.callbacks.Callback):
 
     def __init__(self, *, warmup=1, window=1, min_windows=3, max_seconds=None):
         super().__init__()
+        for name, value in (("warmup", warmup), ("window", window), ("min_windows", min_windows)):
+            if value < 1:
+                raise ValueError(f"StepTimer's {name} must be 1 or more, got {value}")
         self.times = []
         self.warmup, self.window, self.min_windows, self.max_seconds = warmup, window, min_windows, max_seconds
 

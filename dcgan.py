@@ -344,6 +344,7 @@ class StepRecorder(keras.callbacks.Callback):
         self.epoch_steps = []  # (steps, len(columns)) as lists
 
     def finished_epochs(self):
+        """Epochs finished so far (resumed ones included): the length of every per-epoch array."""
         return len(next(iter(self.history_arrays.values())))
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -274,7 +274,7 @@ class EpochRecorder(dcgan.StepRecorder):
             return
         for values, mean in zip(self.history_arrays.values(), np.mean(self.epoch_steps, axis=0)):
             values.append(float(mean))
-        self.save_epoch(epoch_count(self.history_arrays))
+        self.save_epoch(self.finished_epochs())
         save_state(self.out_dir, self.model.state_variables(), self.history_arrays)
 
 

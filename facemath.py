@@ -1190,16 +1190,29 @@ def run_score_descriptions(run, args):
 
 def demo_encoder(run, args):
     """A short E for a GAN run that has none (encoder.py train, CPU-sized), so that the demo's directions come from
-    codes of real training faces in seconds rather than from an hour of projection. Resumes a cut-short one."""
+    codes of real training faces in seconds rather than from an hour of projection. An unfinished E of the demo's
+    own settings (an interrupted demo) is resumed; any other training in <run>/encoder is left alone, in one line."""
     if run_kind(run) == "vae" or has_encoder(run) or args.method not in ("auto", "encoder", "hybrid"):
         return
-    flags = ["--run", run.directory, "--epochs", str(args.encoder_epochs),
-             "--steps-per-epoch", str(args.encoder_steps), "--seed", str(args.seed)]
-    if os.path.isfile(os.path.join(run.directory, "encoder", "checkpoints", "last.npz")):
-        flags.append("--resume")
+    out_dir = os.path.join(run.directory, "encoder")
+    settings = {"generator_fingerprint": encoder.generator_fingerprint(run.generator), "epochs": args.encoder_epochs,
+                "steps_per_epoch": args.encoder_steps, "seed": args.seed}
+    flags = ["--run", run.directory, "--epochs", str(args.encoder_epochs), "--steps-per-epoch",
+             str(args.encoder_steps), "--seed", str(args.seed)]
+    if os.path.exists(out_dir):
+        saved = dcgan.read_config(out_dir) if os.path.isfile(os.path.join(out_dir, "config.json")) else {}
+        if any(saved.get(key) != value for key, value in settings.items()):
+            raise data_prep.DataError(f"{out_dir} holds another encoder training (another generator or settings); "
+                                      f"finish it with `python encoder.py train --run {run.directory} --resume` or "
+                                      f"move it away, then run the demo again")
+        if os.path.isfile(os.path.join(out_dir, "checkpoints", "last.npz")):
+            flags = ["--run", run.directory, "--resume"]
     print(f"demo: {run.directory} has no encoder; training one for {args.encoder_epochs} x {args.encoder_steps} "
           f"steps (python encoder.py train {' '.join(flags)})")
-    encoder.run_train(flags)
+    try:
+        encoder.run_train(flags + (["--verbose"] if args.verbose else []))
+    except dcgan.TrainingStopped as stopped:
+        raise data_prep.DataError(f"the demo's encoder stopped: {stopped}; try another --seed") from None
 
 
 def run_demo(run, args):

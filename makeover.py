@@ -338,7 +338,7 @@ class MakeoverRecorder(dcgan.StepRecorder):
         for column, name in enumerate(STEP_COLUMNS):
             value = steps[-1, column] if name in LAST_VALUE else steps[:, column].mean()
             self.history_arrays[HISTORY_NAMES[name]].append(float(value))
-        number = len(self.history_arrays["d_losses"])
+        number = self.finished_epochs()
         self.append_to_step_log(self.run_dir, number)
         outputs = translate(self.model.translator, self.fixed_source)
         data_prep.write_image(os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png"),

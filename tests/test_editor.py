@@ -177,9 +177,10 @@ def server(tiny_run, classifier_dir, cached_codes, workspace):
     port = editor.free_port()
     log = open(workspace / "server.log", "w")
     environment = dict(os.environ, TMPDIR=str(temporary), PYTHONUNBUFFERED="1")
-    run = os.path.abspath(os.environ.get("EDITOR_TEST_RUN") or tiny_run)
-    flags = ["--classifier", classifier_dir, "--method", "optimize", "--steps", str(STEPS), "--fit-limit",
-             str(FIT_LIMIT)] if run == tiny_run else []
+    chosen = os.environ.get("EDITOR_TEST_RUN")
+    run = os.path.abspath(chosen) if chosen else tiny_run
+    flags = [] if chosen else ["--classifier", classifier_dir, "--method", "optimize", "--steps", str(STEPS),
+                               "--fit-limit", str(FIT_LIMIT)]
     process = subprocess.Popen([sys.executable, os.path.join(REPO, "editor.py"), "--run", run, "--port", str(port),
                                 *flags], cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

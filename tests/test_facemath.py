@@ -309,6 +309,8 @@ def test_demo_trains_a_short_encoder_then_writes_an_analogy_and_a_sweep(tiny_run
     held_out_men = facemath.load_faces_split(dcgan.read_config(tiny_run), split="test", filter="Male").names
     assert record["inputs"][0] in held_out_men
     assert cv2.imread(edit + "-sweep.png").shape[1] > 7 * 32
+    (run / "encoder" / "encoder.keras").unlink()  # an unfinished E of other settings is not the demo's to resume
+    assert "holds another encoder training" in cli_error(["demo", "--run", str(run), "--seed", "1"], capsys)
 
 
 def test_newest_run_is_used_without_run_and_a_missing_one_says_how_to_train(tiny_run, workspace, tmp_path, capsys):
