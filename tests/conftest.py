@@ -93,3 +93,20 @@ def write_csv_layout(txt_root, csv_root):
 def tiny_celeba(tmp_path_factory):
     """A tiny CelebA in the original .txt layout (200 faces, 160/20/20 split); treat it as read-only."""
     return str(write_tiny_celeba(str(tmp_path_factory.mktemp("tiny-celeba"))))
+
+
+def train_settled_tiny_run(tiny_celeba, workspace, *, latent_dim=8):
+    """A one-epoch GAN (32x32, 8 filters, z of `latent_dim`, three steps) whose batch norm is settled on 20 batches
+    of samples, so that G(z) depends on z; for the tests of the scripts that stand on a run. Returns its path."""
+    import dcgan
+
+    runs = workspace / "runs"
+    dcgan.main(["--data", tiny_celeba, "--image-size", "32", "--filters", "8", "--batch-size", "16",
+                "--steps-per-epoch", "3", "--epochs", "1", "--latent-dim", str(latent_dim), "--runs-dir", str(runs),
+                "--name", "tiny", "--cache-dir", str(workspace / "cache"), "--precision", "float32"])
+    generator = dcgan.load_generator(str(runs / "tiny"))
+    for index in range(20):
+        generator(dcgan.latent_for_seed(100 + index, 64, latent_dim), training=True)
+    dcgan.save_model_atomic(generator, str(runs / "tiny" / "generator.keras"))
+    return str(runs / "tiny")
+

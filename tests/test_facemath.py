@@ -11,6 +11,7 @@ import pytest
 import skimage.data
 
 import data_prep
+from conftest import train_settled_tiny_run
 import dcgan
 import evaluate
 import facemath
@@ -28,15 +29,7 @@ def workspace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_run(tiny_celeba, workspace):
     """A one-epoch GAN with z of 8 whose batch norm is settled, so that G(z) depends on z."""
-    runs = workspace / "runs"
-    dcgan.main(["--data", tiny_celeba, "--image-size", "32", "--filters", "8", "--batch-size", "16",
-                "--steps-per-epoch", "3", "--epochs", "1", "--latent-dim", str(LATENT), "--runs-dir", str(runs),
-                "--name", "tiny", "--cache-dir", str(workspace / "cache"), "--precision", "float32"])
-    generator = dcgan.load_generator(str(runs / "tiny"))
-    for index in range(20):
-        generator(dcgan.latent_for_seed(100 + index, 64, LATENT), training=True)
-    dcgan.save_model_atomic(generator, str(runs / "tiny" / "generator.keras"))
-    return str(runs / "tiny")
+    return train_settled_tiny_run(tiny_celeba, workspace, latent_dim=LATENT)
 
 
 @pytest.fixture(scope="module")
