@@ -54,7 +54,7 @@ MAX_UPLOAD_PIXELS = 40_000_000  # a decompression bomb is refused before it is d
 ANALOGY_SIZE = 5
 STRIP_STEPS = 8
 KIND_LABELS = {"mean": "mean difference (NVIDIA)", "boundary": "boundary normal (InterFaceGAN)",
-               "conditional": "conditional (InterFaceGAN)"}
+               "conditional": "conditional (InterFaceGAN)", "partial": "partial effect (regression on all labels)"}
 
 
 class UploadError(ValueError):

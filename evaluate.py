@@ -519,7 +519,7 @@ def run_kind(run_dir):
     return dcgan.read_config(run_dir).get("kind", "trained")
 
 
-def _same_directory(first, second):
+def same_directory(first, second):
     return os.path.realpath(os.path.expanduser(str(first))) == os.path.realpath(os.path.expanduser(str(second)))
 
 
@@ -527,6 +527,12 @@ def check_run(run_dir, classifier_config):
     """The run's config, after checking that the run was trained on what the classifier measures: the same data
     directory, crop, crop size and image size (baselines have no data, only a size)."""
     config = dcgan.read_config(run_dir)
+    check_config(config, classifier_config, what=f"{run_dir} was trained")
+    return config
+
+
+def check_config(config, classifier_config, *, what):
+    """check_run's test on a run's config (also one not yet written: `what` names it in the error)."""
     run = {"crop": config.get("crop", "dcgan"), "crop_size": config.get("crop_size", 108),
            "image_size": config.get("image_size")}
     for key, value in run.items():
@@ -534,13 +540,12 @@ def check_run(run_dir, classifier_config):
             continue
         expected = classifier_config.get(key, "dcgan" if key == "crop" else None)
         if value != expected:
-            raise ValueError(f"{run_dir} was trained with {key} {value} but the classifier with {expected}; "
+            raise ValueError(f"{what} with {key} {value} but the classifier with {expected}; "
                              f"train a classifier with --{key.replace('_', '-')} {value} and pass --classifier DIR")
-    if config.get("kind", "trained") == "trained" and not _same_directory(config["data"], classifier_config["data"]):
-        raise ValueError(f"{run_dir} was trained on {config['data']} but the classifier on "
+    if config.get("kind", "trained") == "trained" and not same_directory(config["data"], classifier_config["data"]):
+        raise ValueError(f"{what} on {config['data']} but the classifier on "
                          f"{classifier_config['data']}; train a classifier with --data {config['data']} and pass "
                          f"--classifier DIR")
-    return config
 
 
 def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):

@@ -57,7 +57,8 @@ import encoder
 ATTRIBUTES = data_prep.CELEBA_ATTRIBUTES
 SUBCOMMANDS = ("demo", "directions", "score-edits", "score-analogies", "score-descriptions")
 MODES = ("analogy", "edit", "describe", "average", "interpolate", "map")
-KINDS = ("mean", "boundary", "conditional")  # NVIDIA's mean difference, InterFaceGAN's normal, and its conditional
+KINDS = ("mean", "boundary", "conditional", "partial")  # NVIDIA's mean difference, InterFaceGAN's normal and its
+# conditional, and the partial effect: the attribute's coefficient when the codes are regressed on every label
 METHODS = ("auto", "encoder", "optimize", "hybrid", "samples")  # "samples": G(z) labelled by the attribute CNN
 SCORE_STRENGTHS = (0.5, 1.0, 2.0, 3.0)
 SWEEP_STRENGTHS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
@@ -288,6 +289,7 @@ class Directions:
     varying: np.ndarray  # (40,) bool: at least MIN_GROUP faces on each side
     correlation: np.ndarray  # (40, 40) correlation of the labels
     count: int
+    partial: np.ndarray = None  # (40, latent_dim) least-squares coefficients of the codes on all varying labels
 
     @property
     def mean(self):
@@ -330,7 +332,18 @@ def fit_directions(codes, labels, *, seed=0, held_out_fraction=HELD_OUT_FRACTION
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = np.nan_to_num(np.corrcoef(labels.T.astype(np.float64)))
     return Directions(mean_with.astype(np.float32), mean_without.astype(np.float32), normals, accuracy, majority,
-                      varying, correlation, count)
+                      varying, correlation, count, partial_effects(codes, labels, varying))
+
+
+def partial_effects(codes, labels, varying):
+    """(40, latent_dim): the mean change of the code when one attribute turns on and every other varying one stays
+    as it is, the coefficients of codes ~ 1 + labels (least squares); zero rows where an attribute does not vary.
+    Unlike the mean difference, it leaves out what correlated attributes add (Male's beard in Goatee's vector)."""
+    design = np.column_stack([np.ones(len(codes)), labels[:, varying].astype(np.float64)])  # (n, 1 + varying)
+    coefficients = np.linalg.lstsq(design, codes, rcond=None)[0]  # (1 + varying, latent_dim)
+    partial = np.zeros((len(ATTRIBUTES), codes.shape[1]), np.float32)
+    partial[varying] = coefficients[1:]
+    return partial
 
 
 def conditional_direction(vectors, target, conditions):
@@ -362,11 +375,11 @@ def direction_unit(directions, target, *, kind="mean", conditions=None):
     if kind not in KINDS:
         raise data_prep.DataError(f"unknown kind of direction {kind!r}; expected one of {', '.join(KINDS)}")
     check_varying(directions, [target, *(conditions or [])])
+    bases = {"mean": directions.mean, "partial": directions.partial}
     if kind == "conditional" or conditions:
-        base = directions.normals if kind != "mean" else directions.mean
         conditions = correlated_attributes(directions, target) if conditions is None else conditions
-        return conditional_direction(base, target, conditions)
-    vector = directions.mean[target] if kind == "mean" else directions.normals[target]
+        return conditional_direction(bases.get(kind, directions.normals), target, conditions)
+    vector = bases.get(kind, directions.normals)[target]
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
@@ -1095,7 +1108,7 @@ def run_directions(run, args):
     path = os.path.join(out, f"directions-{codes.method}.npz")
     with data_prep.atomic_path(path) as temporary:
         np.savez(temporary, mean=directions.mean, mean_with=directions.mean_with, mean_without=directions.mean_without,
-                 normals=directions.normals, accuracy=directions.accuracy, majority=directions.majority,
+                 normals=directions.normals, partial=directions.partial, accuracy=directions.accuracy, majority=directions.majority,
                  varying=directions.varying, attributes=np.asarray(ATTRIBUTES), run=run.directory,
                  method=codes.method, seed=args.seed, faces=directions.count)
     lines = [f"Directions of {run.directory} from {directions.count} {codes.method} codes (train split); boundary "

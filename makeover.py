@@ -52,11 +52,12 @@ PROJECTION_INIT_STDDEV = 1e-3  # ... and every 1x1 projection near the identity,
 OUTPUT_CLIP = 0.995  # the input is clipped to +-this before atanh; so the untrained G(x) is within 0.005 of x
 IDENTITY_TOLERANCE = 0.01  # max |G(x) - x| of an untrained translator, batch norm in either mode (tested)
 STEP_COLUMNS = ("d_loss", "g_loss", "pixel_loss", "adversarial_loss", "cycle_loss", "identity_loss", "d_real",
-                "d_fake", "pixel_weight", "adversarial_weight")  # what train_step returns and log.csv keeps
+                "d_fake", "pixel_weight", "adversarial_weight", "keep_loss")  # what train_step returns, log.csv keeps
 HISTORY_NAMES = {"d_loss": "d_losses", "g_loss": "g_losses", "pixel_loss": "pixel_losses",
                  "adversarial_loss": "adversarial_losses", "cycle_loss": "cycle_losses",
                  "identity_loss": "identity_losses", "d_real": "d_real", "d_fake": "d_fake",
-                 "pixel_weight": "pixel_weights", "adversarial_weight": "adversarial_weights"}
+                 "pixel_weight": "pixel_weights", "adversarial_weight": "adversarial_weights",
+                 "keep_loss": "keep_losses"}
 LAST_VALUE = ("pixel_weight", "adversarial_weight")  # saved per epoch as the value in force at its last step
 
 
@@ -214,12 +215,15 @@ class Makeover(keras.Model):
     on the same translated batch; the loss weights come from loss_weights(G's optimizer step)."""
 
     def __init__(self, translator, discriminator, *, back_translator=None, source_discriminator=None,
-                 schedule=None, cycle_weight=0.0, identity_weight=0.0, **kwargs):
+                 schedule=None, cycle_weight=0.0, identity_weight=0.0, keeper=None, keep_columns=(),
+                 keep_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.translator, self.discriminator = translator, discriminator
         self.back_translator, self.source_discriminator = back_translator, source_discriminator
         self.schedule = dict(schedule or {})
         self.cycle_weight, self.identity_weight = float(cycle_weight), float(identity_weight)
+        self.keeper, self.keep_weight = keeper, float(keep_weight)  # a frozen attribute CNN, not trained here
+        self.keep_columns = tf.constant(list(keep_columns), tf.int32)  # the attributes it must not see change
         self.trackers = {name: keras.metrics.Mean(name=name) for name in STEP_COLUMNS}
         self.built = True  # the networks are built functional models; there is no call() to trace
 
@@ -248,12 +252,24 @@ class Makeover(keras.Model):
         g_loss = _cross_entropy(1.0, discriminator(fake, training=True))
         return d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
 
+    def _keep_loss(self, source, translated):
+        """Mean over the batch and the kept attributes of KL(p(source) || p(translated)), each attribute a
+        Bernoulli with the keeper's probability: 0 when the keeper sees the same attributes in both."""
+        logits_in = tf.gather(tf.cast(self.keeper(source, training=False), tf.float32), self.keep_columns, axis=1)
+        logits_out = tf.gather(tf.cast(self.keeper(translated, training=False), tf.float32), self.keep_columns,
+                               axis=1)
+        wanted = tf.stop_gradient(tf.sigmoid(logits_in))
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(wanted, logits_out)
+                              - tf.nn.sigmoid_cross_entropy_with_logits(wanted, tf.stop_gradient(logits_in)))
+
     def _loss_terms(self, source, target):
         """Every loss term of one step, as scalars."""
         translated = self.translator(source, training=True)
         d_loss, adversarial, d_real, d_fake = self._adversarial(self.discriminator, target, translated)
         pixel = _l1(translated, source)
-        cycle = identity = tf.constant(0.0)
+        cycle = identity = keep = tf.constant(0.0)
+        if self.keeper is not None:
+            keep = self._keep_loss(source, translated)
         if self.back_translator is not None:
             returned = self.back_translator(target, training=True)
             d_back, adversarial_back, _, _ = self._adversarial(self.source_discriminator, source, returned)
@@ -266,7 +282,7 @@ class Makeover(keras.Model):
             if self.back_translator is not None:
                 identity = identity + _l1(self.back_translator(source, training=True), source)
         return {"d_loss": d_loss, "adversarial_loss": adversarial, "pixel_loss": pixel, "cycle_loss": cycle,
-                "identity_loss": identity, "d_real": d_real, "d_fake": d_fake}
+                "identity_loss": identity, "keep_loss": keep, "d_real": d_real, "d_fake": d_fake}
 
     @staticmethod
     def _apply(optimizer, tape, loss, models):
@@ -281,7 +297,8 @@ class Makeover(keras.Model):
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             step = self._loss_terms(source, target)
             g_loss = (pixel_weight * step["pixel_loss"] + adversarial_weight * step["adversarial_loss"]
-                      + self.cycle_weight * step["cycle_loss"] + self.identity_weight * step["identity_loss"])
+                      + self.cycle_weight * step["cycle_loss"] + self.identity_weight * step["identity_loss"]
+                      + self.keep_weight * step["keep_loss"])
         self._apply(self.d_optimizer, d_tape, step["d_loss"], self.discriminators)
         self._apply(self.g_optimizer, g_tape, g_loss, self.generators)
         step.update(g_loss=g_loss, pixel_weight=pixel_weight, adversarial_weight=adversarial_weight)
@@ -413,8 +430,14 @@ def build_makeover(config):
         networks["source_discriminator"] = build_discriminator(image_shape=shape, filters=filters,
                                                                name="source_discriminator")
     schedule = {key: config[key] for key in ("anneal_start", "anneal_steps", "anneal_end")}
+    if config.get("keep_weight", 0.0) > 0:
+        import evaluate
+
+        networks["keeper"] = evaluate.load_classifier(config["keep_classifier"])
+        networks["keeper"].trainable = False
+        networks["keep_columns"] = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in config["keep_attributes"]]
     gan = Makeover(**networks, schedule=schedule, cycle_weight=config["cycle_weight"],
-                   identity_weight=config["identity_weight"])
+                   identity_weight=config["identity_weight"], keep_weight=config.get("keep_weight", 0.0))
     gan.compile(d_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]),
                 g_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
     gan.d_optimizer.build([v for network in gan.discriminators for v in network.trainable_variables])
@@ -439,6 +462,7 @@ def train(config, run_dir, *, resume=False, verbose=1):
         state, history = dcgan.load_checkpoint(run_dir)
         gan.load_state_arrays(state)
         dcgan.truncate_log(run_dir, len(history["d_losses"]))
+        add_missing_columns(run_dir, history)
         remove_stale_temporaries(run_dir)
         fixed_source = np.load(os.path.join(run_dir, "fixed_source.npy"))
     else:
@@ -461,6 +485,30 @@ def train(config, run_dir, *, resume=False, verbose=1):
     dcgan.save_model_atomic(gan.translator, os.path.join(run_dir, "translator.keras"))
     dcgan.save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
     return gan, history
+
+
+def check_keeper(config):
+    """The keep loss's attribute CNN must exist and see the run's crop, size and data."""
+    import evaluate
+
+    try:
+        evaluate.check_config(config, evaluate.classifier_config(config["keep_classifier"]),
+                              what="the run is trained")
+    except ValueError as error:
+        raise ValueError(str(error).replace("--classifier DIR", "--keep-classifier DIR")) from None
+
+
+def add_missing_columns(run_dir, history):
+    """A run saved before a column existed (keep_loss) resumes with it as 0 in its history and log.csv."""
+    for name in HISTORY_NAMES.values():
+        history.setdefault(name, [0.0] * len(history["d_losses"]))
+    path = os.path.join(run_dir, "log.csv")
+    with open(path) as handle:
+        rows = handle.read().splitlines()
+    missing = [name for name in STEP_COLUMNS if name not in rows[0].split(",")]
+    if missing:
+        rows = [rows[0] + "".join("," + name for name in missing)] + [row + ",0" * len(missing) for row in rows[1:]]
+        data_prep.atomic_write_bytes(path, "".join(row + "\n" for row in rows).encode())
 
 
 def read_makeover_config(run_dir):
@@ -674,8 +722,13 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None):
 
     configs = [read_makeover_config(run_dir) for run_dir in run_dirs]
     check_comparable(configs)
-    for run_dir in run_dirs:
+    for run_dir, run_config in zip(run_dirs, configs):
         evaluate.check_run(run_dir, evaluate.classifier_config(classifier_dir))
+        keeper = run_config.get("keep_classifier") if run_config.get("keep_weight", 0.0) > 0 else None
+        scorer = classifier_dir[:-len("/classifier.keras")] if classifier_dir.endswith(".keras") else classifier_dir
+        if keeper and evaluate.same_directory(keeper, scorer):
+            raise data_prep.DataError(f"{run_dir} was trained to keep {keeper}'s view of the attributes; scoring it "
+                                      "with the same CNN would grade it on its own loss: pass another --classifier")
     config = configs[0]
     classifier = evaluate.load_classifier(classifier_dir)
     celeba = data_prep.read_celeba(config["data"])
@@ -809,6 +862,9 @@ def training_parser():
     add("--anneal-end", type=float, default=1.0, help="adversarial weight after the hand-over (pixel: 1 - it)")
     add("--cycle-weight", type=float, default=0.0, help="cycle-consistency weight; > 0 adds a translator back")
     add("--identity-weight", type=float, default=0.0, help="identity loss weight |G(target) - target|")
+    add("--keep-classifier", default=None, help="a frozen attribute CNN of the run's crop whose view of the "
+        "attributes no filter names the translator must keep; use another CNN than the one that scores the run")
+    add("--keep-weight", type=float, default=0.0, help="weight of that keep loss (mean Bernoulli KL per attribute)")
     add("--flip", action="store_true", help="random horizontal flips of both populations")
     add("--grid-count", type=int, default=16, help="held-out source faces in each epoch's grid")
     add("--precision", default="auto", choices=dcgan.PRECISIONS,
@@ -850,9 +906,12 @@ def validate_config(config):
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {config[name]}")
     if not 0.0 <= config["anneal_end"] <= 1.0:
         raise ValueError(f"--anneal-end must be in [0, 1], got {config['anneal_end']}")
-    for name in ("cycle_weight", "identity_weight"):
-        if config[name] < 0:
+    for name in ("cycle_weight", "identity_weight", "keep_weight"):
+        if config.get(name, 0.0) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {config[name]}")
+    if config.get("keep_weight", 0.0) > 0 and not config.get("keep_classifier"):
+        raise ValueError("--keep-weight needs --keep-classifier DIR (train one with `python evaluate.py classifier "
+                         "--crop makeover --seed 1 --out DIR`)")
     check_image_shape(data_prep.crop_output_shape(config["crop"], config["image_size"]))
     filter_terms(config["source"]), filter_terms(config["target"])
 
@@ -931,6 +990,10 @@ def main(argv=None):
                       allow_overlap=config["allow_overlap"])
     for which in ("source", "target"):  # an empty population fails here, before the run directory exists
         data_prep.select_files(celeba, split="train", filter=config[which])
+    if config.get("keep_weight", 0.0) > 0 and not resume:
+        config["keep_classifier"] = os.path.abspath(config["keep_classifier"])
+        check_keeper(config)
+        config["keep_attributes"] = collateral_attributes(celeba.attributes, config["source"], config["target"])
     print(("resuming " if resume else "training ") + run_dir + " with\n"
           + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))
     os.makedirs(run_dir, exist_ok=True)

@@ -111,10 +111,32 @@ def test_mean_difference_and_boundary_recover_a_planted_direction():
     assert not directions.varying[facemath.attribute_index("Wavy_Hair")]
 
 
+def test_partial_effect_leaves_out_what_a_correlated_attribute_adds():
+    # Goatee only on men (half of whom have one); a man's code moves by 2 along e0, a goatee's by 1 along e1. The
+    # mean difference of Goatee carries the Male shift: 2 * (P(male | goatee) - P(male | no goatee)) = 2 * (1 - 1/3)
+    # along e0. The partial effect is Goatee's own shift: e1.
+    rng = np.random.default_rng(0)
+    count, labels = 6000, np.zeros((6000, 40), np.float32)
+    male, goatee = facemath.attribute_index("Male"), facemath.attribute_index("Goatee")
+    labels[:, male] = rng.random(count) < 0.5
+    labels[:, goatee] = labels[:, male] * (rng.random(count) < 0.5)
+    codes = 0.1 * rng.standard_normal((count, 4)) + 2.0 * labels[:, [male]] * np.eye(4)[0] \
+        + labels[:, [goatee]] * np.eye(4)[1]
+    directions = facemath.fit_directions(codes.astype(np.float32), labels)
+    np.testing.assert_allclose(directions.mean[goatee], [4 / 3, 1, 0, 0], atol=0.05)
+    np.testing.assert_allclose(directions.partial[goatee], [0, 1, 0, 0], atol=0.02)
+    np.testing.assert_allclose(directions.partial[male], [2, 0, 0, 0], atol=0.02)
+    unit = facemath.direction_unit(directions, goatee, kind="partial")
+    np.testing.assert_allclose(unit, [0, 1, 0, 0], atol=0.02)
+    # Strength 1 is still the groups' distance along the unit vector: the goatee's own shift of 1.
+    np.testing.assert_allclose(facemath.edit_vector(directions, goatee, kind="partial"), [0, 1, 0, 0], atol=0.05)
+
+
 def test_directions_have_one_row_per_attribute_and_unit_normals():
     codes, labels, _ = planted_codes(count=400, latent_dim=LATENT)
     directions = facemath.fit_directions(codes, labels)
-    for matrix in (directions.mean, directions.normals, directions.mean_with, directions.mean_without):
+    for matrix in (directions.mean, directions.normals, directions.mean_with, directions.mean_without,
+                   directions.partial):
         assert matrix.shape == (40, LATENT)
     assert directions.accuracy.shape == directions.varying.shape == (40,)
     assert directions.correlation.shape == (40, 40)

@@ -369,3 +369,84 @@ def test_score_refuses_a_classifier_of_another_crop(trained_run, makeover_classi
     error = cli_error(makeover.main, ["score", "--run", str(trained_run), "--classifier", str(wrong)], capsys)
     assert "trained with crop makeover but the classifier with dcgan" in error
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The keep loss: a frozen attribute CNN's view of the attributes no filter names
+
+
+def fixed_keeper():
+    """A stand-in attribute CNN with known logits: the mean of each colour channel times a fixed weight plus a bias."""
+    image = keras.Input((40, 32, 3))
+    logits = keras.layers.Dense(len(data_prep.CELEBA_ATTRIBUTES), name="logits")(
+        keras.layers.GlobalAveragePooling2D()(image))
+    keeper = keras.Model(image, logits)
+    weights = np.zeros((3, 40), np.float32)
+    weights[0, 5], weights[1, 7] = 2.0, -1.0  # attribute 5 follows red, attribute 7 falls with green
+    keeper.get_layer("logits").set_weights([weights, np.full(40, 0.5, np.float32)])
+    return keeper
+
+
+def test_keep_loss_is_the_bernoulli_divergence_of_the_kept_attributes():
+    gan = makeover.Makeover(makeover.build_translator(image_shape=(40, 32), filters=4),
+                            makeover.build_discriminator(image_shape=(40, 32), filters=4),
+                            keeper=fixed_keeper(), keep_columns=[5, 7], keep_weight=1.0)
+    source = np.zeros((2, 40, 32, 3), np.float32)  # logits 0.5 for both kept attributes
+    translated = np.zeros((2, 40, 32, 3), np.float32)
+    translated[..., 0], translated[..., 1] = 0.5, 0.25  # attribute 5: 2 * 0.5 + 0.5 = 1.5; attribute 7: 0.25
+    assert float(gan._keep_loss(source, source)) == pytest.approx(0.0, abs=1e-6)
+    p, q5, q7 = 1 / (1 + np.exp(-0.5)), 1 / (1 + np.exp(-1.5)), 1 / (1 + np.exp(-0.25))
+    kl = lambda p, q: p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))  # noqa: E731
+    assert float(gan._keep_loss(source, translated)) == pytest.approx((kl(p, q5) + kl(p, q7)) / 2, rel=1e-5)
+    # Only the kept columns count: a change the keeper sees in attribute 6 alone costs nothing.
+    gan.keep_columns = makeover.tf.constant([6], makeover.tf.int32)
+    assert float(gan._keep_loss(source, translated)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
+        tiny_celeba, makeover_classifier, tmp_path, capsys):
+    makeover.main(tiny_flags(tiny_celeba, tmp_path, "keep", "--epochs", "1", "--keep-classifier",
+                             str(makeover_classifier), "--keep-weight", "2"))
+    run = tmp_path / "keep"
+    config = dcgan.read_config(run)
+    assert config["keep_classifier"] == os.path.abspath(makeover_classifier)
+    assert config["keep_attributes"] == makeover.collateral_attributes(
+        data_prep.read_celeba(tiny_celeba).attributes, "Male", "-Male")
+    steps = dcgan.read_step_log(run)
+    assert (steps["keep_loss"] > -1e-6).all() and (steps["keep_loss"] != 0).any()  # a divergence, rounded
+    expected_g = (steps["pixel_weight"] * steps["pixel_loss"] + steps["adversarial_weight"] * steps["adversarial_loss"]
+                  + 2 * steps["keep_loss"])
+    np.testing.assert_allclose(steps["g_loss"], expected_g, rtol=1e-4, atol=1e-6)
+    capsys.readouterr()  # the training's progress
+    error = cli_error(makeover.main, ["score", "--run", str(run), "--classifier", str(makeover_classifier)], capsys)
+    assert "would grade it on its own loss" in error
+    other = tmp_path / "other-classifier"
+    shutil.copytree(makeover_classifier, other)
+    makeover.main(["score", "--run", str(run), "--classifier", str(other), "--n", "4", "--out", str(tmp_path / "s")])
+    assert (tmp_path / "s" / "scores.json").is_file()
+
+
+def test_keep_loss_flags_fail_in_one_line(tiny_celeba, makeover_classifier, tmp_path, capsys):
+    error = cli_error(makeover.main, tiny_flags(tiny_celeba, tmp_path, "nokeeper", "--keep-weight", "1"), capsys)
+    assert "--keep-weight needs --keep-classifier" in error
+    wrong = tmp_path / "wrong"
+    shutil.copytree(makeover_classifier, wrong)
+    data_prep.write_json(str(wrong / "classifier.json"), {**evaluate.classifier_config(str(wrong)), "image_size": 64})
+    error = cli_error(makeover.main, tiny_flags(tiny_celeba, tmp_path, "wrongsize", "--keep-weight", "1",
+                                                "--keep-classifier", str(wrong)), capsys)
+    assert "image_size 32 but the classifier with 64" in error and "--keep-classifier DIR" in error
+    error = cli_error(makeover.main, tiny_flags(tiny_celeba, tmp_path, "missing", "--keep-weight", "1",
+                                                "--keep-classifier", str(tmp_path / "nothing")), capsys)
+    assert "no attribute classifier" in error
+    assert not any((tmp_path / name).exists() for name in ("nokeeper", "wrongsize", "missing"))
+
+
+def test_a_run_saved_before_the_keep_loss_resumes_with_it_as_zero(tmp_path):
+    old_columns = [name for name in makeover.STEP_COLUMNS if name != "keep_loss"]
+    (tmp_path / "log.csv").write_text("epoch,step," + ",".join(old_columns) + "\n1,1," + ",".join(
+        ["0.5"] * len(old_columns)) + "\n")
+    history = {name: [1.0] for name in makeover.HISTORY_NAMES.values() if name != "keep_losses"}
+    makeover.add_missing_columns(str(tmp_path), history)
+    assert history["keep_losses"] == [0.0]
+    steps = dcgan.read_step_log(str(tmp_path))
+    assert list(steps.columns) == ["epoch", "step", *makeover.STEP_COLUMNS] and steps["keep_loss"].tolist() == [0]
