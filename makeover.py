@@ -215,14 +215,14 @@ class Makeover(keras.Model):
     on the same translated batch; the loss weights come from loss_weights(G's optimizer step)."""
 
     def __init__(self, translator, discriminator, *, back_translator=None, source_discriminator=None,
-                 schedule=None, cycle_weight=0.0, identity_weight=0.0, keeper=None, keep_columns=(),
+                 schedule=None, cycle_weight=0.0, identity_weight=0.0, keepers=(), keep_columns=(),
                  keep_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.translator, self.discriminator = translator, discriminator
         self.back_translator, self.source_discriminator = back_translator, source_discriminator
         self.schedule = dict(schedule or {})
         self.cycle_weight, self.identity_weight = float(cycle_weight), float(identity_weight)
-        self.keeper, self.keep_weight = keeper, float(keep_weight)  # a frozen attribute CNN, not trained here
+        self.keepers, self.keep_weight = list(keepers), float(keep_weight)  # frozen attribute CNNs, not trained here
         self.keep_columns = tf.constant(list(keep_columns), tf.int32)  # the attributes it must not see change
         self.trackers = {name: keras.metrics.Mean(name=name) for name in STEP_COLUMNS}
         self.built = True  # the networks are built functional models; there is no call() to trace
@@ -253,14 +253,16 @@ class Makeover(keras.Model):
         return d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
 
     def _keep_loss(self, source, translated):
-        """Mean over the batch and the kept attributes of KL(p(source) || p(translated)), each attribute a
-        Bernoulli with the keeper's probability: 0 when the keeper sees the same attributes in both."""
-        logits_in = tf.gather(tf.cast(self.keeper(source, training=False), tf.float32), self.keep_columns, axis=1)
-        logits_out = tf.gather(tf.cast(self.keeper(translated, training=False), tf.float32), self.keep_columns,
-                               axis=1)
-        wanted = tf.stop_gradient(tf.sigmoid(logits_in))
-        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(wanted, logits_out)
-                              - tf.nn.sigmoid_cross_entropy_with_logits(wanted, tf.stop_gradient(logits_in)))
+        """Mean over the keepers, the batch and the kept attributes of KL(p(source) || p(translated)), each
+        attribute a Bernoulli with a keeper's probability: 0 when every keeper sees the same attributes in both."""
+        losses = []
+        for keeper in self.keepers:
+            logits_in = tf.gather(tf.cast(keeper(source, training=False), tf.float32), self.keep_columns, axis=1)
+            logits_out = tf.gather(tf.cast(keeper(translated, training=False), tf.float32), self.keep_columns, axis=1)
+            wanted = tf.stop_gradient(tf.sigmoid(logits_in))
+            losses.append(tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(wanted, logits_out)
+                                         - tf.nn.sigmoid_cross_entropy_with_logits(wanted, tf.stop_gradient(logits_in))))
+        return tf.add_n(losses) / len(losses)
 
     def _loss_terms(self, source, target):
         """Every loss term of one step, as scalars."""
@@ -268,7 +270,7 @@ class Makeover(keras.Model):
         d_loss, adversarial, d_real, d_fake = self._adversarial(self.discriminator, target, translated)
         pixel = _l1(translated, source)
         cycle = identity = keep = tf.constant(0.0)
-        if self.keeper is not None:
+        if self.keepers:
             keep = self._keep_loss(source, translated)
         if self.back_translator is not None:
             returned = self.back_translator(target, training=True)
@@ -433,8 +435,9 @@ def build_makeover(config):
     if config.get("keep_weight", 0.0) > 0:
         import evaluate
 
-        networks["keeper"] = evaluate.load_classifier(config["keep_classifier"])
-        networks["keeper"].trainable = False
+        networks["keepers"] = [evaluate.load_classifier(path) for path in keep_classifiers(config)]
+        for keeper in networks["keepers"]:
+            keeper.trainable = False
         networks["keep_columns"] = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in config["keep_attributes"]]
     gan = Makeover(**networks, schedule=schedule, cycle_weight=config["cycle_weight"],
                    identity_weight=config["identity_weight"], keep_weight=config.get("keep_weight", 0.0))
@@ -487,15 +490,21 @@ def train(config, run_dir, *, resume=False, verbose=1):
     return gan, history
 
 
-def check_keeper(config):
-    """The keep loss's attribute CNN must exist and see the run's crop, size and data."""
+def keep_classifiers(config):
+    """The keep loss's attribute CNN directories (a single one in runs saved when there could be only one)."""
+    paths = config.get("keep_classifier") or []
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def check_keepers(config):
+    """The keep loss's attribute CNNs must exist and see the run's crop, size and data."""
     import evaluate
 
-    try:
-        evaluate.check_config(config, evaluate.classifier_config(config["keep_classifier"]),
-                              what="the run is trained")
-    except ValueError as error:
-        raise ValueError(str(error).replace("--classifier DIR", "--keep-classifier DIR")) from None
+    for path in keep_classifiers(config):
+        try:
+            evaluate.check_config(config, evaluate.classifier_config(path), what="the run is trained")
+        except ValueError as error:
+            raise ValueError(str(error).replace("--classifier DIR", "--keep-classifier DIR")) from None
 
 
 def add_missing_columns(run_dir, history):
@@ -724,10 +733,11 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None):
     check_comparable(configs)
     for run_dir, run_config in zip(run_dirs, configs):
         evaluate.check_run(run_dir, evaluate.classifier_config(classifier_dir))
-        keeper = run_config.get("keep_classifier") if run_config.get("keep_weight", 0.0) > 0 else None
+        keepers = keep_classifiers(run_config) if run_config.get("keep_weight", 0.0) > 0 else []
         scorer = classifier_dir[:-len("/classifier.keras")] if classifier_dir.endswith(".keras") else classifier_dir
-        if keeper and evaluate.same_directory(keeper, scorer):
-            raise data_prep.DataError(f"{run_dir} was trained to keep {keeper}'s view of the attributes; scoring it "
+        own = [keeper for keeper in keepers if evaluate.same_directory(keeper, scorer)]
+        if own:
+            raise data_prep.DataError(f"{run_dir} was trained to keep {own[0]}'s view of the attributes; scoring it "
                                       "with the same CNN would grade it on its own loss: pass another --classifier")
     config = configs[0]
     classifier = evaluate.load_classifier(classifier_dir)
@@ -862,8 +872,8 @@ def training_parser():
     add("--anneal-end", type=float, default=1.0, help="adversarial weight after the hand-over (pixel: 1 - it)")
     add("--cycle-weight", type=float, default=0.0, help="cycle-consistency weight; > 0 adds a translator back")
     add("--identity-weight", type=float, default=0.0, help="identity loss weight |G(target) - target|")
-    add("--keep-classifier", default=None, help="a frozen attribute CNN of the run's crop whose view of the "
-        "attributes no filter names the translator must keep; use another CNN than the one that scores the run")
+    add("--keep-classifier", nargs="+", default=None, help="frozen attribute CNNs of the run's crop whose view of "
+        "the attributes no filter names the translator must keep; not the CNN that scores the run")
     add("--keep-weight", type=float, default=0.0, help="weight of that keep loss (mean Bernoulli KL per attribute)")
     add("--flip", action="store_true", help="random horizontal flips of both populations")
     add("--grid-count", type=int, default=16, help="held-out source faces in each epoch's grid")
@@ -991,8 +1001,8 @@ def main(argv=None):
     for which in ("source", "target"):  # an empty population fails here, before the run directory exists
         data_prep.select_files(celeba, split="train", filter=config[which])
     if config.get("keep_weight", 0.0) > 0 and not resume:
-        config["keep_classifier"] = os.path.abspath(config["keep_classifier"])
-        check_keeper(config)
+        config["keep_classifier"] = [os.path.abspath(path) for path in config["keep_classifier"]]
+        check_keepers(config)
         config["keep_attributes"] = collateral_attributes(celeba.attributes, config["source"], config["target"])
     print(("resuming " if resume else "training ") + run_dir + " with\n"
           + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))

@@ -375,14 +375,15 @@ def test_score_refuses_a_classifier_of_another_crop(trained_run, makeover_classi
 # The keep loss: a frozen attribute CNN's view of the attributes no filter names
 
 
-def fixed_keeper():
-    """A stand-in attribute CNN with known logits: the mean of each colour channel times a fixed weight plus a bias."""
+def fixed_keeper(scale=1.0):
+    """A stand-in attribute CNN with known logits: the mean of each colour channel times a fixed weight (times
+    `scale`) plus a bias."""
     image = keras.Input((40, 32, 3))
     logits = keras.layers.Dense(len(data_prep.CELEBA_ATTRIBUTES), name="logits")(
         keras.layers.GlobalAveragePooling2D()(image))
     keeper = keras.Model(image, logits)
     weights = np.zeros((3, 40), np.float32)
-    weights[0, 5], weights[1, 7] = 2.0, -1.0  # attribute 5 follows red, attribute 7 falls with green
+    weights[0, 5], weights[1, 7] = 2.0 * scale, -1.0 * scale  # attribute 5 follows red, 7 falls with green
     keeper.get_layer("logits").set_weights([weights, np.full(40, 0.5, np.float32)])
     return keeper
 
@@ -390,7 +391,7 @@ def fixed_keeper():
 def test_keep_loss_is_the_bernoulli_divergence_of_the_kept_attributes():
     gan = makeover.Makeover(makeover.build_translator(image_shape=(40, 32), filters=4),
                             makeover.build_discriminator(image_shape=(40, 32), filters=4),
-                            keeper=fixed_keeper(), keep_columns=[5, 7], keep_weight=1.0)
+                            keepers=[fixed_keeper()], keep_columns=[5, 7], keep_weight=1.0)
     source = np.zeros((2, 40, 32, 3), np.float32)  # logits 0.5 for both kept attributes
     translated = np.zeros((2, 40, 32, 3), np.float32)
     translated[..., 0], translated[..., 1] = 0.5, 0.25  # attribute 5: 2 * 0.5 + 0.5 = 1.5; attribute 7: 0.25
@@ -398,6 +399,9 @@ def test_keep_loss_is_the_bernoulli_divergence_of_the_kept_attributes():
     p, q5, q7 = 1 / (1 + np.exp(-0.5)), 1 / (1 + np.exp(-1.5)), 1 / (1 + np.exp(-0.25))
     kl = lambda p, q: p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))  # noqa: E731
     assert float(gan._keep_loss(source, translated)) == pytest.approx((kl(p, q5) + kl(p, q7)) / 2, rel=1e-5)
+    # Several keepers: their mean. One that sees no colour at all sees no change, so the loss halves.
+    gan.keepers = [fixed_keeper(), fixed_keeper(scale=0.0)]
+    assert float(gan._keep_loss(source, translated)) == pytest.approx((kl(p, q5) + kl(p, q7)) / 4, rel=1e-5)
     # Only the kept columns count: a change the keeper sees in attribute 6 alone costs nothing.
     gan.keep_columns = makeover.tf.constant([6], makeover.tf.int32)
     assert float(gan._keep_loss(source, translated)) == pytest.approx(0.0, abs=1e-6)
@@ -409,7 +413,7 @@ def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
                              str(makeover_classifier), "--keep-weight", "2"))
     run = tmp_path / "keep"
     config = dcgan.read_config(run)
-    assert config["keep_classifier"] == os.path.abspath(makeover_classifier)
+    assert config["keep_classifier"] == [os.path.abspath(makeover_classifier)]
     assert config["keep_attributes"] == makeover.collateral_attributes(
         data_prep.read_celeba(tiny_celeba).attributes, "Male", "-Male")
     steps = dcgan.read_step_log(run)
