@@ -52,12 +52,12 @@ PROJECTION_INIT_STDDEV = 1e-3  # ... and every 1x1 projection near the identity,
 OUTPUT_CLIP = 0.995  # the input is clipped to +-this before atanh; so the untrained G(x) is within 0.005 of x
 IDENTITY_TOLERANCE = 0.01  # max |G(x) - x| of an untrained translator, batch norm in either mode (tested)
 STEP_COLUMNS = ("d_loss", "g_loss", "pixel_loss", "adversarial_loss", "cycle_loss", "identity_loss", "d_real",
-                "d_fake", "pixel_weight", "adversarial_weight", "keep_loss")  # what train_step returns, log.csv keeps
+                "d_fake", "pixel_weight", "adversarial_weight", "keep_loss", "smooth_loss")  # train_step's, log.csv's
 HISTORY_NAMES = {"d_loss": "d_losses", "g_loss": "g_losses", "pixel_loss": "pixel_losses",
                  "adversarial_loss": "adversarial_losses", "cycle_loss": "cycle_losses",
                  "identity_loss": "identity_losses", "d_real": "d_real", "d_fake": "d_fake",
                  "pixel_weight": "pixel_weights", "adversarial_weight": "adversarial_weights",
-                 "keep_loss": "keep_losses"}
+                 "keep_loss": "keep_losses", "smooth_loss": "smooth_losses"}
 LAST_VALUE = ("pixel_weight", "adversarial_weight")  # saved per epoch as the value in force at its last step
 
 
@@ -216,7 +216,7 @@ class Makeover(keras.Model):
 
     def __init__(self, translator, discriminator, *, back_translator=None, source_discriminator=None,
                  schedule=None, cycle_weight=0.0, identity_weight=0.0, keepers=(), keep_columns=(),
-                 keep_weight=0.0, **kwargs):
+                 keep_weight=0.0, smooth_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.translator, self.discriminator = translator, discriminator
         self.back_translator, self.source_discriminator = back_translator, source_discriminator
@@ -224,6 +224,7 @@ class Makeover(keras.Model):
         self.cycle_weight, self.identity_weight = float(cycle_weight), float(identity_weight)
         self.keepers, self.keep_weight = list(keepers), float(keep_weight)  # frozen attribute CNNs, not trained here
         self.keep_columns = tf.constant(list(keep_columns), tf.int32)  # the attributes it must not see change
+        self.smooth_weight = float(smooth_weight)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in STEP_COLUMNS}
         self.built = True  # the networks are built functional models; there is no call() to trace
 
@@ -264,6 +265,15 @@ class Makeover(keras.Model):
                                          - tf.nn.sigmoid_cross_entropy_with_logits(wanted, tf.stop_gradient(logits_in))))
         return tf.add_n(losses) / len(losses)
 
+    @staticmethod
+    def _smooth_loss(source, translated):
+        """Total variation of the change G(x) - x: the mean absolute difference between neighbouring pixels' changes,
+        down and across. A change made of regions (a mouth recoloured, a beard removed) costs little; speckled
+        noise, which fools a small discriminator and a CNN alike, costs a lot."""
+        change = tf.cast(translated, tf.float32) - tf.cast(source, tf.float32)
+        return (tf.reduce_mean(tf.abs(change[:, 1:] - change[:, :-1]))
+                + tf.reduce_mean(tf.abs(change[:, :, 1:] - change[:, :, :-1])))
+
     def _loss_terms(self, source, target):
         """Every loss term of one step, as scalars."""
         translated = self.translator(source, training=True)
@@ -272,6 +282,7 @@ class Makeover(keras.Model):
         cycle = identity = keep = tf.constant(0.0)
         if self.keepers:
             keep = self._keep_loss(source, translated)
+        smooth = self._smooth_loss(source, translated)
         if self.back_translator is not None:
             returned = self.back_translator(target, training=True)
             d_back, adversarial_back, _, _ = self._adversarial(self.source_discriminator, source, returned)
@@ -284,7 +295,8 @@ class Makeover(keras.Model):
             if self.back_translator is not None:
                 identity = identity + _l1(self.back_translator(source, training=True), source)
         return {"d_loss": d_loss, "adversarial_loss": adversarial, "pixel_loss": pixel, "cycle_loss": cycle,
-                "identity_loss": identity, "keep_loss": keep, "d_real": d_real, "d_fake": d_fake}
+                "identity_loss": identity, "keep_loss": keep, "smooth_loss": smooth, "d_real": d_real,
+                "d_fake": d_fake}
 
     @staticmethod
     def _apply(optimizer, tape, loss, models):
@@ -300,7 +312,7 @@ class Makeover(keras.Model):
             step = self._loss_terms(source, target)
             g_loss = (pixel_weight * step["pixel_loss"] + adversarial_weight * step["adversarial_loss"]
                       + self.cycle_weight * step["cycle_loss"] + self.identity_weight * step["identity_loss"]
-                      + self.keep_weight * step["keep_loss"])
+                      + self.keep_weight * step["keep_loss"] + self.smooth_weight * step["smooth_loss"])
         self._apply(self.d_optimizer, d_tape, step["d_loss"], self.discriminators)
         self._apply(self.g_optimizer, g_tape, g_loss, self.generators)
         step.update(g_loss=g_loss, pixel_weight=pixel_weight, adversarial_weight=adversarial_weight)
@@ -440,7 +452,8 @@ def build_makeover(config):
             keeper.trainable = False
         networks["keep_columns"] = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in config["keep_attributes"]]
     gan = Makeover(**networks, schedule=schedule, cycle_weight=config["cycle_weight"],
-                   identity_weight=config["identity_weight"], keep_weight=config.get("keep_weight", 0.0))
+                   identity_weight=config["identity_weight"], keep_weight=config.get("keep_weight", 0.0),
+                   smooth_weight=config.get("smooth_weight", 0.0))
     gan.compile(d_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]),
                 g_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
     gan.d_optimizer.build([v for network in gan.discriminators for v in network.trainable_variables])
@@ -508,16 +521,18 @@ def check_keepers(config):
 
 
 def add_missing_columns(run_dir, history):
-    """A run saved before a column existed (keep_loss) resumes with it as 0 in its history and log.csv."""
+    """A run saved before a column existed (keep_loss, smooth_loss) resumes with it as 0 in its history and log.csv
+    (rewritten in STEP_COLUMNS' order, the order in which new rows are appended)."""
     for name in HISTORY_NAMES.values():
         history.setdefault(name, [0.0] * len(history["d_losses"]))
     path = os.path.join(run_dir, "log.csv")
     with open(path) as handle:
         rows = handle.read().splitlines()
-    missing = [name for name in STEP_COLUMNS if name not in rows[0].split(",")]
-    if missing:
-        rows = [rows[0] + "".join("," + name for name in missing)] + [row + ",0" * len(missing) for row in rows[1:]]
-        data_prep.atomic_write_bytes(path, "".join(row + "\n" for row in rows).encode())
+    header, columns = rows[0].split(","), ["epoch", "step", *STEP_COLUMNS]
+    if header != columns:
+        values = [dict(zip(header, row.split(","))) for row in rows[1:]]
+        data_prep.atomic_write_bytes(path, "".join(",".join(line) + "\n" for line in [columns] + [
+            [value.get(name, "0") for name in columns] for value in values]).encode())
 
 
 def read_makeover_config(run_dir):
@@ -875,6 +890,7 @@ def training_parser():
     add("--keep-classifier", nargs="+", default=None, help="frozen attribute CNNs of the run's crop whose view of "
         "the attributes no filter names the translator must keep; not the CNN that scores the run")
     add("--keep-weight", type=float, default=0.0, help="weight of that keep loss (mean Bernoulli KL per attribute)")
+    add("--smooth-weight", type=float, default=0.0, help="weight of the total variation of the change G(x) - x")
     add("--flip", action="store_true", help="random horizontal flips of both populations")
     add("--grid-count", type=int, default=16, help="held-out source faces in each epoch's grid")
     add("--precision", default="auto", choices=dcgan.PRECISIONS,
@@ -916,7 +932,7 @@ def validate_config(config):
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {config[name]}")
     if not 0.0 <= config["anneal_end"] <= 1.0:
         raise ValueError(f"--anneal-end must be in [0, 1], got {config['anneal_end']}")
-    for name in ("cycle_weight", "identity_weight", "keep_weight"):
+    for name in ("cycle_weight", "identity_weight", "keep_weight", "smooth_weight"):
         if config.get(name, 0.0) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {config[name]}")
     if config.get("keep_weight", 0.0) > 0 and not config.get("keep_classifier"):

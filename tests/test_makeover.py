@@ -407,10 +407,19 @@ def test_keep_loss_is_the_bernoulli_divergence_of_the_kept_attributes():
     assert float(gan._keep_loss(source, translated)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_smooth_loss_is_the_total_variation_of_the_change():
+    source = np.zeros((1, 3, 3, 3), np.float32)
+    speck = source.copy()
+    speck[0, 1, 1, 0] = 1.0  # one pixel of one channel: 2 of the 18 differences down and 2 of the 18 across are 1
+    assert float(makeover.Makeover._smooth_loss(source, speck)) == pytest.approx(4 / 18)
+    assert float(makeover.Makeover._smooth_loss(source, source + 0.5)) == pytest.approx(0.0)  # a uniform change
+    assert float(makeover.Makeover._smooth_loss(speck, speck + 0.5)) == pytest.approx(0.0)  # of the change only
+
+
 def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
         tiny_celeba, makeover_classifier, tmp_path, capsys):
     makeover.main(tiny_flags(tiny_celeba, tmp_path, "keep", "--epochs", "1", "--keep-classifier",
-                             str(makeover_classifier), "--keep-weight", "2"))
+                             str(makeover_classifier), "--keep-weight", "2", "--smooth-weight", "3"))
     run = tmp_path / "keep"
     config = dcgan.read_config(run)
     assert config["keep_classifier"] == [os.path.abspath(makeover_classifier)]
@@ -419,7 +428,7 @@ def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
     steps = dcgan.read_step_log(run)
     assert (steps["keep_loss"] > -1e-6).all() and (steps["keep_loss"] != 0).any()  # a divergence, rounded
     expected_g = (steps["pixel_weight"] * steps["pixel_loss"] + steps["adversarial_weight"] * steps["adversarial_loss"]
-                  + 2 * steps["keep_loss"])
+                  + 2 * steps["keep_loss"] + 3 * steps["smooth_loss"])
     np.testing.assert_allclose(steps["g_loss"], expected_g, rtol=1e-4, atol=1e-6)
     capsys.readouterr()  # the training's progress
     error = cli_error(makeover.main, ["score", "--run", str(run), "--classifier", str(makeover_classifier)], capsys)
