@@ -739,7 +739,7 @@ def default_classifier(config):
     return "runs/classifier-makeover" if config["crop"] == "makeover" else "runs/classifier"
 
 
-def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None):
+def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cross_checks=()):
     """The score table's rows: the identity and the mean target face (the trivial baselines), then each run, all
     on the same held-out (test split) source faces; plus the settings and the images of the grid."""
     import evaluate
@@ -773,7 +773,18 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None):
                     translate(load_translator(run_dir, epoch=epoch), inputs)) for run_dir in run_dirs]
     rows = [{"name": name, "kind": kind, **translation_scores(outputs=outputs, inputs=inputs, **measure)}
             for name, kind, outputs in candidates]
+    for other_dir in cross_checks:  # the same outputs through other CNNs: do they see the same change?
+        evaluate.check_run(run_dirs[0], evaluate.classifier_config(other_dir))
+        other = evaluate.load_classifier(other_dir)
+        probabilities_in = evaluate.predict_attributes(other, inputs)
+        columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in measure["collateral"]]
+        for row, (_, _, outputs) in zip(rows, candidates):
+            probabilities_out = evaluate.predict_attributes(other, outputs)
+            flips = ((probabilities_in > 0.5) != (probabilities_out > 0.5))[:, columns].mean()
+            row.setdefault("cross_checks", {})[str(other_dir)] = {
+                "target_rate": target_rate(probabilities_out, measure["terms"]), "collateral": float(flips)}
     settings = {"runs": [str(run_dir) for run_dir in run_dirs], "classifier": str(classifier_dir), "count": count,
+                "cross_checks": [str(other_dir) for other_dir in cross_checks],
                 "seed": seed, "epoch": epoch, "target_faces": int(len(targets)), "source": config["source"],
                 "target": config["target"], "terms": [("" if w else "-") + n for n, w in measure["terms"]],
                 "collateral_attributes": measure["collateral"], "data": config["data"], "crop": config["crop"],
@@ -808,16 +819,25 @@ def scores_markdown(rows, settings):
     if checks:
         lines += ["", f"Targets for {checks.pop('run')}: " + ", ".join(
             f"{name.replace('_', ' ')}: {'met' if met else 'missed'}" for name, met in checks.items())]
+    if settings.get("cross_checks"):
+        names = [os.path.basename(os.path.normpath(other)) for other in settings["cross_checks"]]
+        lines += ["", "The same outputs through other attribute CNNs (target rate / collateral):", "",
+                  "| row | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for row in rows:
+            lines.append(f"| {row['name']} | " + " | ".join(
+                f"{check['target_rate']:.3f} / {check['collateral']:.3f}" for check in row["cross_checks"].values())
+                + " |")
     return "\n".join(lines) + "\n"
 
 
-def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, epoch=None, out_dir=None):
+def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, epoch=None, out_dir=None,
+              cross_checks=()):
     """`python makeover.py score`: scores.md, scores.json and grid.png (columns: 8 held-out faces; rows: the
     input, each baseline's and each run's output) in out_dir (default <run>/scores). Returns (rows, out_dir)."""
     config = read_makeover_config(run_dir)
     classifier_dir = classifier_dir or default_classifier(config)
     rows, settings, examples = score_rows([run_dir, *compare], classifier_dir=classifier_dir, count=count,
-                                          seed=seed, epoch=epoch)
+                                          seed=seed, epoch=epoch, cross_checks=cross_checks)
     out_dir = out_dir or os.path.join(run_dir, "scores")
     markdown = scores_markdown(rows, settings)
     data_prep.atomic_write_bytes(os.path.join(out_dir, "scores.md"), markdown.encode())
@@ -986,6 +1006,8 @@ def subcommand_parser(command):
         add("--compare", nargs="*", default=[], help="more runs of the same populations in the same table")
         add("--classifier", default=None, help="the attribute CNN of the run's crop (default: "
             "runs/classifier-makeover, or runs/classifier for the dcgan crop)")
+        add("--cross-check", nargs="+", default=[], help="other attribute CNNs of the crop (a run's keepers too): "
+            "their target rate and collateral of the same outputs, in a second table")
         add("--n", type=int, default=None, help="held-out source faces (default: all, at most 2000)")
         add("--seed", type=int, default=0, help="seed of the held-out faces' choice")
         add("--out", default=None, help="output directory (default: <run>/scores)")
@@ -1001,7 +1023,7 @@ def run_subcommand(command, argv):
         print("wrote " + ", ".join(written))
     else:
         _, out_dir = score_run(args.run, compare=args.compare, classifier_dir=args.classifier, count=args.n,
-                               seed=args.seed, epoch=args.epoch, out_dir=args.out)
+                               seed=args.seed, epoch=args.epoch, out_dir=args.out, cross_checks=args.cross_check)
         print(f"wrote {out_dir}/scores.md, scores.json, grid.png")
 
 

@@ -435,8 +435,16 @@ def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
     assert "would grade it on its own loss" in error
     other = tmp_path / "other-classifier"
     shutil.copytree(makeover_classifier, other)
-    makeover.main(["score", "--run", str(run), "--classifier", str(other), "--n", "4", "--out", str(tmp_path / "s")])
-    assert (tmp_path / "s" / "scores.json").is_file()
+    # Its keeper may look as a cross-check, beside the scoring CNN: a second table of the same outputs.
+    makeover.main(["score", "--run", str(run), "--classifier", str(other), "--n", "4", "--out", str(tmp_path / "s"),
+                   "--cross-check", str(makeover_classifier)])
+    with open(tmp_path / "s" / "scores.json") as handle:
+        rows = {row["name"]: row for row in json.load(handle)["rows"]}
+    for row in rows.values():  # the keeper is a copy of the scoring CNN, so it must see exactly what that one sees
+        check = row["cross_checks"][str(makeover_classifier)]
+        assert check["target_rate"] == row["target_rate"] and check["collateral"] == pytest.approx(row["collateral"])
+    assert rows["identity (the input)"]["cross_checks"][str(makeover_classifier)]["collateral"] == 0
+    assert "through other attribute CNNs" in (tmp_path / "s" / "scores.md").read_text()
 
 
 def test_keep_loss_flags_fail_in_one_line(tiny_celeba, makeover_classifier, tmp_path, capsys):
