@@ -337,6 +337,11 @@ def _classifier_paths(path_or_run_dir):
     return model_path, os.path.join(os.path.dirname(model_path), "classifier.json")
 
 
+def classifier_directory(path_or_run_dir):
+    """The directory of a classifier given as its directory or its .keras file (which must exist)."""
+    return os.path.dirname(_classifier_paths(path_or_run_dir)[0])
+
+
 def load_classifier(path_or_run_dir):
     """The attribute CNN saved by `python evaluate.py classifier` (a directory or its classifier.keras)."""
     model_path, _ = _classifier_paths(path_or_run_dir)

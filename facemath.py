@@ -385,7 +385,12 @@ def direction_unit(directions, target, *, kind="mean", conditions=None):
 
 def edit_vector(directions, target, *, kind="mean", conditions=None):
     """The strength-1 edit: the unit direction times the mean distance between the faces with and without the
-    attribute along it (mean-difference strength 1 adds exactly NVIDIA's vector)."""
+    attribute along it (mean-difference strength 1 adds exactly NVIDIA's vector). For `partial` that distance is
+    measured with every other label held, which is the coefficient itself: the plain groups' distance along it can
+    be small or even negative when a correlated attribute pulls the other way (Goatee on men)."""
+    if kind == "partial" and not conditions:
+        check_varying(directions, [target])
+        return np.asarray(directions.partial[target], np.float32)
     unit = direction_unit(directions, target, kind=kind, conditions=conditions)
     return (float(directions.mean[target] @ unit) * unit).astype(np.float32)
 

@@ -509,6 +509,10 @@ def keep_classifiers(config):
     return [paths] if isinstance(paths, str) else list(paths)
 
 
+def resolved_keepers(config):
+    return [os.path.realpath(path) for path in keep_classifiers(config)]
+
+
 def check_keepers(config):
     """The keep loss's attribute CNNs must exist and see the run's crop, size and data."""
     import evaluate
@@ -749,8 +753,9 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cros
     for run_dir, run_config in zip(run_dirs, configs):
         evaluate.check_run(run_dir, evaluate.classifier_config(classifier_dir))
         keepers = keep_classifiers(run_config) if run_config.get("keep_weight", 0.0) > 0 else []
-        scorer = classifier_dir[:-len("/classifier.keras")] if classifier_dir.endswith(".keras") else classifier_dir
-        own = [keeper for keeper in keepers if evaluate.same_directory(keeper, scorer)]
+        scorer = evaluate.classifier_directory(classifier_dir)
+        own = [keeper for keeper in keepers if os.path.exists(keeper)
+               and evaluate.same_directory(evaluate.classifier_directory(keeper), scorer)]
         if own:
             raise data_prep.DataError(f"{run_dir} was trained to keep {own[0]}'s view of the attributes; scoring it "
                                       "with the same CNN would grade it on its own loss: pass another --classifier")
@@ -773,6 +778,7 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cros
                     translate(load_translator(run_dir, epoch=epoch), inputs)) for run_dir in run_dirs]
     rows = [{"name": name, "kind": kind, **translation_scores(outputs=outputs, inputs=inputs, **measure)}
             for name, kind, outputs in candidates]
+    cross_checks = list(dict.fromkeys(os.path.realpath(evaluate.classifier_directory(path)) for path in cross_checks))
     for other_dir in cross_checks:  # the same outputs through other CNNs: do they see the same change?
         evaluate.check_run(run_dirs[0], evaluate.classifier_config(other_dir))
         other = evaluate.load_classifier(other_dir)
@@ -971,8 +977,11 @@ def resolve_config(argv=None):
     config = {"model": "makeover", **vars(args)}
     if args.resume:
         saved = read_makeover_config(run_dir)
+        defaults = vars(training_parser().parse_args([]))
         for key in explicit_flags(argv) - RESUMABLE_OVERRIDES:
-            if saved.get(key) != config[key]:
+            same = (resolved_keepers(saved) == resolved_keepers(config) if key == "keep_classifier"
+                    else saved.get(key, defaults[key]) == config[key])
+            if not same:
                 raise ValueError(f"--{key.replace('_', '-')} cannot change when resuming "
                                  f"({saved.get(key)!r} in {run_dir}/config.json)")
         overrides = {key: config[key] for key in explicit_flags(argv) & RESUMABLE_OVERRIDES}
@@ -1042,6 +1051,9 @@ def main(argv=None):
         config["keep_classifier"] = [os.path.abspath(path) for path in config["keep_classifier"]]
         check_keepers(config)
         config["keep_attributes"] = collateral_attributes(celeba.attributes, config["source"], config["target"])
+        if not config["keep_attributes"]:
+            raise data_prep.DataError("the filters name every attribute that varies, so the keep loss has nothing to "
+                                      "keep; drop --keep-weight")
     print(("resuming " if resume else "training ") + run_dir + " with\n"
           + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))
     os.makedirs(run_dir, exist_ok=True)

@@ -128,8 +128,22 @@ def test_partial_effect_leaves_out_what_a_correlated_attribute_adds():
     np.testing.assert_allclose(directions.partial[male], [2, 0, 0, 0], atol=0.02)
     unit = facemath.direction_unit(directions, goatee, kind="partial")
     np.testing.assert_allclose(unit, [0, 1, 0, 0], atol=0.02)
-    # Strength 1 is still the groups' distance along the unit vector: the goatee's own shift of 1.
-    np.testing.assert_allclose(facemath.edit_vector(directions, goatee, kind="partial"), [0, 1, 0, 0], atol=0.05)
+    # Strength 1 is the groups' distance with Male held: the goatee's own shift of 1.
+    np.testing.assert_allclose(facemath.edit_vector(directions, goatee, kind="partial"), [0, 1, 0, 0], atol=0.02)
+
+
+def test_partial_edit_adds_the_attribute_even_when_a_correlated_one_pulls_the_other_way():
+    # Goatee's own shift is +1 along e0, Male's -3 along e0, and goatees only on men: the plain groups' distance
+    # along e0 is 1 - 3 * (1 - 1/3) = -1, so scaling the unit vector by it would take the goatee away.
+    rng = np.random.default_rng(1)
+    labels = np.zeros((6000, 40), np.float32)
+    male, goatee = facemath.attribute_index("Male"), facemath.attribute_index("Goatee")
+    labels[:, male] = rng.random(6000) < 0.5
+    labels[:, goatee] = labels[:, male] * (rng.random(6000) < 0.5)
+    codes = 0.1 * rng.standard_normal((6000, 3)) + (labels[:, [goatee]] - 3.0 * labels[:, [male]]) * np.eye(3)[0]
+    directions = facemath.fit_directions(codes.astype(np.float32), labels)
+    assert directions.mean[goatee][0] == pytest.approx(-1.0, abs=0.05)
+    np.testing.assert_allclose(facemath.edit_vector(directions, goatee, kind="partial"), [1, 0, 0], atol=0.02)
 
 
 def test_directions_have_one_row_per_attribute_and_unit_normals():

@@ -196,8 +196,11 @@ def test_resume_keeps_epoch_count_loss_history_and_schedule(trained_run, tmp_pat
     stale = copy / "checkpoints" / "translator_epoch_003.tmp-4242.weights.h5"  # what a kill mid-write leaves
     stale.write_bytes(b"half")
     assert dcgan.saved_epochs(str(copy), "translator") == [1, 2]
+    old_config = {key: value for key, value in dcgan.read_config(copy).items()  # as saved before these flags
+                  if key not in ("keep_classifier", "keep_weight", "smooth_weight")}
+    data_prep.write_json(str(copy / "config.json"), old_config)
     makeover.main(["--resume", "--runs-dir", str(tmp_path / "runs"), "--name", "tiny", "--epochs", "3",
-                   "--cache-dir", str(tmp_path / "cache")])
+                   "--cache-dir", str(tmp_path / "cache"), "--smooth-weight", "0", "--keep-weight", "0"])
     for name, values in before.items():
         after = np.load(copy / f"{name}.npy")
         assert after.shape == (3,)
@@ -431,19 +434,33 @@ def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
                   + 2 * steps["keep_loss"] + 3 * steps["smooth_loss"])
     np.testing.assert_allclose(steps["g_loss"], expected_g, rtol=1e-4, atol=1e-6)
     capsys.readouterr()  # the training's progress
-    error = cli_error(makeover.main, ["score", "--run", str(run), "--classifier", str(makeover_classifier)], capsys)
-    assert "would grade it on its own loss" in error
+    for scorer in (makeover_classifier, makeover_classifier / "classifier.keras"):  # its directory or its file
+        error = cli_error(makeover.main, ["score", "--run", str(run), "--classifier", str(scorer)], capsys)
+        assert "would grade it on its own loss" in error
     other = tmp_path / "other-classifier"
     shutil.copytree(makeover_classifier, other)
-    # Its keeper may look as a cross-check, beside the scoring CNN: a second table of the same outputs.
+    # Its keeper may look as a cross-check, beside the scoring CNN: a second table of the same outputs. A copy with
+    # its logits negated sees every attribute the other way round: the same collateral (every prediction flips on
+    # input and output alike) and, for -Male, the rate at which the scoring CNN sees Male.
+    negated = tmp_path / "negated"
+    shutil.copytree(makeover_classifier, negated)
+    model = evaluate.load_classifier(str(negated))
+    kernel, bias = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([-kernel, -bias])
+    model.save(str(negated / "classifier.keras"))
     makeover.main(["score", "--run", str(run), "--classifier", str(other), "--n", "4", "--out", str(tmp_path / "s"),
-                   "--cross-check", str(makeover_classifier)])
+                   "--cross-check", str(makeover_classifier), str(negated), str(negated / "classifier.keras")])
     with open(tmp_path / "s" / "scores.json") as handle:
-        rows = {row["name"]: row for row in json.load(handle)["rows"]}
-    for row in rows.values():  # the keeper is a copy of the scoring CNN, so it must see exactly what that one sees
-        check = row["cross_checks"][str(makeover_classifier)]
-        assert check["target_rate"] == row["target_rate"] and check["collateral"] == pytest.approx(row["collateral"])
-    assert rows["identity (the input)"]["cross_checks"][str(makeover_classifier)]["collateral"] == 0
+        scores = json.load(handle)
+    assert len(scores["settings"]["cross_checks"]) == 2  # the .keras path names the same CNN as its directory
+    for row in scores["rows"]:
+        same = row["cross_checks"][os.path.realpath(makeover_classifier)]  # a copy of the scoring CNN
+        assert same["target_rate"] == row["target_rate"] and same["collateral"] == pytest.approx(row["collateral"])
+        flipped = row["cross_checks"][os.path.realpath(negated)]
+        assert flipped["collateral"] == pytest.approx(row["collateral"])
+    identity = scores["rows"][0]
+    assert identity["cross_checks"][os.path.realpath(negated)]["target_rate"] == 1 - identity["target_rate"]
+    assert identity["cross_checks"][os.path.realpath(makeover_classifier)]["collateral"] == 0
     assert "through other attribute CNNs" in (tmp_path / "s" / "scores.md").read_text()
 
 
