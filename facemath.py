@@ -1113,7 +1113,8 @@ def run_directions(run, args):
     path = os.path.join(out, f"directions-{codes.method}.npz")
     with data_prep.atomic_path(path) as temporary:
         np.savez(temporary, mean=directions.mean, mean_with=directions.mean_with, mean_without=directions.mean_without,
-                 normals=directions.normals, partial=directions.partial, accuracy=directions.accuracy, majority=directions.majority,
+                 normals=directions.normals, partial=directions.partial, accuracy=directions.accuracy,
+                 majority=directions.majority,
                  varying=directions.varying, attributes=np.asarray(ATTRIBUTES), run=run.directory,
                  method=codes.method, seed=args.seed, faces=directions.count)
     lines = [f"Directions of {run.directory} from {directions.count} {codes.method} codes (train split); boundary "

@@ -260,9 +260,9 @@ class Makeover(keras.Model):
         for keeper in self.keepers:
             logits_in = tf.gather(tf.cast(keeper(source, training=False), tf.float32), self.keep_columns, axis=1)
             logits_out = tf.gather(tf.cast(keeper(translated, training=False), tf.float32), self.keep_columns, axis=1)
-            wanted = tf.stop_gradient(tf.sigmoid(logits_in))
+            wanted, logits_in = tf.stop_gradient(tf.sigmoid(logits_in)), tf.stop_gradient(logits_in)
             losses.append(tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(wanted, logits_out)
-                                         - tf.nn.sigmoid_cross_entropy_with_logits(wanted, tf.stop_gradient(logits_in))))
+                                         - tf.nn.sigmoid_cross_entropy_with_logits(wanted, logits_in)))
         return tf.add_n(losses) / len(losses)
 
     @staticmethod
@@ -706,6 +706,11 @@ def collateral_attributes(attribute_table, source, target):
     return [name for name in varying if name not in named]
 
 
+def flip_rates(probabilities_in, probabilities_out, columns):
+    """Per column, the fraction of images whose 0/1 prediction (probability > 0.5) differs between input and output."""
+    return ((np.asarray(probabilities_in) > 0.5) != (np.asarray(probabilities_out) > 0.5))[:, columns].mean(0)
+
+
 def translation_scores(classifier, inputs, outputs, *, terms, collateral, target_features):
     """One row: target rate (and per term), collateral (mean flip rate of the CNN's 0/1 predictions over the
     collateral attributes), pixel L1, mean CNN-feature distance to the input, Frechet distance to target faces."""
@@ -717,7 +722,7 @@ def translation_scores(classifier, inputs, outputs, *, terms, collateral, target
     features_in = evaluate.extract_features(classifier, inputs)
     features_out = evaluate.extract_features(classifier, outputs)
     columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in collateral]
-    flips = ((probabilities_in > 0.5) != (probabilities_out > 0.5))[:, columns].mean(0)  # (len(collateral),)
+    flips = flip_rates(probabilities_in, probabilities_out, columns)  # (len(collateral),)
     return {"target_rate": target_rate(probabilities_out, terms),
             "term_rates": {("" if wanted else "-") + name: target_rate(probabilities_out, [(name, wanted)])
                            for name, wanted in terms},
@@ -779,18 +784,19 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cros
     rows = [{"name": name, "kind": kind, **translation_scores(outputs=outputs, inputs=inputs, **measure)}
             for name, kind, outputs in candidates]
     cross_checks = list(dict.fromkeys(os.path.realpath(evaluate.classifier_directory(path)) for path in cross_checks))
+    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in measure["collateral"]]
     for other_dir in cross_checks:  # the same outputs through other CNNs: do they see the same change?
         evaluate.check_run(run_dirs[0], evaluate.classifier_config(other_dir))
         other = evaluate.load_classifier(other_dir)
         probabilities_in = evaluate.predict_attributes(other, inputs)
-        columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in measure["collateral"]]
         for row, (_, _, outputs) in zip(rows, candidates):
             probabilities_out = evaluate.predict_attributes(other, outputs)
-            flips = ((probabilities_in > 0.5) != (probabilities_out > 0.5))[:, columns].mean()
-            row.setdefault("cross_checks", {})[str(other_dir)] = {
-                "target_rate": target_rate(probabilities_out, measure["terms"]), "collateral": float(flips)}
+            row.setdefault("cross_checks", {})[other_dir] = {
+                "target_rate": target_rate(probabilities_out, measure["terms"]),
+                "collateral": float(flip_rates(probabilities_in, probabilities_out, columns).mean())
+                if columns else 0.0}
     settings = {"runs": [str(run_dir) for run_dir in run_dirs], "classifier": str(classifier_dir), "count": count,
-                "cross_checks": [str(other_dir) for other_dir in cross_checks],
+                "cross_checks": cross_checks,
                 "seed": seed, "epoch": epoch, "target_faces": int(len(targets)), "source": config["source"],
                 "target": config["target"], "terms": [("" if w else "-") + n for n, w in measure["terms"]],
                 "collateral_attributes": measure["collateral"], "data": config["data"], "crop": config["crop"],
