@@ -29,6 +29,7 @@ import numpy as np
 
 import data_prep
 import dcgan
+import runs
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -132,7 +133,7 @@ def training_rate(*, kernel, precision, image_size=64, filters=64, batch_size=64
     config = {"image_size": image_size, "filters": filters, "kernel": kernel, "latent_dim": 100,
               "latent_distribution": "normal", "g_steps": 1, "label_smoothing": 0.0, "seed": 0,
               "learning_rate": 2e-4, "beta1": 0.5}
-    with dcgan.dtype_policy(precision):
+    with runs.dtype_policy(precision):
         gan = dcgan.build_gan(config)
     if dataset is None:  # one batch held in memory: the model's speed without any input cost
         batch = tf.random.uniform((batch_size, image_size, image_size, 3), -1.0, 1.0)
@@ -169,7 +170,7 @@ def projection_figures(*, kernel, precision, image_size=64, filters=64, batch_si
     Also E's forward pass (encoder.build_encoder), images/s at batch 256."""
     import encoder  # here: bench's own figures start without the encoder stack
 
-    with dcgan.dtype_policy(precision):
+    with runs.dtype_policy(precision):
         generator = dcgan.build_generator(image_size=image_size, filters=filters, kernel_size=kernel)
         discriminator = dcgan.build_discriminator(image_size=image_size, filters=filters, kernel_size=kernel)
         network = encoder.build_encoder(image_size=image_size, filters=filters, kernel_size=kernel)
@@ -310,7 +311,7 @@ def bench_generation(results, precisions, sizes, *, tiny, log=print):
     """Generation images/s per precision, and one face-math edit's milliseconds (with the last generator)."""
     results["generation"] = {}
     for precision in precisions:
-        with dcgan.dtype_policy(precision):
+        with runs.dtype_policy(precision):
             generator = dcgan.build_generator(image_size=sizes["image_size"], filters=sizes["filters"], kernel_size=4)
         results["generation"][precision] = generation_rate(generator, batch_size=64 if tiny else 256)
         log(f"generation, kernel 4, {precision}: {results['generation'][precision]:.0f} images/s")
@@ -432,9 +433,9 @@ def main(argv=None):
     args = parse_args(argv)
     precisions = []
     for name in (name.strip() for name in args.precisions.split(",") if name.strip()):
-        if name not in dcgan.PRECISIONS:
-            raise ValueError(f"unknown precision {name!r}; expected one of {', '.join(dcgan.PRECISIONS)}")
-        policy, why = dcgan.resolve_precision(name)
+        if name not in runs.PRECISIONS:
+            raise ValueError(f"unknown precision {name!r}; expected one of {', '.join(runs.PRECISIONS)}")
+        policy, why = runs.resolve_precision(name)
         if name == "auto":
             print(f"precision auto: {policy} ({why})")
         precisions = [*precisions, policy] if policy not in precisions else precisions

@@ -19,30 +19,20 @@ Usage:
     python dcgan.py baseline --kind noise
 """
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import argparse
-import contextlib
-import csv
 import dataclasses
-import json
 import math
-import platform
+import os
 import sys
 import time
 
 import numpy as np
 
 import data_prep
+import runs
 
-with data_prep.quiet_tensorflow_start():
-    import keras  # noqa: E402  (after the backend is chosen)
-    import tensorflow as tf  # noqa: E402
-
-    tf.config.list_physical_devices()  # the device probe prints too; done here, inside the quiet block
+import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietly)
+import tensorflow as tf  # noqa: E402
 
 SUBCOMMANDS = ("plot", "sample", "baseline")
 
@@ -268,8 +258,7 @@ class DCGAN(keras.Model):
         """One D step on real and generated images, then G steps. As in PyTorch's reference, the first G step
         reuses the batch of generated images (one generator forward pass fewer per step). Returns this step's
         own losses and D outputs, averaged over the global batch (the trackers keep the epoch's means)."""
-        if real_images.dtype == tf.uint8:  # the pipeline hands over uint8: a quarter of the bytes to move
-            real_images = tf.cast(real_images, tf.float32) / 127.5 - 1.0
+        real_images = runs.to_float_batch(real_images)  # the pipeline hands over uint8: a quarter of the bytes
         batch_size = tf.shape(real_images)[0]
         # Only G's variables are watched, so that the D step inside is not recorded on G's tape.
         generator_variables = self.generator.trainable_variables
@@ -302,7 +291,7 @@ class DCGAN(keras.Model):
             self.trackers[name].update_state(value)
         return step
 
-    def _state_variables(self):
+    def state_variables(self):
         """Every variable a resumed run needs, in a fixed order: both networks, both optimizers, the z stream, and
         the generator's average when there is one."""
         average = ([] if self.average_generator is None
@@ -310,101 +299,40 @@ class DCGAN(keras.Model):
         return (self.generator.weights + self.discriminator.weights + self.d_optimizer.variables
                 + self.g_optimizer.variables + [self.seed_generator.state] + average)
 
-    def state_arrays(self):
-        return [np.asarray(keras.ops.convert_to_numpy(variable)) for variable in self._state_variables()]
-
-    def load_state_arrays(self, arrays):
-        variables = self._state_variables()
-        if len(variables) != len(arrays):
-            raise ValueError(f"checkpoint holds {len(arrays)} arrays, the model has {len(variables)} variables")
-        for variable, value in zip(variables, arrays):
-            if tuple(variable.shape) != value.shape:
-                raise ValueError(f"checkpoint shape {value.shape} does not fit {variable.path} {variable.shape}")
-            variable.assign(value)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Callbacks
 
 
 STEP_COLUMNS = ("d_loss", "g_loss", "d_real", "d_fake")  # what train_step returns and log.csv keeps per step
+HISTORY_NAMES = {"d_loss": "d_losses", "g_loss": "g_losses", "d_real": "d_real", "d_fake": "d_fake"}
+LOSS_FILES = {"d_losses": "d_losses.npy", "g_losses": "g_losses.npy"}
 
 
-class StepRecorder(keras.callbacks.Callback):
-    """What every recorder of a training shares (this script's, encoder.py's, makeover.py's): each step's own values
-    of `columns` (train_step returns them, not fit's running means) kept for the epoch, and a NaN or infinite one
-    stops training before the epoch is saved, so the last good checkpoint stays. `history` maps each per-epoch
-    array's name to its list, one entry per finished epoch."""
-
-    def __init__(self, history, columns):
-        super().__init__()
-        self.history_arrays = history
-        self.columns = tuple(columns)
-        self.bad_loss = None
-        self.epoch_steps = []  # (steps, len(columns)) as lists
-
-    def finished_epochs(self):
-        """Epochs finished so far (resumed ones included): the length of every per-epoch array."""
-        return len(next(iter(self.history_arrays.values())))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_steps = []
-
-    def on_train_batch_end(self, step, logs=None):
-        values = [float(logs[name]) for name in self.columns]
-        if not all(math.isfinite(value) for value in values):
-            self.bad_loss = f"non-finite loss at epoch {self.finished_epochs() + 1}, step {step + 1}"
-            self.model.stop_training = True
-            return
-        self.epoch_steps.append(values)
-
-    def epoch_is_good(self):
-        """Whether the epoch that just ended can be saved: it ran steps and none was non-finite."""
-        return self.bad_loss is None and bool(self.epoch_steps)
-
-    def append_to_step_log(self, run_dir, number):
-        """Adds this epoch's steps to <run_dir>/log.csv, rewritten whole (a temporary file, then renamed), so the
-        log only ever holds finished epochs."""
-        rows = "".join(f"{number},{step}," + ",".join(f"{value:.6g}" for value in values) + "\n"
-                       for step, values in enumerate(self.epoch_steps, start=1))
-        log_path = os.path.join(run_dir, "log.csv")
-        with open(log_path, "rb") as handle:
-            data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
+def save_epoch_evidence(gan, run_dir, number, *, fixed_z, history, writer=None):
+    """What a DCGAN run keeps of each finished epoch: the fixed-z grid, that epoch's generator and discriminator,
+    the resumable checkpoint and the loss arrays (and TensorBoard's grid and scalars when `writer` is given)."""
+    if gan.average_generator is not None:
+        gan.refresh_average_statistics(seed=1_000_000 + 1000 * number)
+    grid_path = os.path.join(run_dir, "samples", f"epoch_{number:03d}.png")
+    images = gan.sampling_generator(fixed_z, training=False)
+    data_prep.save_grid(grid_path, keras.ops.convert_to_numpy(images), columns=8)
+    for network, model in (("generator", gan.sampling_generator), ("discriminator", gan.discriminator)):
+        runs.save_weights_atomic(model, runs.epoch_weights_path(run_dir, network, number))
+    runs.save_checkpoint(run_dir, gan.state_variables(), history, arrays=LOSS_FILES)
+    if writer:
+        with writer.as_default(step=number):
+            tf.summary.image("fixed_z_grid", data_prep.read_image_uint8(grid_path)[None], step=number)
+            for name, values in history.items():
+                tf.summary.scalar(f"epoch/{name}", values[-1])
 
 
-class RunRecorder(StepRecorder):
-    """Writes the run's evidence: per-step log.csv, and at each epoch's end the fixed-z grid, that epoch's
-    generator and discriminator, the resumable checkpoint and the loss arrays (StepRecorder: log.csv holds only
-    finished epochs; a non-finite loss stops training before its epoch is saved)."""
-
-    def __init__(self, run_dir, *, fixed_z, history, tensorboard_dir=None):
-        super().__init__(history, STEP_COLUMNS)  # history: {"d_losses": [...], "g_losses": [...], "d_real", "d_fake"}
-        self.run_dir = run_dir
-        self.fixed_z = fixed_z
-        self.writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.epoch_is_good():
-            return
-        means = np.mean(self.epoch_steps, axis=0)  # one per STEP_COLUMNS entry
-        for name, mean in zip(("d_losses", "g_losses", "d_real", "d_fake"), means):
-            self.history_arrays[name].append(float(mean))
-        number = self.finished_epochs()
-        self.append_to_step_log(self.run_dir, number)
-        if self.model.average_generator is not None:
-            self.model.refresh_average_statistics(seed=1_000_000 + 1000 * number)
-        grid_path = os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png")
-        images = self.model.sampling_generator(self.fixed_z, training=False)
-        data_prep.save_grid(grid_path, keras.ops.convert_to_numpy(images), columns=8)
-        for network, model in (("generator", self.model.sampling_generator), ("discriminator", self.model.discriminator)):
-            save_weights_atomic(model,
-                                os.path.join(self.run_dir, "checkpoints", f"{network}_epoch_{number:03d}.weights.h5"))
-        save_checkpoint(self.run_dir, self.model, self.history_arrays)
-        if self.writer:
-            with self.writer.as_default(step=number):
-                tf.summary.image("fixed_z_grid", data_prep.read_image_uint8(grid_path)[None], step=number)
-                for name, values in self.history_arrays.items():
-                    tf.summary.scalar(f"epoch/{name}", values[-1])
+def run_recorder(gan, run_dir, *, fixed_z, history, tensorboard_dir=None):
+    """The run's epoch recorder (runs.EpochRecorder: per-step log.csv of finished epochs only, a non-finite loss
+    stops training before its epoch is saved) with this script's evidence saved after each epoch."""
+    writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
+    return runs.EpochRecorder(history, HISTORY_NAMES, log_dir=run_dir, save_epoch=lambda number: save_epoch_evidence(
+        gan, run_dir, number, fixed_z=fixed_z, history=history, writer=writer))
 
 
 class FreezeDiscriminator(keras.callbacks.Callback):
@@ -445,68 +373,7 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Run directories and checkpoints
-
-
-def save_weights_atomic(model, path):
-    with data_prep.atomic_path(path) as temporary:
-        model.save_weights(temporary)
-
-
-def save_model_atomic(model, path):
-    with data_prep.atomic_path(path) as temporary:
-        model.save(temporary)
-
-
-def save_checkpoint(run_dir, gan, history):
-    """One .npz with every variable and the loss history, then the .npy arrays; each written then renamed."""
-    arrays = {f"state_{index:04d}": value for index, value in enumerate(gan.state_arrays())}
-    arrays.update({f"history_{name}": np.asarray(values, np.float64) for name, values in history.items()})
-    with data_prep.atomic_path(os.path.join(run_dir, "checkpoints", "last.npz")) as temporary:
-        np.savez(temporary, **arrays)
-    data_prep.atomic_save_npy(os.path.join(run_dir, "d_losses.npy"), np.asarray(history["d_losses"], np.float32))
-    data_prep.atomic_save_npy(os.path.join(run_dir, "g_losses.npy"), np.asarray(history["g_losses"], np.float32))
-
-
-def load_checkpoint(run_dir):
-    """(state arrays, history) from runs/<name>/checkpoints/last.npz."""
-    path = os.path.join(run_dir, "checkpoints", "last.npz")
-    if not os.path.isfile(path):
-        raise ValueError(f"no checkpoint to resume from: {path} (did the first epoch finish?)")
-    with np.load(path) as archive:
-        state = [archive[key] for key in sorted(key for key in archive.files if key.startswith("state_"))]
-        history = {key[len("history_"):]: archive[key].tolist() for key in archive.files if key.startswith("history_")}
-    return state, history
-
-
-def read_config(run_dir):
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"not a run directory (no config.json): {run_dir}")
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def write_config(run_dir, config):
-    data_prep.write_json(os.path.join(run_dir, "config.json"), config)
-
-
-def library_versions():
-    import cv2
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "opencv": cv2.__version__}
-
-
-def truncate_log(run_dir, finished_epochs):
-    """Drop log.csv rows of an epoch that never finished (a run killed mid-epoch), atomically."""
-    path = os.path.join(run_dir, "log.csv")
-    if not os.path.isfile(path):
-        return
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= finished_epochs]
-    data_prep.atomic_write_bytes(path, "".join(",".join(row) + "\n" for row in kept).encode())
+# Training
 
 
 def build_gan(config, *, replicas=1):
@@ -530,58 +397,6 @@ def build_gan(config, *, replicas=1):
     return gan
 
 
-def native_bfloat16():
-    """(True or False, why): whether this machine computes bfloat16 natively. GPUs of compute capability 8.0
-    and later (Ampere on) do; CPUs do with AVX512_BF16 or AMX (Intel Sapphire Rapids on, AMD Zen 4 on). Without
-    them TensorFlow emulates bfloat16, measured at a third of float32's speed on an Intel Xeon."""
-    for device in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(device).get("compute_capability", (0, 0))
-        return capability >= (8, 0), f"GPU of compute capability {capability[0]}.{capability[1]}"
-    flags = set()
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as handle:
-            flags = {word for line in handle if line.startswith("flags") for word in line.split()}
-    native = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return bool(native), ("CPU with " + " and ".join(native)) if native else "CPU without AVX512_BF16 or AMX"
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Keras's global dtype policy set to `name` while models are built (layers keep the policy they were made
-    with), and put back afterwards, so that nothing built later (MTCNN, a classifier) inherits it."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def resolve_precision(precision):
-    """--precision auto -> mixed_bfloat16 where bfloat16 is native, float32 elsewhere; returns (policy, why)."""
-    if precision != "auto":
-        return precision, "as asked"
-    native, why = native_bfloat16()
-    return ("mixed_bfloat16" if native else "float32"), why
-
-
-def make_strategy(name):
-    """tf.distribute for several GPUs ('mirrored') or machines ('multiworker', configured by TF_CONFIG)."""
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        # All GPUs; without GPUs, every logical CPU device (how the tests get two replicas on one CPU).
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; expected none, mirrored or multiworker")
-
-
-class TrainingStopped(RuntimeError):
-    """Training met a non-finite loss; the last good checkpoint is kept."""
-
-
 def train_dataset(config):
     """The training images of a run's config as a tf.data pipeline of uint8 batches; returns (dataset, count)."""
     prepared = data_prep.prepare_images(config["data"], split="train", filter=config["filter"], crop="dcgan",
@@ -594,44 +409,36 @@ def train_dataset(config):
 
 def train(config, run_dir, *, resume=False, verbose=1):
     """Train (or resume) the DCGAN described by `config` in `run_dir`; returns (gan, history)."""
-    strategy = make_strategy(config["strategy"])
+    strategy = runs.make_strategy(config["strategy"])
     keras.utils.set_random_seed(config["seed"])
     dataset, count = train_dataset(config)
-    with strategy.scope(), dtype_policy(config["compute_precision"]):
+    with strategy.scope(), runs.dtype_policy(config["compute_precision"]):
         gan = build_gan(config, replicas=strategy.num_replicas_in_sync)
-        history = {"d_losses": [], "g_losses": [], "d_real": [], "d_fake": []}
+        history = {name: [] for name in HISTORY_NAMES.values()}
         if resume:
-            state, history = load_checkpoint(run_dir)
-            gan.load_state_arrays(state)
-            truncate_log(run_dir, len(history["d_losses"]))
+            history = runs.load_checkpoint(run_dir, gan.state_variables())
+            runs.truncate_log(run_dir, len(history["d_losses"]))
     if not resume:
         data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_z.npy"),
                                   latent_for_seed(config["seed"], 64, config["latent_dim"],
                                                   config["latent_distribution"]))
-        data_prep.atomic_write_bytes(os.path.join(run_dir, "log.csv"), ("epoch,step," + ",".join(STEP_COLUMNS)
-                                                                        + "\n").encode())
-    recorder = RunRecorder(run_dir, fixed_z=np.load(os.path.join(run_dir, "fixed_z.npy")), history=history,
-                           tensorboard_dir=os.path.join(run_dir, "tensorboard") if config["tensorboard"] else None)
-    callbacks = [recorder]
+        runs.start_step_log(run_dir, STEP_COLUMNS)
+    tensorboard_dir = os.path.join(run_dir, "tensorboard") if config["tensorboard"] else None
+    recorder = run_recorder(gan, run_dir, fixed_z=np.load(os.path.join(run_dir, "fixed_z.npy")), history=history,
+                            tensorboard_dir=tensorboard_dir)
+    callbacks = []
     if config["freeze_d_after"] is not None:
         callbacks.append(FreezeDiscriminator(config["freeze_d_after"]))
     if config.get("time_budget"):
         callbacks.append(TimeBudget(config["time_budget"]))
-    if config["tensorboard"]:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=50))
-    done = len(history["d_losses"])
-    if done >= config["epochs"]:
-        print(f"{run_dir} already has {done} epochs; pass a larger --epochs to continue")
-        return gan, history
-    print(f"training on {count} images with {strategy.num_replicas_in_sync} replica(s), "
-          f"epochs {done + 1} to {config['epochs']}")
-    gan.fit(dataset, epochs=config["epochs"], initial_epoch=done, callbacks=callbacks, verbose=verbose, shuffle=False,
-            steps_per_epoch=config.get("steps_per_epoch"))
-    if recorder.bad_loss:
-        raise TrainingStopped(f"training stopped: {recorder.bad_loss}; the last good checkpoint "
-                              f"(epoch {len(history['d_losses'])}) stays in {run_dir}/checkpoints")
-    save_model_atomic(gan.sampling_generator, os.path.join(run_dir, "generator.keras"))
-    save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
+    if tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir, update_freq=50))
+    announce = (lambda done: f"training on {count} images with {strategy.num_replicas_in_sync} replica(s), "
+                             f"epochs {done + 1} to {config['epochs']}")
+    if runs.fit_epochs(gan, dataset, run_dir, epochs=config["epochs"], recorder=recorder, callbacks=callbacks,
+                       steps_per_epoch=config.get("steps_per_epoch"), verbose=verbose, announce=announce):
+        runs.save_model_atomic(gan.sampling_generator, os.path.join(run_dir, "generator.keras"))
+        runs.save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
     return gan, history
 
 
@@ -662,21 +469,10 @@ def build_network(config, network):
 def load_network(run_dir, network="generator", *, epoch=None):
     """A run's generator or discriminator: the final <network>.keras, or the weights saved after `epoch` (the
     newest saved epoch when the run has no final network yet)."""
-    config = read_config(run_dir)
+    config = runs.read_config(run_dir)
     if config.get("kind") == "noise":
-        raise ValueError(f"{run_dir} is the uniform-noise baseline; it has no {network}")
-    final = os.path.join(run_dir, f"{network}.keras")
-    if epoch is None and os.path.isfile(final):
-        return keras.saving.load_model(final, compile=False)
-    epochs = saved_epochs(run_dir, network)
-    if not epochs:
-        raise ValueError(f"no {network} in {run_dir} (neither {network}.keras nor an epoch's weights)")
-    epoch = epochs[-1] if epoch is None else epoch
-    if epoch not in epochs:
-        raise ValueError(f"{run_dir} has no {network} for epoch {epoch}; saved epochs: {epochs}")
-    model = build_network(config, network)
-    model.load_weights(os.path.join(run_dir, "checkpoints", f"{network}_epoch_{epoch:03d}.weights.h5"))
-    return model
+        raise data_prep.DataError(f"{run_dir} is the uniform-noise baseline; it has no {network}")
+    return runs.load_saved_network(run_dir, network, lambda: build_network(config, network), epoch=epoch)
 
 
 def load_generator(run_dir, *, epoch=None):
@@ -698,34 +494,22 @@ class Run:
 def load_run(run_dir, *, epoch=None):
     """The one door to a trained run for encoder.py, facemath.py and makeover.py: config.json, the generator and
     the discriminator, final or saved after `epoch`. Baselines are refused (they have no discriminator)."""
-    config = read_config(run_dir)
+    config = runs.read_config(run_dir)
     if config.get("kind") in ("untrained", "noise"):
         raise ValueError(f"{run_dir} is the {config['kind']} baseline, not a trained run")
     networks = {network: load_network(run_dir, network, epoch=epoch) for network in NETWORKS}
     return Run(os.path.abspath(run_dir), config, networks["generator"], networks["discriminator"], epoch)
 
 
-def saved_epochs(run_dir, network="generator"):
-    """The epochs after which `network`'s weights were saved, in order. A run killed while writing leaves a
-    temporary file (<network>_epoch_007.tmp-<pid>.weights.h5): it is not an epoch and is skipped."""
-    directory = os.path.join(run_dir, "checkpoints")
-    prefix, suffix = f"{network}_epoch_", ".weights.h5"
-    names = os.listdir(directory) if os.path.isdir(directory) else []
-    return sorted(int(name[len(prefix):-len(suffix)]) for name in names
-                  if name.startswith(prefix) and name.endswith(suffix) and name[len(prefix):-len(suffix)].isdigit())
-
-
 def generate(generator, z, *, batch_size=256, training=False):
     """Images in [-1, 1] (float32 NumPy) for latent codes z, in batches."""
-    batches = [keras.ops.convert_to_numpy(generator(z[start:start + batch_size], training=training))
-               for start in range(0, len(z), batch_size)]
-    return np.concatenate(batches).astype(np.float32)
+    return runs.predict_batches(generator, z, batch_size=batch_size, training=training)
 
 
 def make_sampler(run_dir, *, epoch=None):
     """A function (count, seed) -> images in [-1, 1] for any run: a trained DCGAN, the untrained-generator
     baseline or the uniform-noise baseline. Evaluation scores every kind through this one door."""
-    config = read_config(run_dir)
+    config = runs.read_config(run_dir)
     if config.get("kind") == "noise":
         size = config["image_size"]
         return lambda count, seed: np.random.default_rng(seed).uniform(-1, 1, (count, size, size, 3)).astype(np.float32)
@@ -765,13 +549,13 @@ def write_baseline(run_dir, *, kind="untrained", image_size=64, filters=64, kern
     os.makedirs(run_dir, exist_ok=True)
     config = {"kind": kind, "image_size": image_size, "filters": filters, "kernel": kernel,
               "latent_dim": latent_dim, "latent_distribution": "normal", "seed": seed,
-              "versions": library_versions()}
-    write_config(run_dir, config)
+              "versions": runs.library_versions()}
+    runs.write_config(run_dir, config)
     if kind == "untrained":
         keras.utils.set_random_seed(seed)
         generator = build_generator(latent_dim=latent_dim, image_size=image_size, filters=filters,
                                     kernel_size=kernel)
-        save_model_atomic(generator, os.path.join(run_dir, "generator.keras"))
+        runs.save_model_atomic(generator, os.path.join(run_dir, "generator.keras"))
     images = make_sampler(run_dir)(count, seed)
     data_prep.save_grid(os.path.join(run_dir, "samples", "grid.png"), images[:64], columns=8)
     data_prep.atomic_save_npy(os.path.join(run_dir, "samples.npy"), data_prep.to_uint8(images))
@@ -791,15 +575,6 @@ def smooth(values, weight=0.98):
     return np.asarray(smoothed)
 
 
-def read_step_log(run_dir):
-    import pandas as pd
-
-    path = os.path.join(run_dir, "log.csv")
-    if not os.path.isfile(path):
-        raise ValueError(f"no log.csv in {run_dir}")
-    return pd.read_csv(path)
-
-
 def plot_runs(run_dirs, out_path, *, smoothing=0.98):
     """D and G loss per epoch, smoothed per step, and D(x), D(G(z)) per step, for one run or several overlaid."""
     import matplotlib
@@ -815,7 +590,7 @@ def plot_runs(run_dirs, out_path, *, smoothing=0.98):
         epochs = np.arange(1, len(d_losses) + 1)
         line, = axes[0].plot(epochs, d_losses, "o-", label=f"{label} D")
         axes[0].plot(epochs, g_losses, "s--", color=line.get_color(), label=f"{label} G")
-        steps = read_step_log(run_dir)
+        steps = runs.read_step_log(run_dir)
         position = np.arange(1, len(steps) + 1)
         axes[1].plot(position, smooth(steps["d_loss"], smoothing), color=line.get_color(), label=f"{label} D")
         axes[1].plot(position, smooth(steps["g_loss"], smoothing), "--", color=line.get_color(), label=f"{label} G")
@@ -837,7 +612,6 @@ def plot_runs(run_dirs, out_path, *, smoothing=0.98):
 
 RESUMABLE_OVERRIDES = {"epochs", "tensorboard", "freeze_d_after", "strategy", "steps_per_epoch", "cache_dir",
                        "time_budget", "data", "resume", "name", "runs_dir", "verbose"}
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 def training_parser():
@@ -868,7 +642,7 @@ def training_parser():
     add("--ema", type=float, default=0.0,
         help="keep a moving average of G's weights with this decay per step (e.g. 0.999) and save and sample it; "
              "0: off, as in the paper")
-    add("--precision", default="auto", choices=PRECISIONS,
+    add("--precision", default="auto", choices=runs.PRECISIONS,
         help="compute dtype policy; auto: mixed_bfloat16 where the CPU or GPU runs bfloat16 natively, else float32")
     add("--strategy", default="none", choices=["none", "mirrored", "multiworker"], help="tf.distribute strategy")
     add("--tensorboard", action="store_true", help="write TensorBoard scalars and the epoch grid")
@@ -882,14 +656,6 @@ def training_parser():
         help="minutes of training: stop after the last whole epoch that fits (--epochs stays the upper bound)")
     add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser
-
-
-def explicit_flags(argv):
-    """The destinations the user actually typed (argparse hides this behind defaults)."""
-    shadow = training_parser()
-    for action in shadow._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(shadow.parse_args(argv)))
 
 
 def validate_config(config):
@@ -915,26 +681,16 @@ def resolve_config(argv=None):
     run_dir = os.path.join(args.runs_dir, args.name)
     config = vars(args)
     if args.resume:
-        saved = read_config(run_dir)
-        for key in explicit_flags(argv) - RESUMABLE_OVERRIDES:
-            if saved.get(key) != config[key]:
-                raise ValueError(f"--{key.replace('_', '-')} cannot change when resuming "
-                                 f"({saved.get(key)!r} in {run_dir}/config.json)")
-        overrides = {key: config[key] for key in explicit_flags(argv) & RESUMABLE_OVERRIDES}
-        config = {**saved, **overrides, "resume": True}
-        config["resumed_with"] = [*saved.get("resumed_with", []), library_versions()]
-    elif os.path.isfile(os.path.join(run_dir, "checkpoints", "last.npz")):
-        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
+        config = runs.resumed_config(config, run_dir, typed=runs.typed_flags(training_parser(), argv),
+                                     resumable=RESUMABLE_OVERRIDES, defaults=runs.parser_defaults(training_parser()))
     else:
-        config["versions"] = library_versions()
+        runs.check_new_run(run_dir)
+        config["versions"] = runs.library_versions()
     validate_config(config)
     if config["filter"]:
         data_prep.parse_filter(config["filter"], list(data_prep.CELEBA_ATTRIBUTES))
-    # Absolute paths, so that the run can be used from any working directory.
-    config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
-    if config["data"] is not None:
-        config["data"] = os.path.abspath(os.path.expanduser(config["data"]))
-    config["compute_precision"], config["precision_reason"] = resolve_precision(config["precision"])
+    runs.absolute_paths(config)
+    config["compute_precision"], config["precision_reason"] = runs.resolve_precision(config["precision"])
     return config, run_dir, args.resume
 
 
@@ -970,7 +726,7 @@ def subcommand_parser(command):
 
 
 def run_sample(args):
-    config = read_config(args.run)
+    config = runs.read_config(args.run)
     if args.count < 1:
         raise ValueError(f"--count must be positive, got {args.count}")
     outdir = args.outdir or os.path.join(args.run, "generated")
@@ -996,7 +752,7 @@ def run_subcommand(command, argv):
     args = subcommand_parser(command).parse_args(argv)
     if command == "plot":
         for run_dir in args.runs:
-            read_config(run_dir)
+            runs.read_config(run_dir)
         out = args.out or os.path.join(args.runs[0], "losses.png")
         print(f"wrote {plot_runs(args.runs, out, smoothing=args.smoothing)}")
     elif command == "sample":
@@ -1004,7 +760,7 @@ def run_subcommand(command, argv):
     else:
         sizes = {"image_size": args.image_size, "filters": args.filters, "kernel": args.kernel, "latent_dim": 100}
         if args.like:
-            like = read_config(args.like)
+            like = runs.read_config(args.like)
             sizes = {key: like[key] for key in sizes}
         run_dir = os.path.join(args.runs_dir, args.name or f"baseline-{args.kind}")
         write_baseline(run_dir, kind=args.kind, count=args.count, seed=args.seed, **sizes)
@@ -1018,15 +774,10 @@ def main(argv=None):
     config, run_dir, resume = resolve_config(argv)
     os.makedirs(run_dir, exist_ok=True)
     config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
-    print(("resuming " if resume else "training ") + run_dir + " with\n"
-          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))
-    write_config(run_dir, config)
+    runs.print_config(run_dir, config, resume=resume)
+    runs.write_config(run_dir, config)
     started = time.perf_counter()
-    try:
-        train(config, run_dir, resume=resume)
-    except TrainingStopped as stopped:
-        print(f"error: {stopped}", file=sys.stderr)
-        sys.exit(1)
+    runs.train_or_exit(train, config, run_dir, resume=resume)
     print(f"done in {time.perf_counter() - started:.0f} s; evidence in {run_dir}")
 
 

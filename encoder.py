@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 import data_prep
 import dcgan
+import runs
 
 import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
 import tensorflow as tf  # noqa: E402
@@ -188,8 +189,7 @@ class EncoderTrainer(keras.Model):
         return {"latent": latent, "pixel": pixel, "feature": feature}
 
     def train_step(self, real_images):
-        if real_images.dtype == tf.uint8:
-            real_images = tf.cast(real_images, tf.float32) / 127.5 - 1.0
+        real_images = runs.to_float_batch(real_images)
         with tf.GradientTape() as tape:
             parts = self.parts(real_images, training=True)
             loss = tf.add_n([weight * parts[name] for name, weight in self.weights_by_part.items() if weight])
@@ -238,8 +238,7 @@ class VAE(keras.Model):
                 "kl": tf.reduce_mean(kl_divergence(mean, log_variance))}
 
     def train_step(self, images):
-        if images.dtype == tf.uint8:
-            images = tf.cast(images, tf.float32) / 127.5 - 1.0
+        images = runs.to_float_batch(images)
         with tf.GradientTape() as tape:
             parts = self.parts(images, training=True)
             loss = parts["reconstruction"] + self.beta * parts["kl"]
@@ -257,61 +256,7 @@ class VAE(keras.Model):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Callbacks
-
-
-class EpochRecorder(dcgan.StepRecorder):
-    """The evidence of a training, as dcgan.RunRecorder keeps it: at each epoch's end the means of the step
-    losses go into `history` and <name>_losses.npy, `save_epoch(number)` writes the grid and weights, and the
-    resumable checkpoint is rewritten. A non-finite loss stops training before the epoch is saved."""
-
-    def __init__(self, out_dir, *, history, save_epoch):
-        super().__init__(history, list(history))  # each step's value of every loss that has a per-epoch array
-        self.out_dir, self.save_epoch = out_dir, save_epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.epoch_is_good():
-            return
-        for values, mean in zip(self.history_arrays.values(), np.mean(self.epoch_steps, axis=0)):
-            values.append(float(mean))
-        self.save_epoch(self.finished_epochs())
-        save_state(self.out_dir, self.model.state_variables(), self.history_arrays)
-
-
-def epoch_count(history):
-    return len(next(iter(history.values())))
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Checkpoints and loading
-
-
-def save_state(out_dir, variables, history):
-    """checkpoints/last.npz (every variable and the loss history), then one <name>_losses.npy per loss."""
-    arrays = {f"state_{index:04d}": np.asarray(keras.ops.convert_to_numpy(variable))
-              for index, variable in enumerate(variables)}
-    arrays.update({f"history_{name}": np.asarray(values, np.float64) for name, values in history.items()})
-    with data_prep.atomic_path(os.path.join(out_dir, "checkpoints", "last.npz")) as temporary:
-        np.savez(temporary, **arrays)
-    for name, values in history.items():
-        data_prep.atomic_save_npy(os.path.join(out_dir, f"{name}_losses.npy"), np.asarray(values, np.float32))
-
-
-def load_state(out_dir, variables):
-    """Assign checkpoints/last.npz to `variables` (in save_state's order); returns the loss history."""
-    path = os.path.join(out_dir, "checkpoints", "last.npz")
-    if not os.path.isfile(path):
-        raise data_prep.DataError(f"no checkpoint to resume from: {path} (did the first epoch finish?)")
-    with np.load(path) as archive:
-        state = [archive[key] for key in sorted(key for key in archive.files if key.startswith("state_"))]
-        history = {key[len("history_"):]: archive[key].tolist() for key in archive.files if key.startswith("history_")}
-    if len(state) != len(variables):
-        raise data_prep.DataError(f"{path} holds {len(state)} arrays, the model has {len(variables)} variables")
-    for variable, value in zip(variables, state):
-        if tuple(variable.shape) != value.shape:
-            raise data_prep.DataError(f"{path}: shape {value.shape} does not fit {variable.path} {variable.shape}")
-        variable.assign(value)
-    return history
 
 
 def generator_fingerprint(generator):
@@ -326,7 +271,7 @@ def load_model_run(run):
     """A dcgan.Run for a GAN run or a VAE run (a VAE run's discriminator is None); a Run passes through."""
     if isinstance(run, dcgan.Run):
         return run
-    config = dcgan.read_config(run)
+    config = runs.read_config(run)
     if config.get("kind") == "vae":
         return dcgan.Run(os.path.abspath(run), config, dcgan.load_generator(run), None, None)
     return dcgan.load_run(run)
@@ -334,7 +279,7 @@ def load_model_run(run):
 
 def load_gan_run(run_dir):
     """A trained GAN run, or one line that says why not (a VAE run, a baseline, a missing network)."""
-    config = dcgan.read_config(run_dir)
+    config = runs.read_config(run_dir)
     if config.get("kind") == "vae":
         raise data_prep.DataError(f"{run_dir} is a VAE run; pass a GAN run as --run (the VAE goes to --vae)")
     return dcgan.load_run(run_dir)
@@ -350,7 +295,7 @@ def load_encoder(run):
     if not os.path.isfile(path):
         raise data_prep.DataError(f"no trained encoder in {out_dir}; run `python encoder.py train --run "
                                   f"{run.directory}` first")
-    saved = dcgan.read_config(out_dir)
+    saved = runs.read_config(out_dir)
     if saved.get("generator_fingerprint") != generator_fingerprint(run.generator):
         raise data_prep.DataError(f"the encoder in {out_dir} was trained for another generator "
                                   f"({saved.get('run')}); train one for this run")
@@ -380,24 +325,23 @@ def fixed_held_out(out_dir, config, *, count=GRID_FACES, seed=0):
 
 
 def fit_with_evidence(trainer, dataset, out_dir, *, epochs, steps_per_epoch, history, save_epoch, verbose=1):
-    """fit() from the first unfinished epoch with an EpochRecorder; raises dcgan.TrainingStopped on a NaN."""
-    done = epoch_count(history)
-    if done >= epochs:
-        print(f"{out_dir} already has {done} epochs; pass a larger --epochs to continue")
-        return history
-    recorder = EpochRecorder(out_dir, history=history, save_epoch=save_epoch)
-    trainer.fit(dataset, epochs=epochs, initial_epoch=done, callbacks=[recorder], verbose=verbose, shuffle=False,
-                steps_per_epoch=steps_per_epoch)
-    if recorder.bad_loss:
-        raise dcgan.TrainingStopped(f"training stopped: {recorder.bad_loss}; the last good checkpoint "
-                                    f"(epoch {epoch_count(history)}) stays in {out_dir}/checkpoints")
+    """fit() from the first unfinished epoch; after each epoch `save_epoch(number)` writes the grid and weights and
+    the resumable checkpoint and <name>_losses.npy are rewritten. Raises runs.TrainingStopped on a NaN."""
+    def save(number):
+        save_epoch(number)
+        runs.save_checkpoint(out_dir, trainer.state_variables(), history,
+                             arrays={name: f"{name}_losses.npy" for name in history})
+
+    recorder = runs.EpochRecorder(history, list(history), save_epoch=save)
+    runs.fit_epochs(trainer, dataset, out_dir, epochs=epochs, recorder=recorder, steps_per_epoch=steps_per_epoch,
+                    verbose=verbose)
     return history
 
 
 def make_encoder_trainer(run, config):
     """E and its trainer for a run, built in the run's precision, with the optimizer's slots made."""
     features = dcgan.discriminator_features(run.discriminator, layer=config["feature_layer"])
-    with dcgan.dtype_policy(run.config.get("compute_precision", "float32")):
+    with runs.dtype_policy(run.config.get("compute_precision", "float32")):
         encoder = build_encoder(latent_dim=run.config["latent_dim"], image_size=run.config["image_size"],
                                 filters=run.config["filters"], kernel_size=run.config["kernel"])
     weights = {part: config[f"{part}_weight"] for part in EncoderTrainer.PARTS}
@@ -415,7 +359,7 @@ def train_encoder(run, config, *, resume=False, verbose=1):
     trainer = make_encoder_trainer(run, config)
     history = {name: [] for name in ("loss", *EncoderTrainer.PARTS)}
     if resume:
-        history = load_state(out_dir, trainer.state_variables())
+        history = runs.load_checkpoint(out_dir, trainer.state_variables())
     fixed = fixed_held_out(out_dir, run.config, seed=config["seed"])
 
     def save_epoch(number):
@@ -423,17 +367,17 @@ def train_encoder(run, config, *, resume=False, verbose=1):
         data_prep.save_grid(os.path.join(out_dir, "samples", f"epoch_{number:03d}.png"),
                             np.concatenate([data_prep.to_float(fixed), reconstructions]), columns=len(fixed),
                             row_labels=["x", "G(E(x))"])
-        dcgan.save_weights_atomic(trainer.encoder, os.path.join(out_dir, "checkpoints",
+        runs.save_weights_atomic(trainer.encoder, os.path.join(out_dir, "checkpoints",
                                                                 f"encoder_epoch_{number:03d}.weights.h5"))
 
     images = training_images(run.config, limit=config["limit"])
     dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
     steps = config["steps_per_epoch"]
-    if epoch_count(history) < config["epochs"]:
-        print(f"training E on {len(images)} images, epochs {epoch_count(history) + 1} to {config['epochs']}")
+    if len(history['loss']) < config["epochs"]:
+        print(f"training E on {len(images)} images, epochs {len(history['loss']) + 1} to {config['epochs']}")
     fit_with_evidence(trainer, dataset.repeat() if steps else dataset, out_dir, epochs=config["epochs"],
                       steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
-    dcgan.save_model_atomic(trainer.encoder, os.path.join(out_dir, "encoder.keras"))
+    runs.save_model_atomic(trainer.encoder, os.path.join(out_dir, "encoder.keras"))
     return trainer.encoder, history
 
 
@@ -446,7 +390,7 @@ def image_steps(config, run_dir, *, train_count):
 
 
 def make_vae(config):
-    with dcgan.dtype_policy(config["compute_precision"]):
+    with runs.dtype_policy(config["compute_precision"]):
         sizes = {"latent_dim": config["latent_dim"], "image_size": config["image_size"],
                  "filters": config["filters"], "kernel_size": config["kernel"]}
         vae = VAE(build_vae_encoder(**sizes), dcgan.build_generator(**sizes), beta=config["beta"],
@@ -462,7 +406,7 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
     vae = make_vae(config)
     history = {name: [] for name in ("loss", *VAE.PARTS)}
     if resume:
-        history = load_state(run_dir, vae.state_variables())
+        history = runs.load_checkpoint(run_dir, vae.state_variables())
     else:
         data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_z.npy"),
                                   dcgan.latent_for_seed(config["seed"], GRID_FACES, config["latent_dim"]))
@@ -474,7 +418,7 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
         rows = [data_prep.to_float(fixed), dcgan.generate(vae.generator, mean), dcgan.generate(vae.generator, fixed_z)]
         data_prep.save_grid(os.path.join(run_dir, "samples", f"epoch_{number:03d}.png"), np.concatenate(rows),
                             columns=GRID_FACES, row_labels=["x", "dec(mean)", "dec(z)"])
-        dcgan.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
+        runs.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
                                                               f"generator_epoch_{number:03d}.weights.h5"))
 
     images = training_images(config, limit=config["limit"])
@@ -482,8 +426,8 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
     steps = config["steps_per_epoch"]
     fit_with_evidence(vae, dataset.repeat() if steps else dataset, run_dir, epochs=config["epochs"],
                       steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
-    dcgan.save_model_atomic(vae.generator, os.path.join(run_dir, "generator.keras"))
-    dcgan.save_model_atomic(vae.encoder, os.path.join(run_dir, "vae_encoder.keras"))
+    runs.save_model_atomic(vae.generator, os.path.join(run_dir, "generator.keras"))
+    runs.save_model_atomic(vae.encoder, os.path.join(run_dir, "vae_encoder.keras"))
     return vae, history
 
 
@@ -625,9 +569,8 @@ def default_prior(config):
 
 def encoder_codes(encoder, images, *, batch_size=256):
     """E(x), or a VAE encoder's posterior mean, in batches. (n, latent_dim)"""
-    outputs = [encoder(images[start:start + batch_size], training=False) for start in range(0, len(images), batch_size)]
-    outputs = [output[0] if isinstance(output, (list, tuple)) else output for output in outputs]
-    return np.concatenate([keras.ops.convert_to_numpy(output) for output in outputs]).astype(np.float32)
+    codes = runs.predict_batches(encoder, images, batch_size=batch_size)
+    return codes[0] if isinstance(codes, list) else codes
 
 
 def encode(run, images, *, method="hybrid", steps=200, lr=0.05, lambda_=1e-3, loss="l2", prior=None,
@@ -844,13 +787,6 @@ def compare_markdown(rows, settings):
 # Command line
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one DataError line (run_cli prints it and exits 2), not usage text."""
-
-    def error(self, message):
-        raise data_prep.DataError(f"{self.prog}: {message} (see --help)")
-
-
 def add_projection_flags(add):
     add("--steps", type=int, default=200, help="Adam steps of the optimisation")
     add("--lr", type=float, default=0.05, help="Adam learning rate on z")
@@ -872,7 +808,7 @@ def add_input_flags(add):
 
 
 def subcommand_parser(command):
-    parser = OneLineParser(prog=f"encoder.py {command}", description=__doc__.split("\n\n")[0],
+    parser = runs.OneLineParser(prog=f"encoder.py {command}", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     if command in ("train", "encode", "complete", "compare"):
@@ -936,31 +872,15 @@ def subcommand_parser(command):
     return parser
 
 
-def typed_flags(command, argv):
-    """The destinations the user actually typed (argparse hides this behind defaults)."""
-    shadow = subcommand_parser(command)
-    for action in shadow._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(shadow.parse_args(argv)))
-
-
 def resolve_training(command, argv, out_dir, config):
     """(config, resume) for train or vae: a new training refuses a directory that holds one; a resumed one
     reads config.json, where only --epochs and --steps-per-epoch may change."""
-    checkpoint = os.path.join(out_dir, "checkpoints", "last.npz")
     if not config["resume"]:
-        if os.path.isfile(checkpoint):
-            raise data_prep.DataError(f"{out_dir} already holds a training; pass --resume to continue it")
+        runs.check_new_run(out_dir, "a training")
         return config, False
-    saved = dcgan.read_config(out_dir)
-    for key in typed_flags(command, argv) - {"epochs", "steps_per_epoch", "resume", "run", "name", "runs_dir",
-                                             "verbose"}:
-        if saved.get(key) != config[key]:
-            raise data_prep.DataError(f"--{key.replace('_', '-')} cannot change when resuming "
-                                      f"({saved.get(key)!r} in {out_dir}/config.json)")
-    typed = typed_flags(command, argv)
-    return {**saved, **{key: config[key] for key in ("epochs", "steps_per_epoch") if key in typed},
-            "resume": True}, True
+    typed = runs.typed_flags(subcommand_parser(command), argv)
+    return runs.resumed_config(config, out_dir, typed=typed, resumable={"epochs", "steps_per_epoch", "resume", "run",
+                                                                        "name", "runs_dir", "verbose"}), True
 
 
 def run_train(argv):
@@ -977,13 +897,12 @@ def run_train(argv):
     if min(weights) < 0 or not any(weights):
         raise data_prep.DataError(f"the loss weights must be 0 or more and not all 0, got {weights}")
     config.update(run=run.directory, generator_fingerprint=generator_fingerprint(run.generator),
-                  versions=config.get("versions") or dcgan.library_versions())
+                  versions=config.get("versions") or runs.library_versions())
     dcgan.discriminator_features(run.discriminator, layer=config["feature_layer"])  # a bad layer fails now
-    print(("resuming " if resume else "training ") + out_dir + " with\n"
-          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key != "versions"))
-    dcgan.write_config(out_dir, config)
+    runs.print_config(out_dir, config, resume=resume)
+    runs.write_config(out_dir, config)
     started = time.perf_counter()
-    train_encoder(run, config, resume=resume)
+    runs.train_or_exit(train_encoder, run, config, resume=resume)
     print(f"done in {time.perf_counter() - started:.0f} s; E in {out_dir}/encoder.keras")
 
 
@@ -992,7 +911,7 @@ def vae_config(args, argv):
     config = {**vars(args), "kind": "vae", "latent_distribution": "normal", "crop_size": 108, "filter": None,
               "compute_precision": "float32"}
     if args.like:
-        gan = dcgan.read_config(args.like)
+        gan = runs.read_config(args.like)
         if gan.get("kind") in ("vae", "untrained", "noise"):
             raise data_prep.DataError(f"--like {args.like} is not a trained GAN run")
         for key in ("data", "image_size", "crop_size", "filters", "kernel", "latent_dim", "batch_size", "filter",
@@ -1000,7 +919,7 @@ def vae_config(args, argv):
             config[key] = gan.get(key, config.get(key))
         count = len(training_images(config, limit=config["limit"]))
         config["gan_image_steps"] = image_steps(gan, args.like, train_count=count)
-        typed = typed_flags("vae", argv)
+        typed = runs.typed_flags(subcommand_parser("vae"), argv)
         if "steps_per_epoch" in typed:  # a smaller budget than the GAN's, on purpose: image_steps records it
             config["steps_per_epoch"] = args.steps_per_epoch
         steps = config["steps_per_epoch"] or count // config["batch_size"]
@@ -1020,13 +939,12 @@ def run_vae(argv):
     count = len(training_images(config, limit=config["limit"]))
     steps = config["steps_per_epoch"] or count // config["batch_size"]
     config["image_steps"] = int(config["epochs"] * steps * config["batch_size"])
-    config["versions"] = config.get("versions") or dcgan.library_versions()
-    print(("resuming " if resume else "training the VAE ") + run_dir + " with\n"
-          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key != "versions"))
+    config["versions"] = config.get("versions") or runs.library_versions()
+    runs.print_config(run_dir, config, resume=resume)
     os.makedirs(run_dir, exist_ok=True)
-    dcgan.write_config(run_dir, config)
+    runs.write_config(run_dir, config)
     started = time.perf_counter()
-    train_vae(config, run_dir, resume=resume)
+    runs.train_or_exit(train_vae, config, run_dir, resume=resume)
     print(f"done in {time.perf_counter() - started:.0f} s; decoder in {run_dir}/generator.keras")
 
 

@@ -45,6 +45,7 @@ import scipy.special
 
 import data_prep
 import dcgan
+import runs
 
 import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
 import tensorflow as tf  # noqa: E402
@@ -323,7 +324,7 @@ def accuracy_markdown(report, *, title="Attribute CNN, held-out test split"):
 def save_classifier(out_dir, classifier, config):
     """classifier.keras and classifier.json (settings and accuracy), each written then renamed."""
     os.makedirs(out_dir, exist_ok=True)
-    dcgan.save_model_atomic(classifier, os.path.join(out_dir, "classifier.keras"))
+    runs.save_model_atomic(classifier, os.path.join(out_dir, "classifier.keras"))
     data_prep.write_json(os.path.join(out_dir, "classifier.json"), config)
     return out_dir
 
@@ -521,7 +522,7 @@ def measure(instrument, images, *, discriminator=None):
 
 def run_kind(run_dir):
     """"trained", "untrained" or "noise", from the run's config.json."""
-    return dcgan.read_config(run_dir).get("kind", "trained")
+    return runs.read_config(run_dir).get("kind", "trained")
 
 
 def same_directory(first, second):
@@ -531,7 +532,7 @@ def same_directory(first, second):
 def check_run(run_dir, classifier_config):
     """The run's config, after checking that the run was trained on what the classifier measures: the same data
     directory, crop, crop size and image size (baselines have no data, only a size)."""
-    config = dcgan.read_config(run_dir)
+    config = runs.read_config(run_dir)
     check_config(config, classifier_config, what=f"{run_dir} was trained")
     return config
 
@@ -557,7 +558,7 @@ def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):
     """The run directories plus an untrained generator and uniform noise, written with dcgan.write_baseline
     (the first trained run's architecture) unless the user passed runs of those kinds."""
     kinds = {run_kind(run_dir) for run_dir in run_dirs}
-    trained = [dcgan.read_config(run_dir) for run_dir in run_dirs if run_kind(run_dir) == "trained"]
+    trained = [runs.read_config(run_dir) for run_dir in run_dirs if run_kind(run_dir) == "trained"]
     like = trained[0] if trained else {}
     sizes = {key: like.get(key, default) for key, default in (("filters", 64), ("kernel", 5), ("latent_dim", 100))}
     added = []
@@ -680,7 +681,7 @@ def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True
 
 def score_epochs(instrument, run_dir):
     """Each saved epoch of a trained run scored as a row, with that epoch's mean D and G losses."""
-    epochs = dcgan.saved_epochs(run_dir)
+    epochs = runs.saved_epochs(run_dir)
     if not epochs:
         raise ValueError(f"{run_dir} has no per-epoch generators (checkpoints/generator_epoch_*.weights.h5)")
     d_losses, g_losses = (np.load(os.path.join(run_dir, f"{name}.npy")) if os.path.isfile(
@@ -838,7 +839,7 @@ def run_classifier(args):
               "feature_dim": FEATURE_DIM, "epochs": args.epochs, "batch_size": args.batch_size,
               "learning_rate": args.learning_rate, "limit": args.limit, "seed": args.seed,
               "train_images": int(len(train_labels)), "seconds": round(time.perf_counter() - started, 1),
-              "history": history, "test": report, "versions": dcgan.library_versions()}
+              "history": history, "test": report, "versions": runs.library_versions()}
     save_classifier(out, classifier, config)
     markdown = accuracy_markdown(report, title=f"Attribute CNN ({args.crop} crop), held-out test split")
     data_prep.atomic_write_bytes(os.path.join(out, "accuracy.md"), markdown.encode())
@@ -858,13 +859,13 @@ def run_score(args):
     if not args.runs and not args.images:
         raise ValueError("score needs at least one run directory or --images PATH")
     for run_dir in args.runs:
-        dcgan.read_config(run_dir)
+        runs.read_config(run_dir)
     classifier_settings = classifier_config(args.classifier)  # cheap: size errors come before anything is loaded
     images = [(path, read_generated_images(path)) for path in args.images]
     for path, array in images:
         check_generated_images(array, path, classifier_settings)
     trained = [run_dir for run_dir in args.runs if run_kind(run_dir) == "trained"]
-    filter = args.filter if args.filter is not None else (dcgan.read_config(trained[0]).get("filter")
+    filter = args.filter if args.filter is not None else (runs.read_config(trained[0]).get("filter")
                                                           if trained else None)
     if args.every_epoch and not trained:
         raise ValueError(f"--every-epoch needs a trained run; {', '.join(args.runs) or 'none was given'}"

@@ -52,6 +52,7 @@ import numpy as np
 
 import data_prep
 import dcgan
+import runs
 import encoder
 
 ATTRIBUTES = data_prep.CELEBA_ATTRIBUTES
@@ -87,7 +88,7 @@ def newest_run(runs_dir="runs"):
         directory = os.path.join(runs_dir, name)
         generator = os.path.join(directory, "generator.keras")
         if os.path.isfile(generator) and os.path.isfile(os.path.join(directory, "config.json")):
-            config = dcgan.read_config(directory)
+            config = runs.read_config(directory)
             if "latent_dim" in config and config.get("kind") not in ("untrained", "noise"):
                 found.append((os.path.getmtime(generator), directory))
     if not found:
@@ -100,10 +101,10 @@ def load_math_run(run_dir=None, *, runs_dir="runs"):
     if run_dir is None:
         run_dir = newest_run(runs_dir)
         print(f"using the newest run with a generator: {run_dir}")
-    config = dcgan.read_config(run_dir)
+    config = runs.read_config(run_dir)
     if config.get("kind") in ("untrained", "noise") or "latent_dim" not in config:
         raise data_prep.DataError(f"{run_dir} is not a trained GAN or VAE run (kind {config.get('kind', 'other')})")
-    if not os.path.isfile(os.path.join(run_dir, "generator.keras")) and not dcgan.saved_epochs(run_dir):
+    if not os.path.isfile(os.path.join(run_dir, "generator.keras")) and not runs.saved_epochs(run_dir):
         raise data_prep.DataError(f"{run_dir} has no generator (no generator.keras, no saved epoch); train it with "
                                   f"`python dcgan.py` first")
     return encoder.load_model_run(run_dir)
@@ -1219,7 +1220,7 @@ def demo_encoder(run, args):
     flags = ["--run", run.directory, "--epochs", str(args.encoder_epochs), "--steps-per-epoch",
              str(args.encoder_steps), "--seed", str(args.seed)]
     if os.path.exists(out_dir):
-        saved = dcgan.read_config(out_dir) if os.path.isfile(os.path.join(out_dir, "config.json")) else {}
+        saved = runs.read_config(out_dir) if os.path.isfile(os.path.join(out_dir, "config.json")) else {}
         if any(saved.get(key) != value for key, value in settings.items()):
             raise data_prep.DataError(f"{out_dir} holds another encoder training (another generator or settings); "
                                       f"finish it with `python encoder.py train --run {run.directory} --resume` or "
@@ -1230,7 +1231,7 @@ def demo_encoder(run, args):
           f"steps (python encoder.py train {' '.join(flags)})")
     try:
         encoder.run_train(flags + (["--verbose"] if args.verbose else []))
-    except dcgan.TrainingStopped as stopped:
+    except runs.TrainingStopped as stopped:
         raise data_prep.DataError(f"the demo's encoder stopped: {stopped}; try another --seed") from None
 
 

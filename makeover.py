@@ -40,6 +40,7 @@ import numpy as np
 
 import data_prep
 import dcgan
+import runs
 
 import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
 import tensorflow as tf  # noqa: E402
@@ -193,13 +194,6 @@ def loss_weights(step, *, anneal_start=0, anneal_steps=2000, anneal_end=1.0):
     return 1.0 - adversarial, adversarial
 
 
-def to_float_images(images):
-    """uint8 batches (what the pipeline hands over) -> float32 in [-1, 1]; float batches pass through."""
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 127.5 - 1.0
-    return tf.cast(images, tf.float32)
-
-
 def _cross_entropy(label, logits):
     logits = tf.cast(logits, tf.float32)
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits))
@@ -306,7 +300,7 @@ class Makeover(keras.Model):
 
     def train_step(self, data):
         """One update of D and G on a (source batch, target batch) pair; returns this step's own values."""
-        source, target = (to_float_images(images) for images in data)
+        source, target = (runs.to_float_batch(images) for images in data)
         pixel_weight, adversarial_weight = loss_weights(self.g_optimizer.iterations, **self.schedule)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             step = self._loss_terms(source, target)
@@ -320,23 +314,11 @@ class Makeover(keras.Model):
             self.trackers[name].update_state(step[name])
         return {name: step[name] for name in STEP_COLUMNS}
 
-    def _state_variables(self):
+    def state_variables(self):
+        """Every variable a resumed run needs, in a fixed order."""
         networks = self.generators + self.discriminators
         return ([weight for network in networks for weight in network.weights] + self.d_optimizer.variables
                 + self.g_optimizer.variables)
-
-    def state_arrays(self):
-        """Every variable a resumed run needs, in a fixed order (dcgan.save_checkpoint's interface)."""
-        return [np.asarray(keras.ops.convert_to_numpy(variable)) for variable in self._state_variables()]
-
-    def load_state_arrays(self, arrays):
-        variables = self._state_variables()
-        if len(variables) != len(arrays):
-            raise ValueError(f"checkpoint holds {len(arrays)} arrays, the model has {len(variables)} variables")
-        for variable, value in zip(variables, arrays):
-            if tuple(variable.shape) != value.shape:
-                raise ValueError(f"checkpoint shape {value.shape} does not fit {variable.path} {variable.shape}")
-            variable.assign(value)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -351,36 +333,16 @@ def input_output_grid(inputs, outputs, *, pairs_per_row=4):
     return data_prep.make_grid(interleaved, columns=2 * pairs_per_row)
 
 
-class MakeoverRecorder(dcgan.StepRecorder):
-    """The run's evidence: per-step log.csv, and at each epoch's end the fixed held-out batch (input beside
-    output), that epoch's translator and discriminator, the resumable checkpoint and the per-epoch arrays
-    (dcgan.StepRecorder: log.csv holds only finished epochs; a non-finite value stops training before its epoch is
-    saved, so the last good checkpoint stays)."""
-
-    def __init__(self, run_dir, *, fixed_source, history):
-        super().__init__(history, STEP_COLUMNS)  # history: {"d_losses": [...], ...}: HISTORY_NAMES' values
-        self.run_dir = run_dir
-        self.fixed_source = fixed_source  # (n, h, w, 3) uint8, held-out source faces
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.epoch_is_good():
-            return
-        steps = np.asarray(self.epoch_steps)  # (steps, len(STEP_COLUMNS))
-        for column, name in enumerate(STEP_COLUMNS):
-            value = steps[-1, column] if name in LAST_VALUE else steps[:, column].mean()
-            self.history_arrays[HISTORY_NAMES[name]].append(float(value))
-        number = self.finished_epochs()
-        self.append_to_step_log(self.run_dir, number)
-        outputs = translate(self.model.translator, self.fixed_source)
-        data_prep.write_image(os.path.join(self.run_dir, "samples", f"epoch_{number:03d}.png"),
-                              input_output_grid(self.fixed_source, outputs))
-        for network in ("translator", "discriminator"):
-            dcgan.save_weights_atomic(getattr(self.model, network), os.path.join(
-                self.run_dir, "checkpoints", f"{network}_epoch_{number:03d}.weights.h5"))
-        dcgan.save_checkpoint(self.run_dir, self.model, self.history_arrays)
-        for name in HISTORY_NAMES.values():
-            data_prep.atomic_save_npy(os.path.join(self.run_dir, f"{name}.npy"),
-                                      np.asarray(self.history_arrays[name], np.float32))
+def save_epoch_evidence(gan, run_dir, number, *, fixed_source, history):
+    """What a makeover run keeps of each finished epoch: the fixed held-out batch (input beside output), that
+    epoch's translator and discriminator, the resumable checkpoint and the per-epoch arrays."""
+    outputs = translate(gan.translator, fixed_source)
+    data_prep.write_image(os.path.join(run_dir, "samples", f"epoch_{number:03d}.png"),
+                          input_output_grid(fixed_source, outputs))
+    for network in ("translator", "discriminator"):
+        runs.save_weights_atomic(getattr(gan, network), runs.epoch_weights_path(run_dir, network, number))
+    runs.save_checkpoint(run_dir, gan.state_variables(), history,
+                         arrays={name: f"{name}.npy" for name in HISTORY_NAMES.values()})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -461,45 +423,34 @@ def build_makeover(config):
     return gan
 
 
-def start_run_files(run_dir, fixed_source):
-    data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_source.npy"), fixed_source)
-    data_prep.atomic_write_bytes(os.path.join(run_dir, "log.csv"),
-                                 ("epoch,step," + ",".join(STEP_COLUMNS) + "\n").encode())
-
-
 def train(config, run_dir, *, resume=False, verbose=1):
     """Train (or resume) the makeover described by `config` in `run_dir`; returns (gan, history)."""
     keras.utils.set_random_seed(config["seed"])
     pairs, source_count, target_count, fixed_source = training_data(config)
-    with dcgan.dtype_policy(config["compute_precision"]):
+    with runs.dtype_policy(config["compute_precision"]):
         gan = build_makeover(config)
     history = {name: [] for name in HISTORY_NAMES.values()}
     if resume:
-        state, history = dcgan.load_checkpoint(run_dir)
-        gan.load_state_arrays(state)
-        dcgan.truncate_log(run_dir, len(history["d_losses"]))
+        history = runs.load_checkpoint(run_dir, gan.state_variables())
+        runs.truncate_log(run_dir, len(history["d_losses"]))
         add_missing_columns(run_dir, history)
         remove_stale_temporaries(run_dir)
         fixed_source = np.load(os.path.join(run_dir, "fixed_source.npy"))
     else:
-        start_run_files(run_dir, fixed_source)
-    recorder = MakeoverRecorder(run_dir, fixed_source=fixed_source, history=history)
-    done = len(history["d_losses"])
-    if done >= config["epochs"]:
-        print(f"{run_dir} already has {done} epochs; pass a larger --epochs to continue")
-        return gan, history
+        data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_source.npy"), fixed_source)
+        runs.start_step_log(run_dir, STEP_COLUMNS)
+    recorder = runs.EpochRecorder(history, HISTORY_NAMES, log_dir=run_dir, last_value=LAST_VALUE,
+                                  save_epoch=lambda number: save_epoch_evidence(
+                                      gan, run_dir, number, fixed_source=fixed_source, history=history))
     steps = config["steps_per_epoch"] or source_count // config["batch_size"]
     if steps < 1:
         raise data_prep.DataError(f"only {source_count} source images for a batch of {config['batch_size']}")
-    print(f"translating {source_count} source faces to {target_count} target faces, {steps} steps per epoch, "
-          f"epochs {done + 1} to {config['epochs']}")
-    gan.fit(pairs, epochs=config["epochs"], initial_epoch=done, steps_per_epoch=steps, callbacks=[recorder],
-            verbose=verbose, shuffle=False)
-    if recorder.bad_loss:
-        raise dcgan.TrainingStopped(f"training stopped: {recorder.bad_loss}; the last good checkpoint "
-                                    f"(epoch {len(history['d_losses'])}) stays in {run_dir}/checkpoints")
-    dcgan.save_model_atomic(gan.translator, os.path.join(run_dir, "translator.keras"))
-    dcgan.save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
+    announce = (lambda done: f"translating {source_count} source faces to {target_count} target faces, {steps} steps "
+                             f"per epoch, epochs {done + 1} to {config['epochs']}")
+    if runs.fit_epochs(gan, pairs, run_dir, epochs=config["epochs"], recorder=recorder, steps_per_epoch=steps,
+                       verbose=verbose, announce=announce):
+        runs.save_model_atomic(gan.translator, os.path.join(run_dir, "translator.keras"))
+        runs.save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
     return gan, history
 
 
@@ -543,7 +494,7 @@ def read_makeover_config(run_dir):
     """config.json of a makeover run; a missing run or a run of another script is one clear error."""
     if not os.path.isdir(run_dir):
         raise data_prep.DataError(f"run not found: {run_dir} (train one with `python makeover.py --name NAME`)")
-    config = dcgan.read_config(run_dir)
+    config = runs.read_config(run_dir)
     if config.get("model") != "makeover":
         raise data_prep.DataError(f"{run_dir} is not a makeover run (its config.json has no \"model\": "
                                   f"\"makeover\")")
@@ -563,29 +514,13 @@ def load_translator(run_dir, *, epoch=None):
     """A run's translator: the final translator.keras, or the weights saved after `epoch` (default: the newest
     saved epoch when the run has no final translator yet)."""
     config = read_makeover_config(run_dir)
-    final = os.path.join(run_dir, "translator.keras")
-    if epoch is None and os.path.isfile(final):
-        return keras.saving.load_model(final, compile=False)
-    epochs = dcgan.saved_epochs(run_dir, "translator")
-    if not epochs:
-        raise data_prep.DataError(f"no translator in {run_dir} (neither translator.keras nor an epoch's weights)")
-    epoch = epochs[-1] if epoch is None else epoch
-    if epoch not in epochs:
-        raise data_prep.DataError(f"{run_dir} has no translator for epoch {epoch}; saved epochs: {epochs}")
-    translator = build_translator(image_shape=image_shape(config), filters=config["filters"])
-    translator.load_weights(os.path.join(run_dir, "checkpoints", f"translator_epoch_{epoch:03d}.weights.h5"))
-    return translator
+    return runs.load_saved_network(run_dir, "translator", lambda: build_translator(
+        image_shape=image_shape(config), filters=config["filters"]), epoch=epoch)
 
 
 def translate(translator, images, *, batch_size=256):
     """Translated images, float32 in [-1, 1], for uint8 or float images (n, h, w, 3), in batches."""
-    images = np.asarray(images)
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        batch = data_prep.to_float(batch) if batch.dtype == np.uint8 else batch.astype(np.float32)
-        outputs.append(keras.ops.convert_to_numpy(translator(batch, training=False)))
-    return np.concatenate(outputs).astype(np.float32)
+    return runs.predict_batches(translator, images, batch_size=batch_size)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -878,7 +813,7 @@ def speed(*, crop="makeover", image_size=64, filters=64, batch_size=16, steps=20
     keras.utils.set_random_seed(seed)
     faces = np.random.default_rng(seed).integers(0, 256, (2, batch_size, *shape, 3), dtype=np.uint8)
     pairs = tf.data.Dataset.from_tensors((faces[0], faces[1])).repeat()
-    with dcgan.dtype_policy(precision):
+    with runs.dtype_policy(precision):
         gan = build_makeover(config)
     gan.fit(pairs, epochs=1, steps_per_epoch=warmup, verbose=0)
     started = time.perf_counter()
@@ -925,7 +860,7 @@ def training_parser():
     add("--smooth-weight", type=float, default=0.0, help="weight of the total variation of the change G(x) - x")
     add("--flip", action="store_true", help="random horizontal flips of both populations")
     add("--grid-count", type=int, default=16, help="held-out source faces in each epoch's grid")
-    add("--precision", default="auto", choices=dcgan.PRECISIONS,
+    add("--precision", default="auto", choices=runs.PRECISIONS,
         help="compute dtype policy; auto: mixed_bfloat16 where bfloat16 is native, else float32")
     add("--seed", type=int, default=0, help="seed of weights, shuffling and the grid's faces")
     add("--name", default="makeover", help="run name: the run directory is <runs-dir>/<name>")
@@ -945,14 +880,6 @@ def join_filter_values(argv):
         item = argv.pop(0)
         joined.append(f"{item}={argv.pop(0)}" if item in ("--source", "--target") and argv else item)
     return joined
-
-
-def explicit_flags(argv):
-    """The destinations the user actually typed (argparse hides this behind defaults)."""
-    shadow = training_parser()
-    for action in shadow._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(shadow.parse_args(argv)))
 
 
 def validate_config(config):
@@ -982,26 +909,18 @@ def resolve_config(argv=None):
     run_dir = os.path.join(args.runs_dir, args.name)
     config = {"model": "makeover", **vars(args)}
     if args.resume:
-        saved = read_makeover_config(run_dir)
-        defaults = vars(training_parser().parse_args([]))
-        for key in explicit_flags(argv) - RESUMABLE_OVERRIDES:
-            same = (resolved_keepers(saved) == resolved_keepers(config) if key == "keep_classifier"
-                    else saved.get(key, defaults[key]) == config[key])
-            if not same:
-                raise ValueError(f"--{key.replace('_', '-')} cannot change when resuming "
-                                 f"({saved.get(key)!r} in {run_dir}/config.json)")
-        overrides = {key: config[key] for key in explicit_flags(argv) & RESUMABLE_OVERRIDES}
-        config = {**saved, **overrides, "resume": True}
-        config["resumed_with"] = [*saved.get("resumed_with", []), dcgan.library_versions()]
-    elif os.path.isfile(os.path.join(run_dir, "checkpoints", "last.npz")):
-        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
+        read_makeover_config(run_dir)
+        same_keepers = (lambda key, saved, config: resolved_keepers(saved) == resolved_keepers(config)
+                        if key == "keep_classifier" else None)
+        config = runs.resumed_config(config, run_dir, typed=runs.typed_flags(training_parser(), argv),
+                                     resumable=RESUMABLE_OVERRIDES, defaults=runs.parser_defaults(training_parser()),
+                                     same=same_keepers)
     else:
-        config["versions"] = dcgan.library_versions()
+        runs.check_new_run(run_dir)
+        config["versions"] = runs.library_versions()
     validate_config(config)
-    config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
-    if config["data"] is not None:
-        config["data"] = os.path.abspath(os.path.expanduser(config["data"]))
-    config["compute_precision"], config["precision_reason"] = dcgan.resolve_precision(config["precision"])
+    runs.absolute_paths(config)
+    config["compute_precision"], config["precision_reason"] = runs.resolve_precision(config["precision"])
     return config, run_dir, args.resume
 
 
@@ -1060,16 +979,11 @@ def main(argv=None):
         if not config["keep_attributes"]:
             raise data_prep.DataError("the filters name every attribute that varies, so the keep loss has nothing to "
                                       "keep; drop --keep-weight")
-    print(("resuming " if resume else "training ") + run_dir + " with\n"
-          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))
+    runs.print_config(run_dir, config, resume=resume)
     os.makedirs(run_dir, exist_ok=True)
-    dcgan.write_config(run_dir, config)
+    runs.write_config(run_dir, config)
     started = time.perf_counter()
-    try:
-        train(config, run_dir, resume=resume)
-    except dcgan.TrainingStopped as stopped:
-        print(f"error: {stopped}", file=sys.stderr)
-        sys.exit(1)
+    runs.train_or_exit(train, config, run_dir, resume=resume)
     print(f"done in {time.perf_counter() - started:.0f} s; evidence in {run_dir}")
 
 

@@ -99,14 +99,15 @@ def train_settled_tiny_run(tiny_celeba, workspace, *, latent_dim=8):
     """A one-epoch GAN (32x32, 8 filters, z of `latent_dim`, three steps) whose batch norm is settled on 20 batches
     of samples, so that G(z) depends on z; for the tests of the scripts that stand on a run. Returns its path."""
     import dcgan
+    import runs
 
-    runs = workspace / "runs"
+    runs_root = workspace / "runs"
     dcgan.main(["--data", tiny_celeba, "--image-size", "32", "--filters", "8", "--batch-size", "16",
-                "--steps-per-epoch", "3", "--epochs", "1", "--latent-dim", str(latent_dim), "--runs-dir", str(runs),
+                "--steps-per-epoch", "3", "--epochs", "1", "--latent-dim", str(latent_dim), "--runs-dir", str(runs_root),
                 "--name", "tiny", "--cache-dir", str(workspace / "cache"), "--precision", "float32"])
-    generator = dcgan.load_generator(str(runs / "tiny"))
+    generator = dcgan.load_generator(str(runs_root / "tiny"))
     for index in range(20):
         generator(dcgan.latent_for_seed(100 + index, 64, latent_dim), training=True)
-    dcgan.save_model_atomic(generator, str(runs / "tiny" / "generator.keras"))
-    return str(runs / "tiny")
+    runs.save_model_atomic(generator, str(runs_root / "tiny" / "generator.keras"))
+    return str(runs_root / "tiny")
 

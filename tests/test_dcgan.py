@@ -14,6 +14,7 @@ import pytest
 
 import data_prep
 import dcgan
+import runs
 import keras  # after dcgan, which chooses the TensorFlow backend
 import tensorflow as tf
 
@@ -64,18 +65,18 @@ def test_initial_weights_follow_the_seed():
 
 
 def test_run_writes_every_artifact(trained_run):
-    config = dcgan.read_config(trained_run)
+    config = runs.read_config(trained_run)
     assert config["seed"] == 0 and config["image_size"] == 32 and "tensorflow" in config["versions"]
     assert np.load(trained_run / "d_losses.npy").shape == (2,)
     assert np.load(trained_run / "g_losses.npy").shape == (2,)
-    steps = dcgan.read_step_log(trained_run)
+    steps = runs.read_step_log(trained_run)
     assert list(steps.columns) == ["epoch", "step", "d_loss", "g_loss", "d_real", "d_fake"]
     assert len(steps) == 6 and steps["epoch"].tolist() == [1, 1, 1, 2, 2, 2]
     assert ((steps["d_real"] > 0) & (steps["d_real"] < 1)).all()
     for epoch in (1, 2):
         grid = data_prep.read_image_uint8(str(trained_run / "samples" / f"epoch_{epoch:03d}.png"))
         assert grid.shape == (8 * 34 + 2, 8 * 34 + 2, 3)  # 8x8 tiles of 32 pixels with 2-pixel padding
-    assert dcgan.saved_epochs(trained_run) == [1, 2]
+    assert runs.saved_epochs(trained_run) == [1, 2]
     assert (trained_run / "checkpoints" / "last.npz").is_file()
     generator = dcgan.load_generator(trained_run)
     assert generator.output_shape == (None, 32, 32, 3)
@@ -88,24 +89,24 @@ def test_resume_continues_epochs_losses_and_optimizer(trained_run, tmp_path):
     shutil.copytree(trained_run, copy)
     before = np.load(copy / "d_losses.npy")
     fixed_z = np.load(copy / "fixed_z.npy")
-    config = dcgan.read_config(copy)
+    config = runs.read_config(copy)
     dcgan.main(["--resume", "--runs-dir", str(tmp_path / "runs"), "--name", "tiny", "--epochs", "3",
                 "--cache-dir", str(tmp_path / "cache")])
     after = np.load(copy / "d_losses.npy")
     assert after.shape == (3,)
     np.testing.assert_array_equal(after[:2], before)
     np.testing.assert_array_equal(np.load(copy / "fixed_z.npy"), fixed_z)
-    assert dcgan.read_step_log(copy)["epoch"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert runs.read_step_log(copy)["epoch"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     gan = dcgan.build_gan(config)
-    gan.load_state_arrays(dcgan.load_checkpoint(copy)[0])
+    runs.load_checkpoint(copy, gan.state_variables())
     assert int(gan.d_optimizer.iterations) == 9 and int(gan.g_optimizer.iterations) == 9
-    resumed = dcgan.read_config(copy)
+    resumed = runs.read_config(copy)
     assert resumed["versions"] == config["versions"] and len(resumed["resumed_with"]) == 1
     assert resumed["resume"] is True and resumed["epochs"] == 3
 
 
 def test_config_holds_every_flag_and_absolute_paths(trained_run):
-    config = dcgan.read_config(trained_run)
+    config = runs.read_config(trained_run)
     flags = set(vars(dcgan.training_parser().parse_args([])))
     assert flags <= set(config), flags - set(config)
     assert config["name"] == "tiny" and config["resume"] is False
@@ -118,7 +119,7 @@ def test_load_run_gives_config_and_both_networks_final_or_per_epoch(trained_run)
     assert run.config["filters"] == 8 and run.epoch is None
     assert run.generator.output_shape == (None, 32, 32, 3) and run.discriminator.output_shape == (None, 1)
     first = dcgan.load_run(str(trained_run), epoch=1)
-    assert dcgan.saved_epochs(trained_run, "discriminator") == [1, 2]
+    assert runs.saved_epochs(trained_run, "discriminator") == [1, 2]
     assert not np.array_equal(first.discriminator.get_weights()[0], run.discriminator.get_weights()[0])
     features = dcgan.discriminator_features(run.discriminator, layer="down2_features")
     assert features.output_shape == (None, 8, 8, 16)  # 32 -> 16 -> 8 pixels; 8 then 16 filters
@@ -136,11 +137,11 @@ def test_load_run_refuses_a_baseline(tmp_path):
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    monkeypatch.setattr(dcgan, "native_bfloat16", lambda: (True, "CPU with amx_bf16"))
-    assert dcgan.resolve_precision("auto") == ("mixed_bfloat16", "CPU with amx_bf16")
-    monkeypatch.setattr(dcgan, "native_bfloat16", lambda: (False, "CPU without AVX512_BF16 or AMX"))
-    assert dcgan.resolve_precision("auto")[0] == "float32"
-    assert dcgan.resolve_precision("mixed_bfloat16")[0] == "mixed_bfloat16"
+    monkeypatch.setattr(runs, "native_bfloat16", lambda: (True, "CPU with amx_bf16"))
+    assert runs.resolve_precision("auto") == ("mixed_bfloat16", "CPU with amx_bf16")
+    monkeypatch.setattr(runs, "native_bfloat16", lambda: (False, "CPU without AVX512_BF16 or AMX"))
+    assert runs.resolve_precision("auto")[0] == "float32"
+    assert runs.resolve_precision("mixed_bfloat16")[0] == "mixed_bfloat16"
 
 
 def test_minibatch_std_appends_the_batch_spread():
@@ -206,12 +207,12 @@ def test_killed_run_loses_at_most_the_epoch_in_progress(tiny_celeba, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert np.load(losses).shape == (1,)
-    assert dcgan.read_step_log(tmp_path / "killed")["epoch"].tolist() == [1] * 400  # log.csv: finished epochs only
-    assert len(dcgan.load_checkpoint(tmp_path / "killed")[1]["d_losses"]) == 1
+    assert runs.read_step_log(tmp_path / "killed")["epoch"].tolist() == [1] * 400  # log.csv: finished epochs only
+    assert len(runs.read_checkpoint(tmp_path / "killed")[1]["d_losses"]) == 1
     dcgan.main(["--resume", "--runs-dir", str(tmp_path), "--name", "killed", "--epochs", "2",
                 "--steps-per-epoch", "3"])
     assert np.load(tmp_path / "killed" / "d_losses.npy").shape == (2,)
-    assert dcgan.read_step_log(tmp_path / "killed")["epoch"].max() == 2
+    assert runs.read_step_log(tmp_path / "killed")["epoch"].max() == 2
 
 
 def test_plot_and_sample_write_their_files(trained_run, tmp_path):
@@ -251,11 +252,11 @@ def test_baselines_write_grid_and_samples(kind, tmp_path):
 
 def test_freezing_d_leaves_its_weights_unchanged(tiny_celeba, tmp_path):
     dcgan.main(tiny_flags(tiny_celeba, tmp_path, "frozen", "--epochs", "1", "--freeze-d-after", "1"))
-    before, _ = dcgan.load_checkpoint(tmp_path / "frozen")
+    before, _ = runs.read_checkpoint(tmp_path / "frozen")
     dcgan.main(["--resume", "--runs-dir", str(tmp_path), "--name", "frozen", "--epochs", "2",
                 "--cache-dir", str(tmp_path / "cache")])
-    after, _ = dcgan.load_checkpoint(tmp_path / "frozen")
-    gan = dcgan.build_gan(dcgan.read_config(tmp_path / "frozen"))
+    after, _ = runs.read_checkpoint(tmp_path / "frozen")
+    gan = dcgan.build_gan(runs.read_config(tmp_path / "frozen"))
     generator_count = len(gan.generator.weights)
     discriminator_count = len(gan.discriminator.weights)
     d_slice = slice(generator_count, generator_count + discriminator_count)
@@ -266,14 +267,14 @@ def test_freezing_d_leaves_its_weights_unchanged(tiny_celeba, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_celeba, tmp_path, monkeypatch, capsys):
     dcgan.main(tiny_flags(tiny_celeba, tmp_path, "nan", "--epochs", "1"))
-    good = dcgan.load_checkpoint(tmp_path / "nan")[0]
+    good = runs.read_checkpoint(tmp_path / "nan")[0]
     monkeypatch.setattr(dcgan.DCGAN, "_average", staticmethod(lambda per_example: per_example[0] * np.nan))
     with pytest.raises(SystemExit) as exit_info:
         dcgan.main(["--resume", "--runs-dir", str(tmp_path), "--name", "nan", "--epochs", "2"])
     assert exit_info.value.code == 1
     assert "non-finite loss at epoch 2, step 1" in capsys.readouterr().err
     assert np.load(tmp_path / "nan" / "d_losses.npy").shape == (1,)
-    for old, new in zip(good, dcgan.load_checkpoint(tmp_path / "nan")[0]):
+    for old, new in zip(good, runs.read_checkpoint(tmp_path / "nan")[0]):
         np.testing.assert_array_equal(old, new)
 
 
@@ -341,10 +342,10 @@ def test_logged_step_losses_are_that_steps_losses(tmp_path):
     data_prep.atomic_write_bytes(str(tmp_path / "log.csv"), b"epoch,step,d_loss,g_loss,d_real,d_fake\n")
     history = {"d_losses": [], "g_losses": [], "d_real": [], "d_fake": []}
     snapshots = WeightSnapshots()
-    recorder = dcgan.RunRecorder(str(tmp_path), fixed_z=z, history=history)
+    recorder = dcgan.run_recorder(gan, str(tmp_path), fixed_z=z, history=history)
     gan.fit(tf.data.Dataset.from_tensor_slices(images).batch(16), epochs=1, callbacks=[snapshots, recorder],
             verbose=0, shuffle=False)
-    logged = dcgan.read_step_log(tmp_path)
+    logged = runs.read_step_log(tmp_path)
     assert len(logged) == 3
     generator, discriminator = dcgan.build_network(TINY_GAN, "generator"), dcgan.build_network(TINY_GAN,
                                                                                               "discriminator")
@@ -423,14 +424,14 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import numpy as np, keras, dcgan
+import numpy as np, keras, dcgan, runs
 
 config = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
 z = tf.constant(rng.standard_normal((64, config["latent_dim"])).astype(np.float32))
 images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
 keras.utils.set_random_seed(0)
-state = dcgan.build_gan(config).state_arrays()
+state = [keras.ops.convert_to_numpy(v) for v in dcgan.build_gan(config).state_variables()]
 
 
 def latent(batch_size):  # each replica its own slice of one fixed global batch of z
@@ -445,10 +446,11 @@ class Logs(keras.callbacks.Callback):
 
 results = {}
 for name in ("none", "mirrored"):
-    strategy = dcgan.make_strategy(name)
+    strategy = runs.make_strategy(name)
     with strategy.scope():
         gan = dcgan.build_gan(config, replicas=strategy.num_replicas_in_sync)
-        gan.load_state_arrays(state)
+        for variable, value in zip(gan.state_variables(), state):
+            variable.assign(value)
     gan._latent = latent
     rows = []
     gan.fit(tf.data.Dataset.from_tensors(images).repeat(), steps_per_epoch=2, epochs=1, callbacks=[Logs()],

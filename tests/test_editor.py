@@ -15,6 +15,7 @@ import skimage.data
 
 from conftest import train_settled_tiny_run
 import dcgan
+import runs
 import editor
 import evaluate
 import facemath
@@ -42,7 +43,7 @@ def tiny_run(tiny_celeba, workspace):
 @pytest.fixture(scope="module")
 def classifier_dir(tiny_run, workspace):
     """An untrained attribute CNN for the tiny run's data: the page shows its view; what it says does not matter."""
-    config = dcgan.read_config(tiny_run)
+    config = runs.read_config(tiny_run)
     classifier = evaluate.build_classifier(image_shape=(32, 32), filters=(8, 16))
     return evaluate.save_classifier(str(workspace / "classifier"), classifier, {
         "data": config["data"], "image_size": 32, "crop": "dcgan", "crop_size": config.get("crop_size", 108)})

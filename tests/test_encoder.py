@@ -11,6 +11,7 @@ import skimage.data
 
 import data_prep
 import dcgan
+import runs
 import encoder
 import evaluate
 import keras  # after dcgan, which chooses the TensorFlow backend
@@ -36,7 +37,7 @@ def settle_batch_norm(run_dir, *, passes=40):
     generator = dcgan.load_generator(run_dir)
     for index in range(passes):
         generator(dcgan.latent_for_seed(100 + index, 64, 100), training=True)
-    dcgan.save_model_atomic(generator, os.path.join(run_dir, "generator.keras"))
+    runs.save_model_atomic(generator, os.path.join(run_dir, "generator.keras"))
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +63,13 @@ def classifier_dir(tiny_celeba, gan_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("classifier")
     evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "32", "--filters", "8", "16",
                    "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "32",
-                   "--cache-dir", dcgan.read_config(gan_run)["cache_dir"], "--out", str(out)])
+                   "--cache-dir", runs.read_config(gan_run)["cache_dir"], "--out", str(out)])
     return str(out)
 
 
 @pytest.fixture(scope="module")
 def test_faces(gan_run):
-    config = dcgan.read_config(gan_run)
+    config = runs.read_config(gan_run)
     return data_prep.load_split(config["data"], split="test", image_size=32, cache_dir=config["cache_dir"],
                                 progress=False).images[:4]
 
@@ -184,7 +185,7 @@ def test_encoder_trained_on_generated_pairs_lowers_the_loss_on_z(gan_run):
 
 def test_training_writes_evidence_and_resume_continues(encoded_run, tmp_path):
     out = os.path.join(encoded_run, "encoder")
-    config = dcgan.read_config(out)
+    config = runs.read_config(out)
     assert config["run"] == os.path.abspath(encoded_run) and config["epochs"] == 2 and config["latent_weight"] == 1.0
     for name in ("loss", "latent", "pixel", "feature"):
         assert np.load(os.path.join(out, f"{name}_losses.npy")).shape == (2,)
@@ -200,8 +201,8 @@ def test_training_writes_evidence_and_resume_continues(encoded_run, tmp_path):
     assert after.shape == (3,)
     np.testing.assert_array_equal(after[:2], before)
     run = dcgan.load_run(copy)
-    trainer = encoder.make_encoder_trainer(run, dcgan.read_config(os.path.join(copy, "encoder")))
-    encoder.load_state(os.path.join(copy, "encoder"), trainer.state_variables())
+    trainer = encoder.make_encoder_trainer(run, runs.read_config(os.path.join(copy, "encoder")))
+    runs.load_checkpoint(os.path.join(copy, "encoder"), trainer.state_variables())
     assert int(trainer.encoder_optimizer.iterations) == 9
     assert os.path.isfile(os.path.join(copy, "encoder", "samples", "epoch_003.png"))
 
@@ -227,7 +228,7 @@ def test_hybrid_starts_from_the_encoders_codes(encoded_run, test_faces):
 
 def test_vae_trains_like_the_gan_and_its_codes_are_saved_the_same_way(gan_run, vae_run, test_faces, tmp_path):
     vae_dir = vae_run
-    config = dcgan.read_config(vae_dir)
+    config = runs.read_config(vae_dir)
     assert config["kind"] == "vae" and config["image_size"] == 32 and config["filters"] == 8
     assert config["image_steps"] == config["gan_image_steps"] == 1 * 3 * 16
     assert np.load(os.path.join(vae_dir, "kl_losses.npy")).shape == (1,)
@@ -279,7 +280,7 @@ def test_completion_changes_pixels_only_inside_the_hole(gan_run, test_faces, ble
 
 def test_complete_cli_writes_original_masked_and_completed(gan_run, tmp_path):
     photo = str(tmp_path / "face.png")
-    config = dcgan.read_config(gan_run)
+    config = runs.read_config(gan_run)
     aligned = data_prep.read_image_uint8(os.path.join(config["data"], "img_align_celeba", "000190.jpg"))
     data_prep.write_image(photo, aligned)
     encoder.main(["complete", "--run", gan_run, "--mask", "left", "--steps", "2", "--fallback-crop", photo,
@@ -316,12 +317,12 @@ def test_runs_without_a_network_or_with_anothers_encoder_are_refused(gan_run, en
     shutil.copytree(encoded_run, other)
     generator = dcgan.load_generator(other)
     generator.set_weights([weight * 1.01 for weight in generator.get_weights()])
-    dcgan.save_model_atomic(generator, os.path.join(other, "generator.keras"))
+    runs.save_model_atomic(generator, os.path.join(other, "generator.keras"))
     assert "trained for another generator" in cli_error(["encode", "--run", other, "--method", "hybrid",
                                                          "--split", "test", "--limit", "2"], capsys)
     vae_like = str(tmp_path / "vae-like")
     shutil.copytree(gan_run, vae_like)
-    data_prep.write_json(os.path.join(vae_like, "config.json"), {**dcgan.read_config(gan_run), "kind": "vae"})
+    data_prep.write_json(os.path.join(vae_like, "config.json"), {**runs.read_config(gan_run), "kind": "vae"})
     for command in (["train"], ["complete", "x.jpg"], ["compare"]):
         assert "is a VAE run" in cli_error([command[0], "--run", vae_like, *command[1:]], capsys)
 

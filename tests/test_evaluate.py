@@ -10,6 +10,7 @@ import pytest
 
 import data_prep
 import dcgan
+import runs
 import evaluate
 
 COUNT = 20  # the tiny CelebA's test and validation splits hold 20 images each
@@ -266,7 +267,7 @@ def test_score_writes_table_json_and_chart_anchored_on_both_ends(scores_dir):
     assert chart.shape[1] > chart.shape[0] > 100
     # The random baselines were written on the fly, at the classifier's (and the run's) image size.
     for kind in ("untrained", "noise"):
-        assert dcgan.read_config(str(scores_dir / "baselines" / kind))["image_size"] == 32
+        assert runs.read_config(str(scores_dir / "baselines" / kind))["image_size"] == 32
 
 
 def test_every_epoch_scores_each_saved_epoch_beside_the_losses(scores_dir, trained_run):
@@ -312,9 +313,9 @@ def test_a_run_trained_on_other_data_or_crop_is_refused(classifier_dir, trained_
                                                         flag):
     copy = tmp_path / "other"
     shutil.copytree(trained_run, copy)
-    config = dcgan.read_config(copy)
+    config = runs.read_config(copy)
     config[key] = value
-    dcgan.write_config(str(copy), config)
+    runs.write_config(str(copy), config)
     error = run_cli_error(["score", str(copy), "--classifier", str(classifier_dir), *QUICK,
                            "--out", str(tmp_path / "out")], capsys)
     assert flag in error and str(value) in error

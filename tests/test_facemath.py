@@ -13,6 +13,7 @@ import skimage.data
 import data_prep
 from conftest import train_settled_tiny_run
 import dcgan
+import runs
 import evaluate
 import facemath
 
@@ -240,7 +241,7 @@ def test_analogy_of_data_faces_writes_grid_codes_and_gif(tiny_run, tmp_path):
 def test_analogy_examples_pick_faces_by_their_labels(tiny_run, tmp_path):
     stem = cli(["--analogy", "--examples", "--size", "3"], tiny_run, tmp_path)
     names = json.loads(open(stem + ".json").read())["inputs"]
-    config = dcgan.read_config(tiny_run)
+    config = runs.read_config(tiny_run)
     table = data_prep.read_celeba(config["data"]).attributes
     assert [int(table.loc[name, "Male"]) for name in names] == [1, 1, -1]
     assert [int(table.loc[name, "Eyeglasses"]) for name in names] == [-1, 1, -1]
@@ -335,7 +336,7 @@ def test_demo_trains_a_short_encoder_then_writes_an_analogy_and_a_sweep(tiny_run
     assert cv2.imread(analogy + ".png").shape[1] > 8 * 32
     record = json.loads(open(edit + ".json").read())
     assert record["sweeps"] == ["Smiling", "Male"] and record["directions_from"] == "encoder"
-    held_out_men = facemath.load_faces_split(dcgan.read_config(tiny_run), split="test", filter="Male").names
+    held_out_men = facemath.load_faces_split(runs.read_config(tiny_run), split="test", filter="Male").names
     assert record["inputs"][0] in held_out_men
     assert cv2.imread(edit + "-sweep.png").shape[1] > 7 * 32
     (run / "encoder" / "encoder.keras").unlink()  # an unfinished E of other settings is not the demo's to resume
@@ -364,7 +365,7 @@ def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path, capsys):
     assert "no face found" in cli_error(["--describe", blank, *base], capsys)
     empty = tmp_path / "no-generator"
     empty.mkdir()
-    (empty / "config.json").write_text(json.dumps(dcgan.read_config(tiny_run)))
+    (empty / "config.json").write_text(json.dumps(runs.read_config(tiny_run)))
     assert "has no generator" in cli_error(["--analogy", *TEST_FACES, "--run", str(empty)], capsys)
     assert "did you mean 'Male'" in cli_error(["--map", "--color-by", "Mail", *base], capsys)
     assert "name no faces" in cli_error(["--edit", TEST_FACES[0], "--examples", "--sweep", "Smiling", *base], capsys)

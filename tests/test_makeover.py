@@ -18,6 +18,7 @@ import skimage.data
 
 import data_prep
 import dcgan
+import runs
 import evaluate
 import makeover
 import keras  # after dcgan, which chooses the TensorFlow backend
@@ -159,10 +160,10 @@ def test_cli_overlap_and_empty_filters_fail_in_one_line_without_a_run(tiny_celeb
 
 
 def test_run_writes_every_artifact(trained_run):
-    config = dcgan.read_config(trained_run)
+    config = runs.read_config(trained_run)
     flags = set(vars(makeover.training_parser().parse_args([])))
     assert flags <= set(config) and config["model"] == "makeover" and "tensorflow" in config["versions"]
-    steps = dcgan.read_step_log(trained_run)
+    steps = runs.read_step_log(trained_run)
     assert list(steps.columns) == ["epoch", "step", *makeover.STEP_COLUMNS]
     assert steps["epoch"].tolist() == [1, 1, 1, 2, 2, 2]
     for name in makeover.HISTORY_NAMES.values():
@@ -181,7 +182,7 @@ def test_run_writes_every_artifact(trained_run):
 def test_annealing_takes_effect_and_is_logged_each_step(trained_run):
     # --anneal-start 2 --anneal-steps 2: steps 0..5 get adversarial weights 0, 0, 0, 0.5, 1, 1 (deep-makeover's
     # annealing never changed: its assign op was never run).
-    steps = dcgan.read_step_log(trained_run)
+    steps = runs.read_step_log(trained_run)
     np.testing.assert_allclose(steps["adversarial_weight"], [0, 0, 0, 0.5, 1, 1])
     np.testing.assert_allclose(steps["pixel_weight"], [1, 1, 1, 0.5, 0, 0])
     expected_g = steps["pixel_weight"] * steps["pixel_loss"] + steps["adversarial_weight"] * steps["adversarial_loss"]
@@ -195,8 +196,8 @@ def test_resume_keeps_epoch_count_loss_history_and_schedule(trained_run, tmp_pat
     before = {name: np.load(copy / f"{name}.npy") for name in ("d_losses", "g_losses", "pixel_losses")}
     stale = copy / "checkpoints" / "translator_epoch_003.tmp-4242.weights.h5"  # what a kill mid-write leaves
     stale.write_bytes(b"half")
-    assert dcgan.saved_epochs(str(copy), "translator") == [1, 2]
-    old_config = {key: value for key, value in dcgan.read_config(copy).items()  # as saved before these flags
+    assert runs.saved_epochs(str(copy), "translator") == [1, 2]
+    old_config = {key: value for key, value in runs.read_config(copy).items()  # as saved before these flags
                   if key not in ("keep_classifier", "keep_weight", "smooth_weight")}
     data_prep.write_json(str(copy / "config.json"), old_config)
     makeover.main(["--resume", "--runs-dir", str(tmp_path / "runs"), "--name", "tiny", "--epochs", "3",
@@ -205,14 +206,14 @@ def test_resume_keeps_epoch_count_loss_history_and_schedule(trained_run, tmp_pat
         after = np.load(copy / f"{name}.npy")
         assert after.shape == (3,)
         np.testing.assert_array_equal(after[:2], values)
-    assert not stale.exists() and dcgan.saved_epochs(str(copy), "translator") == [1, 2, 3]
-    steps = dcgan.read_step_log(copy)
+    assert not stale.exists() and runs.saved_epochs(str(copy), "translator") == [1, 2, 3]
+    steps = runs.read_step_log(copy)
     assert steps["epoch"].tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     np.testing.assert_allclose(steps["adversarial_weight"][6:], 1.0)  # the step counter was restored
     np.testing.assert_array_equal(np.load(copy / "fixed_source.npy"), np.load(trained_run / "fixed_source.npy"))
-    config = dcgan.read_config(copy)
+    config = runs.read_config(copy)
     gan = makeover.build_makeover(config)
-    gan.load_state_arrays(dcgan.load_checkpoint(copy)[0])
+    runs.load_checkpoint(copy, gan.state_variables())
     assert int(gan.g_optimizer.iterations) == 9 and len(config["resumed_with"]) == 1
 
 
@@ -235,18 +236,18 @@ def test_killed_run_loses_at_most_the_epoch_in_progress(tiny_celeba, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert np.load(losses).shape == (1,)
-    assert dcgan.read_step_log(tmp_path / "killed")["epoch"].tolist() == [1] * 300
+    assert runs.read_step_log(tmp_path / "killed")["epoch"].tolist() == [1] * 300
 
 
 def test_cycle_and_identity_losses_add_a_translator_back(tiny_celeba, tmp_path):
     makeover.main(tiny_flags(tiny_celeba, tmp_path, "cycle", "--epochs", "1", "--steps-per-epoch", "2",
                              "--cycle-weight", "10", "--identity-weight", "5"))
-    steps = dcgan.read_step_log(tmp_path / "cycle")
+    steps = runs.read_step_log(tmp_path / "cycle")
     assert (steps["cycle_loss"] > 0).all() and (steps["identity_loss"] > 0).all()
-    config = dcgan.read_config(tmp_path / "cycle")
+    config = runs.read_config(tmp_path / "cycle")
     gan = makeover.build_makeover(config)
     assert [network.name for network in gan.generators] == ["translator", "back_translator"]
-    assert len(dcgan.load_checkpoint(tmp_path / "cycle")[0]) == len(gan.state_arrays())
+    assert len(runs.read_checkpoint(tmp_path / "cycle")[0]) == len(gan.state_variables())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -424,11 +425,11 @@ def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
     makeover.main(tiny_flags(tiny_celeba, tmp_path, "keep", "--epochs", "1", "--keep-classifier",
                              str(makeover_classifier), "--keep-weight", "2", "--smooth-weight", "3"))
     run = tmp_path / "keep"
-    config = dcgan.read_config(run)
+    config = runs.read_config(run)
     assert config["keep_classifier"] == [os.path.abspath(makeover_classifier)]
     assert config["keep_attributes"] == makeover.collateral_attributes(
         data_prep.read_celeba(tiny_celeba).attributes, "Male", "-Male")
-    steps = dcgan.read_step_log(run)
+    steps = runs.read_step_log(run)
     assert (steps["keep_loss"] > -1e-6).all() and (steps["keep_loss"] != 0).any()  # a divergence, rounded
     expected_g = (steps["pixel_weight"] * steps["pixel_loss"] + steps["adversarial_weight"] * steps["adversarial_loss"]
                   + 2 * steps["keep_loss"] + 3 * steps["smooth_loss"])
@@ -486,5 +487,5 @@ def test_a_run_saved_before_the_keep_loss_resumes_with_it_as_zero(tmp_path):
     history = {name: [1.0] for name in makeover.HISTORY_NAMES.values() if name != "keep_losses"}
     makeover.add_missing_columns(str(tmp_path), history)
     assert history["keep_losses"] == [0.0]
-    steps = dcgan.read_step_log(str(tmp_path))
+    steps = runs.read_step_log(str(tmp_path))
     assert list(steps.columns) == ["epoch", "step", *makeover.STEP_COLUMNS] and steps["keep_loss"].tolist() == [0]

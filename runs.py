@@ -1,0 +1,381 @@
+"""The bookkeeping every training in this repository shares, written once: the Keras backend and a quiet
+TensorFlow start, run directories and their config.json, resuming with the flags a user typed, checkpoints over a
+model's state variables, the epoch recorder (NaN guard, atomic log.csv, a per-epoch save hook), the
+fit-for-N-epochs driver, the networks saved after each epoch, precision policy and strategy, batched prediction.
+
+dcgan.py, encoder.py, vae.py, makeover.py and evaluate.py import this module; it imports only data_prep.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import platform
+import sys
+
+import cv2
+import numpy as np
+
+import data_prep
+
+with data_prep.quiet_tensorflow_start():
+    import keras  # noqa: E402  (after the backend is chosen)
+    import tensorflow as tf  # noqa: E402
+
+    # TensorFlow's first device query prints a CUDA probe's lines on machines without a GPU; it is made here, once,
+    # inside the quiet block, so that no later call writes them.
+    tf.config.list_physical_devices()
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The command line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one DataError line (data_prep.run_cli prints it and exits 2)."""
+
+    def error(self, message):
+        raise data_prep.DataError(f"{self.prog}: {message} (see --help)")
+
+
+def typed_flags(parser, argv):
+    """The destinations the user actually typed on `parser`'s command line (argparse hides them behind defaults).
+    The parser is changed: pass a fresh one."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def parser_defaults(parser):
+    return {action.dest: action.default for action in parser._actions if action.dest != "help"}
+
+
+def check_new_run(out_dir, what="a run"):
+    """A new training refuses a directory whose checkpoint holds one."""
+    if os.path.isfile(os.path.join(out_dir, "checkpoints", "last.npz")):
+        raise data_prep.DataError(f"{out_dir} already holds {what}; pass --resume to continue it"
+                                  + (" or --name for a new one" if what == "a run" else ""))
+
+
+def resumed_config(config, out_dir, *, typed, resumable, defaults=None, same=None):
+    """The config of a resumed training: config.json of `out_dir`, with the typed flags in `resumable` taken from
+    `config`; any other typed flag that differs from the saved value (or, for a key an older run did not save,
+    from its default) is one clear error. `same(key, saved, config)` overrides the comparison of a key."""
+    saved = read_config(out_dir)
+    defaults = defaults or {}
+    for key in sorted(typed - resumable):
+        equal = same(key, saved, config) if same else None
+        if equal is None:
+            equal = saved.get(key, defaults.get(key)) == config[key]
+        if not equal:
+            raise data_prep.DataError(f"--{key.replace('_', '-')} cannot change when resuming "
+                                      f"({saved.get(key)!r} in {out_dir}/config.json)")
+    overrides = {key: config[key] for key in typed & resumable}
+    return {**saved, **overrides, "resume": True,
+            "resumed_with": [*saved.get("resumed_with", []), library_versions()]}
+
+
+def print_config(out_dir, config, *, resume):
+    print(("resuming " if resume else "training ") + out_dir + " with\n"
+          + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))
+
+
+def absolute_paths(config):
+    """--data and --cache-dir as absolute paths, so that a run can be used from any working directory."""
+    config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
+    if config.get("data") is not None:
+        config["data"] = os.path.abspath(os.path.expanduser(config["data"]))
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Run directories, configs and checkpoints
+
+
+def read_config(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise data_prep.DataError(f"not a run directory (no config.json): {run_dir}")
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def write_config(run_dir, config):
+    data_prep.write_json(os.path.join(run_dir, "config.json"), config)
+
+
+def library_versions():
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "opencv": cv2.__version__}
+
+
+def save_weights_atomic(model, path):
+    with data_prep.atomic_path(path) as temporary:
+        model.save_weights(temporary)
+
+
+def save_model_atomic(model, path):
+    with data_prep.atomic_path(path) as temporary:
+        model.save(temporary)
+
+
+def save_checkpoint(out_dir, variables, history, *, arrays=None):
+    """checkpoints/last.npz (every variable, in order, and the per-epoch history), then one .npy per history
+    entry named in `arrays` ({history name: file name}); each written to a temporary file, then renamed."""
+    archive = {f"state_{index:04d}": np.asarray(keras.ops.convert_to_numpy(variable))
+               for index, variable in enumerate(variables)}
+    archive.update({f"history_{name}": np.asarray(values, np.float64) for name, values in history.items()})
+    with data_prep.atomic_path(os.path.join(out_dir, "checkpoints", "last.npz")) as temporary:
+        np.savez(temporary, **archive)
+    for name, file_name in (arrays or {}).items():
+        data_prep.atomic_save_npy(os.path.join(out_dir, file_name), np.asarray(history[name], np.float32))
+
+
+def read_checkpoint(out_dir):
+    """(state arrays, per-epoch history) from <out_dir>/checkpoints/last.npz."""
+    path = os.path.join(out_dir, "checkpoints", "last.npz")
+    if not os.path.isfile(path):
+        raise data_prep.DataError(f"no checkpoint to resume from: {path} (did the first epoch finish?)")
+    with np.load(path) as archive:
+        state = [archive[key] for key in sorted(key for key in archive.files if key.startswith("state_"))]
+        history = {key[len("history_"):]: archive[key].tolist() for key in archive.files if key.startswith("history_")}
+    return state, history
+
+
+def load_checkpoint(out_dir, variables):
+    """Assign checkpoints/last.npz to `variables` (in save_checkpoint's order); returns the per-epoch history."""
+    path = os.path.join(out_dir, "checkpoints", "last.npz")
+    state, history = read_checkpoint(out_dir)
+    if len(state) != len(variables):
+        raise data_prep.DataError(f"{path} holds {len(state)} arrays, the model has {len(variables)} variables")
+    for variable, value in zip(variables, state):
+        if tuple(variable.shape) != value.shape:
+            raise data_prep.DataError(f"{path}: shape {value.shape} does not fit {variable.path} {variable.shape}")
+        variable.assign(value)
+    return history
+
+
+def start_step_log(run_dir, columns):
+    data_prep.atomic_write_bytes(os.path.join(run_dir, "log.csv"), ("epoch,step," + ",".join(columns)
+                                                                    + "\n").encode())
+
+
+def truncate_log(run_dir, finished_epochs):
+    """Drop log.csv rows of an epoch that never finished (a run killed mid-epoch), atomically."""
+    path = os.path.join(run_dir, "log.csv")
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= finished_epochs]
+    data_prep.atomic_write_bytes(path, "".join(",".join(row) + "\n" for row in kept).encode())
+
+
+def read_step_log(run_dir):
+    import pandas as pd
+
+    path = os.path.join(run_dir, "log.csv")
+    if not os.path.isfile(path):
+        raise data_prep.DataError(f"no log.csv in {run_dir}")
+    return pd.read_csv(path)
+
+
+def epoch_weights_path(run_dir, network, epoch):
+    return os.path.join(run_dir, "checkpoints", f"{network}_epoch_{epoch:03d}.weights.h5")
+
+
+def saved_epochs(run_dir, network="generator"):
+    """The epochs after which `network`'s weights were saved, in order. A run killed while writing leaves a
+    temporary file (<network>_epoch_007.tmp-<pid>.weights.h5): it is not an epoch and is skipped."""
+    directory = os.path.join(run_dir, "checkpoints")
+    prefix, suffix = f"{network}_epoch_", ".weights.h5"
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(int(name[len(prefix):-len(suffix)]) for name in names
+                  if name.startswith(prefix) and name.endswith(suffix) and name[len(prefix):-len(suffix)].isdigit())
+
+
+def load_saved_network(run_dir, network, build, *, epoch=None):
+    """A run's network: the final <network>.keras, or `build()` given the weights saved after `epoch` (the newest
+    saved epoch when the run has no final network yet)."""
+    final = os.path.join(run_dir, f"{network}.keras")
+    if epoch is None and os.path.isfile(final):
+        return keras.saving.load_model(final, compile=False)
+    epochs = saved_epochs(run_dir, network)
+    if not epochs:
+        raise data_prep.DataError(f"no {network} in {run_dir} (neither {network}.keras nor an epoch's weights)")
+    epoch = epochs[-1] if epoch is None else epoch
+    if epoch not in epochs:
+        raise data_prep.DataError(f"{run_dir} has no {network} for epoch {epoch}; saved epochs: {epochs}")
+    model = build()
+    model.load_weights(epoch_weights_path(run_dir, network, epoch))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The epoch recorder and the training driver
+
+
+class TrainingStopped(RuntimeError):
+    """Training met a non-finite loss; the last good checkpoint is kept."""
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """The evidence of every training here. Each step's own values of the step columns (what train_step returns,
+    not fit's running means) are kept for the epoch; a NaN or infinite one stops training before the epoch is
+    saved, so the last good checkpoint stays. At a good epoch's end each column's mean (its last value for the
+    columns in `last_value`) goes into `history` ({step column: per-epoch list name}, or a list when the names
+    are the same), the epoch's steps are added to <log_dir>/log.csv (rewritten whole, so it only ever holds
+    finished epochs) and `save_epoch(number)` writes the grid, weights and checkpoint."""
+
+    def __init__(self, history, columns, *, save_epoch, log_dir=None, last_value=()):
+        super().__init__()
+        self.names = dict(columns) if isinstance(columns, dict) else {name: name for name in columns}
+        self.history_arrays = history
+        self.save_epoch, self.log_dir, self.last_value = save_epoch, log_dir, set(last_value)
+        self.bad_loss = None
+        self.epoch_steps = []  # (steps, len(columns)) as lists
+
+    def finished_epochs(self):
+        """Epochs finished so far (resumed ones included): the length of every per-epoch array."""
+        return len(next(iter(self.history_arrays.values())))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_steps = []
+
+    def on_train_batch_end(self, step, logs=None):
+        values = [float(logs[name]) for name in self.names]
+        if not all(math.isfinite(value) for value in values):
+            self.bad_loss = f"non-finite loss at epoch {self.finished_epochs() + 1}, step {step + 1}"
+            self.model.stop_training = True
+            return
+        self.epoch_steps.append(values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bad_loss is not None or not self.epoch_steps:
+            return
+        steps = np.asarray(self.epoch_steps)  # (steps, columns)
+        for index, (column, name) in enumerate(self.names.items()):
+            value = steps[-1, index] if column in self.last_value else steps[:, index].mean()
+            self.history_arrays[name].append(float(value))
+        number = self.finished_epochs()
+        if self.log_dir is not None:
+            self.append_to_step_log(number)
+        self.save_epoch(number)
+
+    def append_to_step_log(self, number):
+        rows = "".join(f"{number},{step}," + ",".join(f"{value:.6g}" for value in values) + "\n"
+                       for step, values in enumerate(self.epoch_steps, start=1))
+        log_path = os.path.join(self.log_dir, "log.csv")
+        with open(log_path, "rb") as handle:
+            data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
+
+
+def fit_epochs(model, dataset, out_dir, *, epochs, recorder, callbacks=(), steps_per_epoch=None, verbose=1,
+               announce=None):
+    """fit() from the first unfinished epoch to `epochs` with `recorder` (and `callbacks`); prints `announce`
+    (a function of the finished epochs) before it starts. Returns False when there was nothing left to train;
+    raises TrainingStopped on a non-finite loss."""
+    done = recorder.finished_epochs()
+    if done >= epochs:
+        print(f"{out_dir} already has {done} epochs; pass a larger --epochs to continue")
+        return False
+    if announce is not None:
+        print(announce(done))
+    model.fit(dataset, epochs=epochs, initial_epoch=done, callbacks=[recorder, *callbacks], verbose=verbose,
+              shuffle=False, steps_per_epoch=steps_per_epoch)
+    if recorder.bad_loss:
+        raise TrainingStopped(f"training stopped: {recorder.bad_loss}; the last good checkpoint "
+                              f"(epoch {recorder.finished_epochs()}) stays in {out_dir}/checkpoints")
+    return True
+
+
+def train_or_exit(train, *args, **kwargs):
+    """Runs a training from a script's main(): a non-finite loss is one line on stderr and exit status 1."""
+    try:
+        return train(*args, **kwargs)
+    except TrainingStopped as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Precision, strategy and batched prediction
+
+
+def native_bfloat16():
+    """(True or False, why): whether this machine computes bfloat16 natively. GPUs of compute capability 8.0
+    and later (Ampere on) do; CPUs do with AVX512_BF16 or AMX (Intel Sapphire Rapids on, AMD Zen 4 on). Without
+    them TensorFlow emulates bfloat16, measured at a third of float32's speed on an Intel Xeon."""
+    for device in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(device).get("compute_capability", (0, 0))
+        return capability >= (8, 0), f"GPU of compute capability {capability[0]}.{capability[1]}"
+    flags = set()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            flags = {word for line in handle if line.startswith("flags") for word in line.split()}
+    native = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(native), ("CPU with " + " and ".join(native)) if native else "CPU without AVX512_BF16 or AMX"
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras's global dtype policy set to `name` while models are built (layers keep the policy they were made
+    with), and put back afterwards, so that nothing built later (MTCNN, a classifier) inherits it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def resolve_precision(precision):
+    """--precision auto -> mixed_bfloat16 where bfloat16 is native, float32 elsewhere; returns (policy, why)."""
+    if precision != "auto":
+        return precision, "as asked"
+    native, why = native_bfloat16()
+    return ("mixed_bfloat16" if native else "float32"), why
+
+
+def make_strategy(name):
+    """tf.distribute for several GPUs ('mirrored') or machines ('multiworker', configured by TF_CONFIG)."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        # All GPUs; without GPUs, every logical CPU device (how the tests get two replicas on one CPU).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; expected none, mirrored or multiworker")
+
+
+def to_float_batch(images):
+    """A uint8 batch (what the tf.data pipelines carry) as float32 in [-1, 1]; a float batch as float32."""
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 127.5 - 1.0
+    return tf.cast(images, tf.float32)
+
+
+def predict_batches(model, inputs, *, batch_size=256, training=False):
+    """model(inputs) in batches, as float32 NumPy; uint8 images are scaled to [-1, 1] first. A model with
+    several outputs gives a list of arrays."""
+    inputs = np.asarray(inputs)
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start:start + batch_size]
+        batch = data_prep.to_float(batch) if batch.dtype == np.uint8 else batch.astype(np.float32)
+        result = model(batch, training=training)
+        outputs.append([keras.ops.convert_to_numpy(part) for part in result] if isinstance(result, (list, tuple))
+                       else keras.ops.convert_to_numpy(result))
+    if outputs and isinstance(outputs[0], list):
+        return [np.concatenate(parts).astype(np.float32) for parts in zip(*outputs)]
+    return np.concatenate(outputs).astype(np.float32)
