@@ -25,8 +25,8 @@ Usage:
     python encoder.py encode --run runs/demo --split test --limit 500 --method encoder
     python encoder.py encode --run runs/vae --split test --limit 500         # a VAE's codes, the same layout
     python encoder.py complete --run runs/demo --mask center photo.jpg
-    python encoder.py compare --run runs/demo --vae runs/vae                 # the table of the seeds' question
-    python encoder.py compare --run runs/demo --vae runs/vae --count 32 --steps 50   # CPU-sized
+    python scores.py encoders --run runs/demo --vae runs/vae                 # the table of the seeds' question
+    python scores.py encoders --run runs/demo --vae runs/vae --count 32 --steps 50   # CPU-sized
 """
 
 import os
@@ -723,66 +723,6 @@ def complete(generator, discriminator, images, *, mask="center", blend="poisson"
 # The comparison the seeds asked for
 
 
-def varying_attributes(labels):
-    """(40,) bool: the attributes that take both values in the labels (the rest say nothing about a code)."""
-    labels = np.asarray(labels) > 0.5
-    return labels.any(axis=0) & ~labels.all(axis=0)
-
-
-def attribute_agreement(classifier, originals, reconstructions, *, varying):
-    """Per image, the fraction of the varying attributes on which the attribute CNN says the same (p > 0.5) of
-    the original and its reconstruction. (n,)"""
-    import evaluate
-
-    said = evaluate.predict_attributes(classifier, originals) > 0.5
-    said_again = evaluate.predict_attributes(classifier, reconstructions) > 0.5
-    return (said == said_again)[:, varying].mean(axis=1)
-
-
-def reconstruction_scores(originals, reconstructions, *, classifier, varying):
-    """Means over images of pixel MSE and PSNR (images in [0, 1]), SSIM, the Euclidean distance in the attribute
-    CNN's feature space and attribute agreement."""
-    import evaluate
-    from skimage.metrics import structural_similarity
-
-    mse = pixel_mse(reconstructions, originals)
-    psnr = 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
-    ssim = [structural_similarity(a, b, channel_axis=-1, data_range=255)
-            for a, b in zip(data_prep.to_uint8(originals), data_prep.to_uint8(reconstructions))]
-    distance = np.linalg.norm(evaluate.extract_features(classifier, originals)
-                              - evaluate.extract_features(classifier, reconstructions), axis=1)
-    agreement = attribute_agreement(classifier, originals, reconstructions, varying=varying)
-    return {"mse": float(mse.mean()), "psnr": float(psnr.mean()), "ssim": float(np.mean(ssim)),
-            "feature_distance": float(distance.mean()), "attribute_agreement": float(agreement.mean())}
-
-
-def compare(run, images, *, classifier, varying, vae=None, steps=200, lr=0.05, lambda_=1e-3, domain_weight=0.0,
-            seed=0, progress=True):
-    """Every method (and the VAE's encoder when given) on the same faces: a row of scores each, plus seconds per
-    image; returns (rows, {label: reconstructions})."""
-    targets = as_images(images, run.config["image_size"])
-    jobs = [(method, run, method) for method in METHODS] + ([("vae", vae, "encoder")] if vae is not None else [])
-    rows, reconstructions = [], {}
-    for label, source, method in jobs:
-        encoding = encode(source, targets, method=method, steps=steps, lr=lr, lambda_=lambda_,
-                          domain_weight=domain_weight if method == "hybrid" else 0.0, seed=seed, progress=progress)
-        scores = reconstruction_scores(targets, encoding.reconstructions, classifier=classifier, varying=varying)
-        rows.append({"method": label, **scores, "seconds_per_image": encoding.seconds / len(targets)})
-        reconstructions[label] = encoding.reconstructions
-        print(f"{label}: " + ", ".join(f"{key} {value:.4g}" for key, value in rows[-1].items() if key != "method"))
-    return rows, reconstructions
-
-
-def compare_markdown(rows, settings):
-    header = ("| method | pixel MSE | PSNR (dB) | SSIM | feature distance | attribute agreement | s per image |\n"
-              "|---|---:|---:|---:|---:|---:|---:|\n")
-    lines = [f"| {row['method']} | {row['mse']:.4f} | {row['psnr']:.2f} | {row['ssim']:.3f} | "
-             f"{row['feature_distance']:.2f} | {row['attribute_agreement']:.3f} | {row['seconds_per_image']:.4g} |"
-             for row in rows]
-    described = ", ".join(f"{key} {value}" for key, value in settings.items())
-    return header + "\n".join(lines) + f"\n\n{described}\n"
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Command line
 
@@ -811,7 +751,7 @@ def subcommand_parser(command):
     parser = runs.OneLineParser(prog=f"encoder.py {command}", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    if command in ("train", "encode", "complete", "compare"):
+    if command in ("train", "encode", "complete"):
         add("--run", required=True, help="the GAN run directory (encode also takes a VAE run)")
     if command == "train":
         add("--epochs", type=int, default=10, help="epochs to train E in all")
@@ -861,13 +801,6 @@ def subcommand_parser(command):
         add_input_flags(add)
         add_projection_flags(add)
         parser.set_defaults(steps=300)
-    elif command == "compare":
-        add("--vae", default=None, help="a VAE run (encoder.py vae) trained on the same data")
-        add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
-        add("--count", type=int, default=256, help="held-out test faces")
-        add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
-        add("--out", default=None, help="directory (default: <run>/encoder/compare)")
-        add_projection_flags(add)
     add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser
 
@@ -1014,42 +947,6 @@ def run_complete(argv):
         print(f"wrote {path} (original, masked, completed)")
 
 
-def run_compare(argv):
-    import evaluate
-
-    args = subcommand_parser("compare").parse_args(argv)
-    run = load_gan_run(args.run)
-    classifier_config = evaluate.classifier_config(args.classifier)
-    evaluate.check_run(args.run, classifier_config)
-    vae = load_model_run(args.vae) if args.vae else None
-    if vae is not None and (vae.config.get("kind") != "vae" or vae.config["image_size"] != run.config["image_size"]
-                            or os.path.realpath(vae.config["data"]) != os.path.realpath(run.config["data"])):
-        raise data_prep.DataError(f"--vae {args.vae} is not a VAE trained on {run.config['data']} at "
-                                  f"{run.config['image_size']} pixels")
-    test = data_prep.load_split(run.config["data"], split="test", image_size=run.config["image_size"],
-                                crop_size=run.config.get("crop_size", 108), cache_dir=run.config.get("cache_dir"),
-                                progress=False)
-    if not 0 < args.count <= len(test.images):
-        raise data_prep.DataError(f"--count must be 1 to {len(test.images)} (the test split), got {args.count}")
-    chosen = np.sort(np.random.default_rng(args.seed).permutation(len(test.images))[:args.count])
-    images = data_prep.to_float(test.images[chosen])
-    started = time.perf_counter()
-    rows, reconstructions = compare(run, images, classifier=evaluate.load_classifier(args.classifier),
-                                    varying=varying_attributes(test.labels), vae=vae, steps=args.steps, lr=args.lr,
-                                    lambda_=args.lambda_, domain_weight=args.domain_weight, seed=args.seed)
-    settings = {"run": run.directory, "vae": vae.directory if vae else None, "count": args.count,
-                "steps": args.steps, "lr": args.lr, "lambda": args.lambda_, "domain_weight": args.domain_weight,
-                "seed": args.seed, "varying_attributes": int(varying_attributes(test.labels).sum()),
-                "seconds": round(time.perf_counter() - started, 1)}
-    out = args.out or os.path.join(run.directory, "encoder", "compare")
-    data_prep.write_json(os.path.join(out, "compare.json"), {"settings": settings, "rows": rows})
-    data_prep.atomic_write_bytes(os.path.join(out, "compare.md"), compare_markdown(rows, settings).encode())
-    grid = [images[:GRID_FACES]] + [reconstructions[label][:GRID_FACES] for label in reconstructions]
-    data_prep.save_grid(os.path.join(out, "compare.png"), np.concatenate(grid), columns=min(GRID_FACES, len(images)),
-                        row_labels=["original", *reconstructions])
-    print(compare_markdown(rows, settings) + f"wrote {out}/compare.{{md,json,png}}")
-
-
 def parse_args(argv=None):
     """(command, the rest of argv): the subcommand is the first word."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -1062,8 +959,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     command, rest = parse_args(argv)
-    {"train": run_train, "vae": run_vae, "encode": run_encode, "complete": run_complete,
-     "compare": run_compare}[command](rest)
+    if command == "compare":
+        raise data_prep.DataError("`encoder.py compare` moved: run `python scores.py encoders` with the same flags")
+    {"train": run_train, "vae": run_vae, "encode": run_encode, "complete": run_complete}[command](rest)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ Usage:
     python makeover.py --name makeover-l1 --anneal-end 0             # ablation: pixel loss only
     python makeover.py --cycle-weight 10 --identity-weight 5         # CycleGAN's extra losses (a translator back)
     python makeover.py apply --run runs/makeover-m2f photo.jpg --paste
-    python makeover.py score --run runs/makeover-m2f --compare runs/makeover-adv runs/makeover-l1
+    python scores.py makeover --run runs/makeover-m2f --compare runs/makeover-adv runs/makeover-l1
 """
 
 import os
@@ -40,6 +40,7 @@ import numpy as np
 
 import data_prep
 import dcgan
+import evaluate
 import runs
 
 import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
@@ -407,8 +408,6 @@ def build_makeover(config):
                                                                name="source_discriminator")
     schedule = {key: config[key] for key in ("anneal_start", "anneal_steps", "anneal_end")}
     if config.get("keep_weight", 0.0) > 0:
-        import evaluate
-
         networks["keepers"] = [evaluate.load_classifier(path) for path in keep_classifiers(config)]
         for keeper in networks["keepers"]:
             keeper.trainable = False
@@ -466,8 +465,6 @@ def resolved_keepers(config):
 
 def check_keepers(config):
     """The keep loss's attribute CNNs must exist and see the run's crop, size and data."""
-    import evaluate
-
     for path in keep_classifiers(config):
         try:
             evaluate.check_config(config, evaluate.classifier_config(path), what="the run is trained")
@@ -615,23 +612,7 @@ def apply_run(run_dir, photos, *, out_dir=None, crop=None, paste=False, fallback
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Measured: how often the CNN sees the target, what else changed, identity kept, distance to the target faces
-
-
-def distinguishing_terms(source, target):
-    """The target filter's terms that the source filter does not already impose: what the makeover must change
-    (for deep-makeover's defaults: -Male and Attractive)."""
-    source_terms = set(filter_terms(source))
-    terms = [term for term in filter_terms(target) if term not in source_terms]
-    return terms or filter_terms(target)
-
-
-def target_rate(probabilities, terms):
-    """Fraction of images whose predicted attributes (probability > 0.5) satisfy every (attribute, wanted)."""
-    predicted = np.asarray(probabilities) > 0.5
-    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name, _ in terms]
-    wanted = np.array([value for _, value in terms], bool)
-    return float(np.all(predicted[:, columns] == wanted[None, :], axis=1).mean()) if terms else float("nan")
+# The attributes a makeover leaves alone (its keep loss; scores.py measures them)
 
 
 def collateral_attributes(attribute_table, source, target):
@@ -639,191 +620,6 @@ def collateral_attributes(attribute_table, source, target):
     named = {name for name, _ in filter_terms(source) + filter_terms(target)}
     varying = [name for name in data_prep.CELEBA_ATTRIBUTES if attribute_table[name].nunique() > 1]
     return [name for name in varying if name not in named]
-
-
-def flip_rates(probabilities_in, probabilities_out, columns):
-    """Per column, the fraction of images whose 0/1 prediction (probability > 0.5) differs between input and output."""
-    return ((np.asarray(probabilities_in) > 0.5) != (np.asarray(probabilities_out) > 0.5))[:, columns].mean(0)
-
-
-def translation_scores(classifier, inputs, outputs, *, terms, collateral, target_features):
-    """One row: target rate (and per term), collateral (mean flip rate of the CNN's 0/1 predictions over the
-    collateral attributes), pixel L1, mean CNN-feature distance to the input, Frechet distance to target faces."""
-    import evaluate
-
-    inputs = data_prep.to_float(inputs) if inputs.dtype == np.uint8 else inputs
-    probabilities_in = evaluate.predict_attributes(classifier, inputs)
-    probabilities_out = evaluate.predict_attributes(classifier, outputs)
-    features_in = evaluate.extract_features(classifier, inputs)
-    features_out = evaluate.extract_features(classifier, outputs)
-    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in collateral]
-    flips = flip_rates(probabilities_in, probabilities_out, columns)  # (len(collateral),)
-    return {"target_rate": target_rate(probabilities_out, terms),
-            "term_rates": {("" if wanted else "-") + name: target_rate(probabilities_out, [(name, wanted)])
-                           for name, wanted in terms},
-            "collateral": float(flips.mean()) if columns else 0.0,
-            "collateral_by_attribute": {name: float(value) for name, value in zip(collateral, flips)},
-            "pixel_l1": float(np.abs(outputs - inputs).mean()),
-            "feature_distance": float(np.linalg.norm(features_out - features_in, axis=1).mean()),
-            "frechet_distance": evaluate.frechet_distance(target_features, features_out)}
-
-
-def check_comparable(configs):
-    """Runs in one table must translate the same populations of the same data with the same crop."""
-    keys = ("data", "source", "target", "crop", "crop_size", "image_size")
-    first = configs[0]
-    for config in configs[1:]:
-        for key in keys:
-            if config.get(key) != first.get(key):
-                raise data_prep.DataError(f"runs differ in {key} ({first.get(key)!r} and {config.get(key)!r}); "
-                                          "only runs of the same populations and crop share a table")
-
-
-def default_classifier(config):
-    return "runs/classifier-makeover" if config["crop"] == "makeover" else "runs/classifier"
-
-
-def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cross_checks=()):
-    """The score table's rows: the identity and the mean target face (the trivial baselines), then each run, all
-    on the same held-out (test split) source faces; plus the settings and the images of the grid."""
-    import evaluate
-
-    configs = [read_makeover_config(run_dir) for run_dir in run_dirs]
-    check_comparable(configs)
-    for run_dir, run_config in zip(run_dirs, configs):
-        evaluate.check_run(run_dir, evaluate.classifier_config(classifier_dir))
-        keepers = keep_classifiers(run_config) if run_config.get("keep_weight", 0.0) > 0 else []
-        scorer = evaluate.classifier_directory(classifier_dir)
-        own = [keeper for keeper in keepers if os.path.exists(keeper)
-               and evaluate.same_directory(evaluate.classifier_directory(keeper), scorer)]
-        if own:
-            raise data_prep.DataError(f"{run_dir} was trained to keep {own[0]}'s view of the attributes; scoring it "
-                                      "with the same CNN would grade it on its own loss: pass another --classifier")
-    config = configs[0]
-    classifier = evaluate.load_classifier(classifier_dir)
-    celeba = data_prep.read_celeba(config["data"])
-    sources = population(config, split="test", which="source", celeba=celeba)
-    targets = population(config, split="test", which="target", celeba=celeba)
-    count = min(len(sources), evaluate.DEFAULT_COUNT) if count is None else count
-    if not 2 <= count <= len(sources):
-        raise data_prep.DataError(f"--n must be from 2 to the {len(sources)} held-out source faces, got {count}")
-    inputs = data_prep.to_float(sources[np.sort(np.random.default_rng(seed).permutation(len(sources))[:count])])
-    mean_target = data_prep.to_float(population(config, split="train", which="target", celeba=celeba)).mean(0)
-    measure = {"classifier": classifier, "terms": distinguishing_terms(config["source"], config["target"]),
-               "collateral": collateral_attributes(celeba.attributes, config["source"], config["target"]),
-               "target_features": evaluate.extract_features(classifier, targets)}
-    candidates = [("identity (the input)", "baseline", inputs),
-                  ("mean target face", "baseline", np.broadcast_to(mean_target, inputs.shape).copy())]
-    candidates += [(os.path.basename(os.path.normpath(run_dir)), "trained",
-                    translate(load_translator(run_dir, epoch=epoch), inputs)) for run_dir in run_dirs]
-    rows = [{"name": name, "kind": kind, **translation_scores(outputs=outputs, inputs=inputs, **measure)}
-            for name, kind, outputs in candidates]
-    cross_checks = list(dict.fromkeys(os.path.realpath(evaluate.classifier_directory(path)) for path in cross_checks))
-    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in measure["collateral"]]
-    for other_dir in cross_checks:  # the same outputs through other CNNs: do they see the same change?
-        evaluate.check_run(run_dirs[0], evaluate.classifier_config(other_dir))
-        other = evaluate.load_classifier(other_dir)
-        probabilities_in = evaluate.predict_attributes(other, inputs)
-        for row, (_, _, outputs) in zip(rows, candidates):
-            probabilities_out = evaluate.predict_attributes(other, outputs)
-            row.setdefault("cross_checks", {})[other_dir] = {
-                "target_rate": target_rate(probabilities_out, measure["terms"]),
-                "collateral": float(flip_rates(probabilities_in, probabilities_out, columns).mean())
-                if columns else 0.0}
-    settings = {"runs": [str(run_dir) for run_dir in run_dirs], "classifier": str(classifier_dir), "count": count,
-                "cross_checks": cross_checks,
-                "seed": seed, "epoch": epoch, "target_faces": int(len(targets)), "source": config["source"],
-                "target": config["target"], "terms": [("" if w else "-") + n for n, w in measure["terms"]],
-                "collateral_attributes": measure["collateral"], "data": config["data"], "crop": config["crop"],
-                "image_size": config["image_size"]}
-    return rows, settings, [outputs[:8] for _, _, outputs in candidates]
-
-
-def target_checks(rows):
-    """The issue's targets for the first trained row: target rate >= 0.9, collateral <= 0.1, feature distance
-    below the mean target face's."""
-    trained = [row for row in rows if row["kind"] == "trained"]
-    if not trained:
-        return {}
-    row, mean_face = trained[0], next(row for row in rows if row["name"] == "mean target face")
-    return {"run": row["name"], "target_rate_at_least_0.9": row["target_rate"] >= 0.9,
-            "collateral_at_most_0.1": row["collateral"] <= 0.1,
-            "feature_distance_below_mean_target_face": row["feature_distance"] < mean_face["feature_distance"]}
-
-
-def scores_markdown(rows, settings):
-    lines = [f"{settings['count']} held-out (test split) source faces ({settings['source']}) translated towards "
-             f"{settings['target']}; Frechet distance against {settings['target_faces']} held-out target faces; "
-             f"classifier {settings['classifier']}. Target rate: the CNN sees {', '.join(settings['terms'])}. "
-             f"Collateral: mean flip rate of the CNN's predictions over the "
-             f"{len(settings['collateral_attributes'])} varying attributes the filters do not name.", "",
-             "| row | target rate | collateral | pixel L1 | feature distance to input | Frechet distance to target |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        lines.append(f"| {row['name']} | {row['target_rate']:.3f} | {row['collateral']:.3f} | {row['pixel_l1']:.3f} "
-                     f"| {row['feature_distance']:.2f} | {row['frechet_distance']:.1f} |")
-    checks = target_checks(rows)
-    if checks:
-        lines += ["", f"Targets for {checks.pop('run')}: " + ", ".join(
-            f"{name.replace('_', ' ')}: {'met' if met else 'missed'}" for name, met in checks.items())]
-    if settings.get("cross_checks"):
-        names = [os.path.basename(os.path.normpath(other)) for other in settings["cross_checks"]]
-        lines += ["", "The same outputs through other attribute CNNs (target rate / collateral):", "",
-                  "| row | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        for row in rows:
-            lines.append(f"| {row['name']} | " + " | ".join(
-                f"{check['target_rate']:.3f} / {check['collateral']:.3f}" for check in row["cross_checks"].values())
-                + " |")
-    return "\n".join(lines) + "\n"
-
-
-def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, epoch=None, out_dir=None,
-              cross_checks=()):
-    """`python makeover.py score`: scores.md, scores.json and grid.png (columns: 8 held-out faces; rows: the
-    input, each baseline's and each run's output) in out_dir (default <run>/scores). Returns (rows, out_dir)."""
-    config = read_makeover_config(run_dir)
-    classifier_dir = classifier_dir or default_classifier(config)
-    rows, settings, examples = score_rows([run_dir, *compare], classifier_dir=classifier_dir, count=count,
-                                          seed=seed, epoch=epoch, cross_checks=cross_checks)
-    out_dir = out_dir or os.path.join(run_dir, "scores")
-    markdown = scores_markdown(rows, settings)
-    data_prep.atomic_write_bytes(os.path.join(out_dir, "scores.md"), markdown.encode())
-    data_prep.write_json(os.path.join(out_dir, "scores.json"),
-                         {"settings": settings, "rows": rows, "targets": target_checks(rows)})
-    labels = ["input"] + [row["name"] for row in rows]
-    data_prep.save_grid(os.path.join(out_dir, "grid.png"), np.concatenate([examples[0], *examples]), columns=8,
-                        row_labels=labels, scale=2)
-    print(markdown)
-    return rows, out_dir
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Speed, for bench.py
-
-
-def speed(*, crop="makeover", image_size=64, filters=64, batch_size=16, steps=20, warmup=3, apply_count=512,
-          precision="float32", seed=0):
-    """{"training_images_per_s", "apply_images_per_s"}: source faces per second through train_step (D and G
-    updated, default losses) and through the translator alone (batches of 256), on random uint8 faces held in
-    memory, each timed after `warmup` untimed steps (tracing)."""
-    shape = data_prep.crop_output_shape(crop, image_size)
-    config = {"crop": crop, "image_size": image_size, "filters": filters, "cycle_weight": 0.0,
-              "identity_weight": 0.0, "anneal_start": 0, "anneal_steps": 2000, "anneal_end": 1.0,
-              "learning_rate": 2e-4, "beta1": 0.5}
-    keras.utils.set_random_seed(seed)
-    faces = np.random.default_rng(seed).integers(0, 256, (2, batch_size, *shape, 3), dtype=np.uint8)
-    pairs = tf.data.Dataset.from_tensors((faces[0], faces[1])).repeat()
-    with runs.dtype_policy(precision):
-        gan = build_makeover(config)
-    gan.fit(pairs, epochs=1, steps_per_epoch=warmup, verbose=0)
-    started = time.perf_counter()
-    gan.fit(pairs, epochs=1, steps_per_epoch=steps, verbose=0)
-    training = steps * batch_size / (time.perf_counter() - started)
-    images = np.random.default_rng(seed + 1).integers(0, 256, (apply_count, *shape, 3), dtype=np.uint8)
-    translate(gan.translator, images[:256])
-    started = time.perf_counter()
-    translate(gan.translator, images)
-    return {"training_images_per_s": training, "apply_images_per_s": apply_count / (time.perf_counter() - started)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -930,35 +726,22 @@ def subcommand_parser(command):
     add = parser.add_argument
     add("--run", required=True, help="the makeover run directory (runs/<name>)")
     add("--epoch", type=int, default=None, help="use the translator saved after this epoch (default: final)")
-    if command == "apply":
-        add("photos", nargs="+", help="JPEG or PNG photos with a face")
-        add("--paste", action="store_true", help="also write the photo with the output put back in place")
-        add("--crop", default=None, choices=data_prep.CROPS, help="must match the run's crop (default: the run's)")
-        add("--center-crop", action="store_true", help="no face found: use a plain centre crop (no --paste)")
-        add("--out", default=None, help="output directory (default: <run>/applied)")
-    else:
-        add("--compare", nargs="*", default=[], help="more runs of the same populations in the same table")
-        add("--classifier", default=None, help="the attribute CNN of the run's crop (default: "
-            "runs/classifier-makeover, or runs/classifier for the dcgan crop)")
-        add("--cross-check", nargs="+", default=[], help="other attribute CNNs of the crop (a run's keepers too): "
-            "their target rate and collateral of the same outputs, in a second table")
-        add("--n", type=int, default=None, help="held-out source faces (default: all, at most 2000)")
-        add("--seed", type=int, default=0, help="seed of the held-out faces' choice")
-        add("--out", default=None, help="output directory (default: <run>/scores)")
+    add("photos", nargs="+", help="JPEG or PNG photos with a face")
+    add("--paste", action="store_true", help="also write the photo with the output put back in place")
+    add("--crop", default=None, choices=data_prep.CROPS, help="must match the run's crop (default: the run's)")
+    add("--center-crop", action="store_true", help="no face found: use a plain centre crop (no --paste)")
+    add("--out", default=None, help="output directory (default: <run>/applied)")
     add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
     return parser
 
 
 def run_subcommand(command, argv):
+    if command == "score":
+        raise data_prep.DataError("`makeover.py score` moved: run `python scores.py makeover` with the same flags")
     args = subcommand_parser(command).parse_args(argv)
-    if command == "apply":
-        written = apply_run(args.run, args.photos, out_dir=args.out, crop=args.crop, paste=args.paste,
-                            fallback=args.center_crop, epoch=args.epoch)
-        print("wrote " + ", ".join(written))
-    else:
-        _, out_dir = score_run(args.run, compare=args.compare, classifier_dir=args.classifier, count=args.n,
-                               seed=args.seed, epoch=args.epoch, out_dir=args.out, cross_checks=args.cross_check)
-        print(f"wrote {out_dir}/scores.md, scores.json, grid.png")
+    written = apply_run(args.run, args.photos, out_dir=args.out, crop=args.crop, paste=args.paste,
+                        fallback=args.center_crop, epoch=args.epoch)
+    print("wrote " + ", ".join(written))
 
 
 def main(argv=None):

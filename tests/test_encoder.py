@@ -12,6 +12,7 @@ import skimage.data
 import data_prep
 import dcgan
 import runs
+import scores
 import encoder
 import evaluate
 import keras  # after dcgan, which chooses the TensorFlow backend
@@ -323,26 +324,29 @@ def test_runs_without_a_network_or_with_anothers_encoder_are_refused(gan_run, en
     vae_like = str(tmp_path / "vae-like")
     shutil.copytree(gan_run, vae_like)
     data_prep.write_json(os.path.join(vae_like, "config.json"), {**runs.read_config(gan_run), "kind": "vae"})
-    for command in (["train"], ["complete", "x.jpg"], ["compare"]):
+    for command in (["train"], ["complete", "x.jpg"]):
         assert "is a VAE run" in cli_error([command[0], "--run", vae_like, *command[1:]], capsys)
+    with pytest.raises(SystemExit):
+        data_prep.run_cli(scores.main, ["encoders", "--run", vae_like])
+    assert "is a VAE run" in capsys.readouterr().err
 
 
 def test_varying_attributes_and_perfect_reconstructions_score_as_hand_computed(classifier_dir, test_faces):
     labels = np.zeros((3, 40), np.float32)
     labels[0, 5] = labels[:, 7] = labels[1, 9] = 1.0  # attribute 7 always on: it does not vary
-    assert np.flatnonzero(encoder.varying_attributes(labels)).tolist() == [5, 9]
+    assert np.flatnonzero(scores.varying_attributes(labels)).tolist() == [5, 9]
     classifier = evaluate.load_classifier(classifier_dir)
     images = data_prep.to_float(test_faces)
-    same = encoder.reconstruction_scores(images, images, classifier=classifier, varying=np.ones(40, bool))
+    same = scores.reconstruction_scores(images, images, classifier=classifier, varying=np.ones(40, bool))
     assert same["mse"] == 0 and same["ssim"] == pytest.approx(1.0) and same["feature_distance"] == 0
     assert same["attribute_agreement"] == 1.0 and same["psnr"] == pytest.approx(100.0)
-    flipped = encoder.reconstruction_scores(images, -images, classifier=classifier, varying=np.ones(40, bool))
+    flipped = scores.reconstruction_scores(images, -images, classifier=classifier, varying=np.ones(40, bool))
     assert flipped["mse"] == pytest.approx(np.mean(images ** 2)) and flipped["feature_distance"] > 0
 
 
 def test_compare_writes_one_row_per_method_and_the_vae(encoded_run, vae_run, classifier_dir, tmp_path):
     out = tmp_path / "compare"
-    encoder.main(["compare", "--run", encoded_run, "--vae", vae_run, "--classifier", classifier_dir, "--count", "4",
+    scores.main(["encoders", "--run", encoded_run, "--vae", vae_run, "--classifier", classifier_dir, "--count", "4",
                   "--steps", "2", "--out", str(out)])
     report = json.loads((out / "compare.json").read_text())
     assert [row["method"] for row in report["rows"]] == [*encoder.METHODS, "vae"]

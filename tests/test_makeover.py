@@ -19,7 +19,9 @@ import skimage.data
 import data_prep
 import dcgan
 import runs
+import scores
 import evaluate
+import encoder
 import makeover
 import keras  # after dcgan, which chooses the TensorFlow backend
 from conftest import tiny_celeba_rows
@@ -129,7 +131,7 @@ def test_filters_select_the_right_populations(tiny_celeba, tmp_path):
     centre = lambda images: images[:, 13:16, 19:22].mean((1, 2)).astype(int)  # noqa: E731
     assert (centre(source)[:, 2] > centre(source)[:, 0] + 50).all()
     assert (centre(target)[:, 0] > centre(target)[:, 2] + 50).all()
-    assert makeover.distinguishing_terms("Male,-Eyeglasses", "-Male,Attractive,-Eyeglasses") == [
+    assert scores.distinguishing_terms("Male,-Eyeglasses", "-Male,Attractive,-Eyeglasses") == [
         ("Male", False), ("Attractive", True)]
 
 
@@ -347,21 +349,21 @@ def makeover_classifier(tiny_celeba, trained_run, tmp_path_factory):
 def test_score_table_has_both_baselines_and_every_run(trained_run, makeover_classifier, tmp_path):
     other = tmp_path / "again"
     shutil.copytree(trained_run, other)
-    makeover.main(["score", "--run", str(trained_run), "--compare", str(other), "--classifier",
-                   str(makeover_classifier), "--n", "8", "--out", str(tmp_path / "scores")])
+    scores.main(["makeover", "--run", str(trained_run), "--compare", str(other), "--classifier",
+                 str(makeover_classifier), "--n", "8", "--out", str(tmp_path / "scores")])
     report = data_prep.read_image_uint8(str(tmp_path / "scores" / "grid.png"))
     assert report.shape[0] > 4 * 80  # rows: input, identity, mean target face, two runs (2x-scaled 40 px)
     with open(tmp_path / "scores" / "scores.json") as handle:
-        scores = json.load(handle)
-    rows = {row["name"]: row for row in scores["rows"]}
+        table = json.load(handle)
+    rows = {row["name"]: row for row in table["rows"]}
     assert list(rows) == ["identity (the input)", "mean target face", "tiny", "again"]
     identity, mean_face = rows["identity (the input)"], rows["mean target face"]
     assert identity["pixel_l1"] == 0 and identity["feature_distance"] == 0 and identity["collateral"] == 0
     assert mean_face["pixel_l1"] > 0.05 and mean_face["feature_distance"] > 0
     assert rows["tiny"]["target_rate"] == pytest.approx(rows["again"]["target_rate"])  # same run, same faces
-    assert scores["settings"]["terms"] == ["-Male"]
-    assert "Male" not in scores["settings"]["collateral_attributes"]
-    assert {"Eyeglasses", "Smiling"} <= set(scores["settings"]["collateral_attributes"])  # vary, not named
+    assert table["settings"]["terms"] == ["-Male"]
+    assert "Male" not in table["settings"]["collateral_attributes"]
+    assert {"Eyeglasses", "Smiling"} <= set(table["settings"]["collateral_attributes"])  # vary, not named
     assert "| mean target face |" in (tmp_path / "scores" / "scores.md").read_text()
 
 
@@ -370,7 +372,7 @@ def test_score_refuses_a_classifier_of_another_crop(trained_run, makeover_classi
     shutil.copytree(makeover_classifier, wrong)
     config = evaluate.classifier_config(str(wrong))
     data_prep.write_json(str(wrong / "classifier.json"), {**config, "crop": "dcgan"})
-    error = cli_error(makeover.main, ["score", "--run", str(trained_run), "--classifier", str(wrong)], capsys)
+    error = cli_error(scores.main, ["makeover", "--run", str(trained_run), "--classifier", str(wrong)], capsys)
     assert "trained with crop makeover but the classifier with dcgan" in error
 
 
@@ -436,7 +438,7 @@ def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
     np.testing.assert_allclose(steps["g_loss"], expected_g, rtol=1e-4, atol=1e-6)
     capsys.readouterr()  # the training's progress
     for scorer in (makeover_classifier, makeover_classifier / "classifier.keras"):  # its directory or its file
-        error = cli_error(makeover.main, ["score", "--run", str(run), "--classifier", str(scorer)], capsys)
+        error = cli_error(scores.main, ["makeover", "--run", str(run), "--classifier", str(scorer)], capsys)
         assert "would grade it on its own loss" in error
     other = tmp_path / "other-classifier"
     shutil.copytree(makeover_classifier, other)
@@ -449,17 +451,17 @@ def test_run_with_a_keep_loss_records_it_and_cannot_be_scored_by_its_own_keeper(
     kernel, bias = model.get_layer("logits").get_weights()
     model.get_layer("logits").set_weights([-kernel, -bias])
     model.save(str(negated / "classifier.keras"))
-    makeover.main(["score", "--run", str(run), "--classifier", str(other), "--n", "4", "--out", str(tmp_path / "s"),
-                   "--cross-check", str(makeover_classifier), str(negated), str(negated / "classifier.keras")])
+    scores.main(["makeover", "--run", str(run), "--classifier", str(other), "--n", "4", "--out", str(tmp_path / "s"),
+                 "--cross-check", str(makeover_classifier), str(negated), str(negated / "classifier.keras")])
     with open(tmp_path / "s" / "scores.json") as handle:
-        scores = json.load(handle)
-    assert len(scores["settings"]["cross_checks"]) == 2  # the .keras path names the same CNN as its directory
-    for row in scores["rows"]:
+        table = json.load(handle)
+    assert len(table["settings"]["cross_checks"]) == 2  # the .keras path names the same CNN as its directory
+    for row in table["rows"]:
         same = row["cross_checks"][os.path.realpath(makeover_classifier)]  # a copy of the scoring CNN
         assert same["target_rate"] == row["target_rate"] and same["collateral"] == pytest.approx(row["collateral"])
         flipped = row["cross_checks"][os.path.realpath(negated)]
         assert flipped["collateral"] == pytest.approx(row["collateral"])
-    identity = scores["rows"][0]
+    identity = table["rows"][0]
     assert identity["cross_checks"][os.path.realpath(negated)]["target_rate"] == 1 - identity["target_rate"]
     assert identity["cross_checks"][os.path.realpath(makeover_classifier)]["collateral"] == 0
     assert "through other attribute CNNs" in (tmp_path / "s" / "scores.md").read_text()
@@ -489,3 +491,8 @@ def test_a_run_saved_before_the_keep_loss_resumes_with_it_as_zero(tmp_path):
     assert history["keep_losses"] == [0.0]
     steps = runs.read_step_log(str(tmp_path))
     assert list(steps.columns) == ["epoch", "step", *makeover.STEP_COLUMNS] and steps["keep_loss"].tolist() == [0]
+
+
+def test_moved_score_commands_say_where_they_went(capsys):
+    assert "python scores.py makeover" in cli_error(makeover.main, ["score", "--run", "runs/x"], capsys)
+    assert "python scores.py encoders" in cli_error(encoder.main, ["compare", "--run", "runs/x"], capsys)

@@ -1,0 +1,340 @@
+"""The downstream measurements, each read through the attribute CNN of evaluate.py: how well each way of
+finding a face's code reconstructs held-out faces (the GAN's E, optimisation, the hybrid, a VAE), and how far a
+makeover moves held-out faces towards the target without changing the rest. No other script imports this one.
+
+Usage:
+    python scores.py encoders --run runs/demo --vae runs/vae                  # every encoder on 256 test faces
+    python scores.py encoders --run runs/demo --vae runs/vae --count 32 --steps 50   # CPU-sized
+    python scores.py makeover --run runs/makeover-m2f --compare runs/makeover-adv runs/makeover-l1
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+from skimage.metrics import structural_similarity
+
+import data_prep
+import encoder
+import evaluate
+import makeover
+import runs  # noqa: F401  (chooses the Keras backend before anything below loads it)
+
+COMMANDS = ("encoders", "makeover")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Encoders: reconstructions of held-out faces, scored
+
+
+def varying_attributes(labels):
+    """(40,) bool: the attributes that take both values in the labels (the rest say nothing about a code)."""
+    labels = np.asarray(labels) > 0.5
+    return labels.any(axis=0) & ~labels.all(axis=0)
+
+
+def attribute_agreement(classifier, originals, reconstructions, *, varying):
+    """Per image, the fraction of the varying attributes on which the attribute CNN says the same (p > 0.5) of
+    the original and its reconstruction. (n,)"""
+
+    said = evaluate.predict_attributes(classifier, originals) > 0.5
+    said_again = evaluate.predict_attributes(classifier, reconstructions) > 0.5
+    return (said == said_again)[:, varying].mean(axis=1)
+
+
+def reconstruction_scores(originals, reconstructions, *, classifier, varying):
+    """Means over images of pixel MSE and PSNR (images in [0, 1]), SSIM, the Euclidean distance in the attribute
+    CNN's feature space and attribute agreement."""
+    mse = encoder.pixel_mse(reconstructions, originals)
+    psnr = 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
+    ssim = [structural_similarity(a, b, channel_axis=-1, data_range=255)
+            for a, b in zip(data_prep.to_uint8(originals), data_prep.to_uint8(reconstructions))]
+    distance = np.linalg.norm(evaluate.extract_features(classifier, originals)
+                              - evaluate.extract_features(classifier, reconstructions), axis=1)
+    agreement = attribute_agreement(classifier, originals, reconstructions, varying=varying)
+    return {"mse": float(mse.mean()), "psnr": float(psnr.mean()), "ssim": float(np.mean(ssim)),
+            "feature_distance": float(distance.mean()), "attribute_agreement": float(agreement.mean())}
+
+
+def compare(run, images, *, classifier, varying, vae=None, steps=200, lr=0.05, lambda_=1e-3, domain_weight=0.0,
+            seed=0, progress=True):
+    """Every method (and the VAE's encoder when given) on the same faces: a row of scores each, plus seconds per
+    image; returns (rows, {label: reconstructions})."""
+    targets = encoder.as_images(images, run.config["image_size"])
+    jobs = [(method, run, method) for method in encoder.METHODS] + ([("vae", vae, "encoder")] if vae is not None else [])
+    rows, reconstructions = [], {}
+    for label, source, method in jobs:
+        encoding = encoder.encode(source, targets, method=method, steps=steps, lr=lr, lambda_=lambda_,
+                          domain_weight=domain_weight if method == "hybrid" else 0.0, seed=seed, progress=progress)
+        scores = reconstruction_scores(targets, encoding.reconstructions, classifier=classifier, varying=varying)
+        rows.append({"method": label, **scores, "seconds_per_image": encoding.seconds / len(targets)})
+        reconstructions[label] = encoding.reconstructions
+        print(f"{label}: " + ", ".join(f"{key} {value:.4g}" for key, value in rows[-1].items() if key != "method"))
+    return rows, reconstructions
+
+
+def compare_markdown(rows, settings):
+    header = ("| method | pixel MSE | PSNR (dB) | SSIM | feature distance | attribute agreement | s per image |\n"
+              "|---|---:|---:|---:|---:|---:|---:|\n")
+    lines = [f"| {row['method']} | {row['mse']:.4f} | {row['psnr']:.2f} | {row['ssim']:.3f} | "
+             f"{row['feature_distance']:.2f} | {row['attribute_agreement']:.3f} | {row['seconds_per_image']:.4g} |"
+             for row in rows]
+    described = ", ".join(f"{key} {value}" for key, value in settings.items())
+    return header + "\n".join(lines) + f"\n\n{described}\n"
+
+
+def run_encoders(argv):
+    args = subcommand_parser("encoders").parse_args(argv)
+    run = encoder.load_gan_run(args.run)
+    classifier_config = evaluate.classifier_config(args.classifier)
+    evaluate.check_run(args.run, classifier_config)
+    vae = encoder.load_model_run(args.vae) if args.vae else None
+    if vae is not None and (vae.config.get("kind") != "vae" or vae.config["image_size"] != run.config["image_size"]
+                            or os.path.realpath(vae.config["data"]) != os.path.realpath(run.config["data"])):
+        raise data_prep.DataError(f"--vae {args.vae} is not a VAE trained on {run.config['data']} at "
+                                  f"{run.config['image_size']} pixels")
+    test = data_prep.load_split(run.config["data"], split="test", image_size=run.config["image_size"],
+                                crop_size=run.config.get("crop_size", 108), cache_dir=run.config.get("cache_dir"),
+                                progress=False)
+    if not 0 < args.count <= len(test.images):
+        raise data_prep.DataError(f"--count must be 1 to {len(test.images)} (the test split), got {args.count}")
+    chosen = np.sort(np.random.default_rng(args.seed).permutation(len(test.images))[:args.count])
+    images = data_prep.to_float(test.images[chosen])
+    started = time.perf_counter()
+    rows, reconstructions = compare(run, images, classifier=evaluate.load_classifier(args.classifier),
+                                    varying=varying_attributes(test.labels), vae=vae, steps=args.steps, lr=args.lr,
+                                    lambda_=args.lambda_, domain_weight=args.domain_weight, seed=args.seed)
+    settings = {"run": run.directory, "vae": vae.directory if vae else None, "count": args.count,
+                "steps": args.steps, "lr": args.lr, "lambda": args.lambda_, "domain_weight": args.domain_weight,
+                "seed": args.seed, "varying_attributes": int(varying_attributes(test.labels).sum()),
+                "seconds": round(time.perf_counter() - started, 1)}
+    out = args.out or os.path.join(run.directory, "encoder", "compare")
+    data_prep.write_json(os.path.join(out, "compare.json"), {"settings": settings, "rows": rows})
+    data_prep.atomic_write_bytes(os.path.join(out, "compare.md"), compare_markdown(rows, settings).encode())
+    grid = [images[:encoder.GRID_FACES]] + [reconstructions[label][:encoder.GRID_FACES] for label in reconstructions]
+    data_prep.save_grid(os.path.join(out, "compare.png"), np.concatenate(grid), columns=min(encoder.GRID_FACES, len(images)),
+                        row_labels=["original", *reconstructions])
+    print(compare_markdown(rows, settings) + f"wrote {out}/compare.{{md,json,png}}")
+
+# ----------------------------------------------------------------------------------------------------------
+# Makeover: how often the CNN sees the target, what else changed, identity kept, distance to the target faces
+
+
+def distinguishing_terms(source, target):
+    """The target filter's terms that the source filter does not already impose: what the makeover must change
+    (for deep-makeover's defaults: -Male and Attractive)."""
+    source_terms = set(makeover.filter_terms(source))
+    terms = [term for term in makeover.filter_terms(target) if term not in source_terms]
+    return terms or makeover.filter_terms(target)
+
+
+def target_rate(probabilities, terms):
+    """Fraction of images whose predicted attributes (probability > 0.5) satisfy every (attribute, wanted)."""
+    predicted = np.asarray(probabilities) > 0.5
+    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name, _ in terms]
+    wanted = np.array([value for _, value in terms], bool)
+    return float(np.all(predicted[:, columns] == wanted[None, :], axis=1).mean()) if terms else float("nan")
+
+
+def flip_rates(probabilities_in, probabilities_out, columns):
+    """Per column, the fraction of images whose 0/1 prediction (probability > 0.5) differs between input and output."""
+    return ((np.asarray(probabilities_in) > 0.5) != (np.asarray(probabilities_out) > 0.5))[:, columns].mean(0)
+
+
+def translation_scores(classifier, inputs, outputs, *, terms, collateral, target_features):
+    """One row: target rate (and per term), collateral (mean flip rate of the CNN's 0/1 predictions over the
+    collateral attributes), pixel L1, mean CNN-feature distance to the input, Frechet distance to target faces."""
+    inputs = data_prep.to_float(inputs) if inputs.dtype == np.uint8 else inputs
+    probabilities_in = evaluate.predict_attributes(classifier, inputs)
+    probabilities_out = evaluate.predict_attributes(classifier, outputs)
+    features_in = evaluate.extract_features(classifier, inputs)
+    features_out = evaluate.extract_features(classifier, outputs)
+    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in collateral]
+    flips = flip_rates(probabilities_in, probabilities_out, columns)  # (len(collateral),)
+    return {"target_rate": target_rate(probabilities_out, terms),
+            "term_rates": {("" if wanted else "-") + name: target_rate(probabilities_out, [(name, wanted)])
+                           for name, wanted in terms},
+            "collateral": float(flips.mean()) if columns else 0.0,
+            "collateral_by_attribute": {name: float(value) for name, value in zip(collateral, flips)},
+            "pixel_l1": float(np.abs(outputs - inputs).mean()),
+            "feature_distance": float(np.linalg.norm(features_out - features_in, axis=1).mean()),
+            "frechet_distance": evaluate.frechet_distance(target_features, features_out)}
+
+
+def check_comparable(configs):
+    """Runs in one table must translate the same populations of the same data with the same crop."""
+    keys = ("data", "source", "target", "crop", "crop_size", "image_size")
+    first = configs[0]
+    for config in configs[1:]:
+        for key in keys:
+            if config.get(key) != first.get(key):
+                raise data_prep.DataError(f"runs differ in {key} ({first.get(key)!r} and {config.get(key)!r}); "
+                                          "only runs of the same populations and crop share a table")
+
+
+def default_classifier(config):
+    return "runs/classifier-makeover" if config["crop"] == "makeover" else "runs/classifier"
+
+
+def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cross_checks=()):
+    """The score table's rows: the identity and the mean target face (the trivial baselines), then each run, all
+    on the same held-out (test split) source faces; plus the settings and the images of the grid."""
+    configs = [makeover.read_makeover_config(run_dir) for run_dir in run_dirs]
+    check_comparable(configs)
+    for run_dir, run_config in zip(run_dirs, configs):
+        evaluate.check_run(run_dir, evaluate.classifier_config(classifier_dir))
+        keepers = makeover.keep_classifiers(run_config) if run_config.get("keep_weight", 0.0) > 0 else []
+        scorer = evaluate.classifier_directory(classifier_dir)
+        own = [keeper for keeper in keepers if os.path.exists(keeper)
+               and evaluate.same_directory(evaluate.classifier_directory(keeper), scorer)]
+        if own:
+            raise data_prep.DataError(f"{run_dir} was trained to keep {own[0]}'s view of the attributes; scoring it "
+                                      "with the same CNN would grade it on its own loss: pass another --classifier")
+    config = configs[0]
+    classifier = evaluate.load_classifier(classifier_dir)
+    celeba = data_prep.read_celeba(config["data"])
+    sources = makeover.population(config, split="test", which="source", celeba=celeba)
+    targets = makeover.population(config, split="test", which="target", celeba=celeba)
+    count = min(len(sources), evaluate.DEFAULT_COUNT) if count is None else count
+    if not 2 <= count <= len(sources):
+        raise data_prep.DataError(f"--n must be from 2 to the {len(sources)} held-out source faces, got {count}")
+    inputs = data_prep.to_float(sources[np.sort(np.random.default_rng(seed).permutation(len(sources))[:count])])
+    mean_target = data_prep.to_float(makeover.population(config, split="train", which="target", celeba=celeba)).mean(0)
+    measure = {"classifier": classifier, "terms": distinguishing_terms(config["source"], config["target"]),
+               "collateral": makeover.collateral_attributes(celeba.attributes, config["source"], config["target"]),
+               "target_features": evaluate.extract_features(classifier, targets)}
+    candidates = [("identity (the input)", "baseline", inputs),
+                  ("mean target face", "baseline", np.broadcast_to(mean_target, inputs.shape).copy())]
+    candidates += [(os.path.basename(os.path.normpath(run_dir)), "trained",
+                    makeover.translate(makeover.load_translator(run_dir, epoch=epoch), inputs)) for run_dir in run_dirs]
+    rows = [{"name": name, "kind": kind, **translation_scores(outputs=outputs, inputs=inputs, **measure)}
+            for name, kind, outputs in candidates]
+    cross_checks = list(dict.fromkeys(os.path.realpath(evaluate.classifier_directory(path)) for path in cross_checks))
+    columns = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in measure["collateral"]]
+    for other_dir in cross_checks:  # the same outputs through other CNNs: do they see the same change?
+        evaluate.check_run(run_dirs[0], evaluate.classifier_config(other_dir))
+        other = evaluate.load_classifier(other_dir)
+        probabilities_in = evaluate.predict_attributes(other, inputs)
+        for row, (_, _, outputs) in zip(rows, candidates):
+            probabilities_out = evaluate.predict_attributes(other, outputs)
+            row.setdefault("cross_checks", {})[other_dir] = {
+                "target_rate": target_rate(probabilities_out, measure["terms"]),
+                "collateral": float(flip_rates(probabilities_in, probabilities_out, columns).mean())
+                if columns else 0.0}
+    settings = {"runs": [str(run_dir) for run_dir in run_dirs], "classifier": str(classifier_dir), "count": count,
+                "cross_checks": cross_checks,
+                "seed": seed, "epoch": epoch, "target_faces": int(len(targets)), "source": config["source"],
+                "target": config["target"], "terms": [("" if w else "-") + n for n, w in measure["terms"]],
+                "collateral_attributes": measure["collateral"], "data": config["data"], "crop": config["crop"],
+                "image_size": config["image_size"]}
+    return rows, settings, [outputs[:8] for _, _, outputs in candidates]
+
+
+def target_checks(rows):
+    """The issue's targets for the first trained row: target rate >= 0.9, collateral <= 0.1, feature distance
+    below the mean target face's."""
+    trained = [row for row in rows if row["kind"] == "trained"]
+    if not trained:
+        return {}
+    row, mean_face = trained[0], next(row for row in rows if row["name"] == "mean target face")
+    return {"run": row["name"], "target_rate_at_least_0.9": row["target_rate"] >= 0.9,
+            "collateral_at_most_0.1": row["collateral"] <= 0.1,
+            "feature_distance_below_mean_target_face": row["feature_distance"] < mean_face["feature_distance"]}
+
+
+def scores_markdown(rows, settings):
+    lines = [f"{settings['count']} held-out (test split) source faces ({settings['source']}) translated towards "
+             f"{settings['target']}; Frechet distance against {settings['target_faces']} held-out target faces; "
+             f"classifier {settings['classifier']}. Target rate: the CNN sees {', '.join(settings['terms'])}. "
+             f"Collateral: mean flip rate of the CNN's predictions over the "
+             f"{len(settings['collateral_attributes'])} varying attributes the filters do not name.", "",
+             "| row | target rate | collateral | pixel L1 | feature distance to input | Frechet distance to target |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['target_rate']:.3f} | {row['collateral']:.3f} | {row['pixel_l1']:.3f} "
+                     f"| {row['feature_distance']:.2f} | {row['frechet_distance']:.1f} |")
+    checks = target_checks(rows)
+    if checks:
+        lines += ["", f"Targets for {checks.pop('run')}: " + ", ".join(
+            f"{name.replace('_', ' ')}: {'met' if met else 'missed'}" for name, met in checks.items())]
+    if settings.get("cross_checks"):
+        names = [os.path.basename(os.path.normpath(other)) for other in settings["cross_checks"]]
+        lines += ["", "The same outputs through other attribute CNNs (target rate / collateral):", "",
+                  "| row | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for row in rows:
+            lines.append(f"| {row['name']} | " + " | ".join(
+                f"{check['target_rate']:.3f} / {check['collateral']:.3f}" for check in row["cross_checks"].values())
+                + " |")
+    return "\n".join(lines) + "\n"
+
+
+def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, epoch=None, out_dir=None,
+              cross_checks=()):
+    """`python scores.py makeover`: scores.md, scores.json and grid.png (columns: 8 held-out faces; rows: the
+    input, each baseline's and each run's output) in out_dir (default <run>/scores). Returns (rows, out_dir)."""
+    config = makeover.read_makeover_config(run_dir)
+    classifier_dir = classifier_dir or default_classifier(config)
+    rows, settings, examples = score_rows([run_dir, *compare], classifier_dir=classifier_dir, count=count,
+                                          seed=seed, epoch=epoch, cross_checks=cross_checks)
+    out_dir = out_dir or os.path.join(run_dir, "scores")
+    markdown = scores_markdown(rows, settings)
+    data_prep.atomic_write_bytes(os.path.join(out_dir, "scores.md"), markdown.encode())
+    data_prep.write_json(os.path.join(out_dir, "scores.json"),
+                         {"settings": settings, "rows": rows, "targets": target_checks(rows)})
+    labels = ["input"] + [row["name"] for row in rows]
+    data_prep.save_grid(os.path.join(out_dir, "grid.png"), np.concatenate([examples[0], *examples]), columns=8,
+                        row_labels=labels, scale=2)
+    print(markdown)
+    return rows, out_dir
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def subcommand_parser(command):
+    parser = runs.OneLineParser(prog=f"scores.py {command}", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    if command == "encoders":
+        add("--run", required=True, help="the GAN run directory")
+        add("--vae", default=None, help="a VAE run (encoder.py vae) trained on the same data")
+        add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
+        add("--count", type=int, default=256, help="held-out test faces")
+        add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
+        add("--out", default=None, help="directory (default: <run>/encoder/compare)")
+        encoder.add_projection_flags(add)
+    else:
+        add("--run", required=True, help="the makeover run directory (runs/<name>)")
+        add("--epoch", type=int, default=None, help="use the translator saved after this epoch (default: final)")
+        add("--compare", nargs="*", default=[], help="more runs of the same populations in the same table")
+        add("--classifier", default=None, help="the attribute CNN of the run's crop (default: "
+            "runs/classifier-makeover, or runs/classifier for the dcgan crop)")
+        add("--cross-check", nargs="+", default=[], help="other attribute CNNs of the crop (a run's keepers too): "
+            "their target rate and collateral of the same outputs, in a second table")
+        add("--n", type=int, default=None, help="held-out source faces (default: all, at most 2000)")
+        add("--seed", type=int, default=0, help="seed of the held-out faces' choice")
+        add("--out", default=None, help="output directory (default: <run>/scores)")
+    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    return parser
+
+
+def run_makeover(argv):
+    args = subcommand_parser("makeover").parse_args(argv)
+    _, out_dir = score_run(args.run, compare=args.compare, classifier_dir=args.classifier, count=args.n,
+                           seed=args.seed, epoch=args.epoch, out_dir=args.out, cross_checks=args.cross_check)
+    print(f"wrote {out_dir}/scores.md, scores.json, grid.png")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        given = argv[0] if argv else "nothing"
+        raise data_prep.DataError(f"expected a command ({', '.join(COMMANDS)}), got {given}; "
+                                  f"see `python scores.py <command> --help`")
+    {"encoders": run_encoders, "makeover": run_makeover}[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    data_prep.run_cli(main)
