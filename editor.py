@@ -43,6 +43,7 @@ import data_prep
 import dcgan
 import encoder
 import facemath
+import runs
 
 DEFAULT_PORT = 7860
 DISPLAY_SIZE = 256  # faces are shown at this size (nearest-neighbour upscaling keeps the pixels honest)
@@ -554,7 +555,7 @@ def run_load_test(args):
 
 
 def parse_args(argv=None):
-    parser = encoder.OneLineParser(prog="editor.py", description=__doc__.split("\n\n")[0],
+    parser = runs.OneLineParser(prog="editor.py", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--run", default=None, help="the run (GAN or VAE); default: the newest run in runs/ with a generator")

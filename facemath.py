@@ -839,7 +839,7 @@ def add_run_flags(add):
 
 
 def mode_parser():
-    parser = encoder.OneLineParser(prog="facemath.py", description=__doc__.split("\n\n")[0],
+    parser = runs.OneLineParser(prog="facemath.py", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     modes = parser.add_mutually_exclusive_group(required=True)
@@ -867,7 +867,7 @@ def mode_parser():
 
 
 def subcommand_parser(command):
-    parser = encoder.OneLineParser(prog=f"facemath.py {command}", description=__doc__.split("\n\n")[0],
+    parser = runs.OneLineParser(prog=f"facemath.py {command}", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add_run_flags(add)
