@@ -12,13 +12,9 @@ Usage:
     python bench.py --tiny --out /tmp/b.json   # seconds: small shapes, for the tests
 """
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import argparse
 import contextlib
+import os
 import platform
 import subprocess
 import sys
@@ -155,13 +151,11 @@ def generation_rate(generator, *, batch_size=256, windows=5):
 
 def edit_milliseconds(generator, *, windows=20):
     """Milliseconds of one interactive face-math edit: a known code plus a direction, through G, written as a PNG
-    (facemath.edit_to_png)."""
-    import facemath  # here: bench's own figures start without the face-math stack
-
+    (edit_to_png)."""
     code, direction = dcgan.latent_for_seed(0, 2, generator.input_shape[-1])
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "edit.png")
-        return 1000 * timed_windows(lambda: facemath.edit_to_png(generator, code, direction, 1.5, path),
+        return 1000 * timed_windows(lambda: edit_to_png(generator, code, direction, 1.5, path),
                                     windows=windows, warmup=3)
 
 
@@ -185,6 +179,13 @@ def projection_figures(*, kernel, precision, image_size=64, filters=64, batch_si
     encode_rate = len(batch) / timed_windows(lambda: forward(batch).numpy(), windows=5)
     return {"projection_image_steps_per_second": rate, "projection_fraction_of_peak": achieved / peak,
             "encoder_images_per_second": encode_rate}
+
+
+def edit_to_png(generator, code, vector, strength, path):
+    """One interactive edit (timed by edit_milliseconds): G(code + strength x vector) written as a PNG."""
+    image = dcgan.generate(generator, (np.asarray(code) + strength * np.asarray(vector))[None].astype(np.float32))
+    data_prep.write_image(path, image[0])
+    return path
 
 
 def makeover_speed(*, crop="makeover", image_size=64, filters=64, batch_size=16, steps=20, warmup=3, apply_count=512,
@@ -449,7 +450,7 @@ def parse_args(argv=None):
     parser.add_argument("--precisions", default="auto",
                         help="comma-separated dtype policies to time training and generation in: float32, "
                              "mixed_bfloat16, or auto (the one dcgan.py picks on this machine)")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    parser.add_argument("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser.parse_args(argv)
 
 

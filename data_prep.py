@@ -38,42 +38,29 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+import synthetic_celeba
+# CelebA's on-disk format is defined beside the renderer that writes it; every script reads it from here.
+from synthetic_celeba import (ALIGNED_HEIGHT, ALIGNED_WIDTH, CELEBA_ATTRIBUTES, CELEBA_TEMPLATE_LANDMARKS,
+                              LANDMARK_COLUMNS, DataError)
+
 DEFAULT_DATA_DIR = os.path.join("data", "synthetic-celeba")
 DEFAULT_CACHE_DIR = os.path.join("data", "cache")
+VERBOSE_HELP = ("kept for older commands; TensorFlow's start-up lines print while it loads, before flags are "
+                "read: set TF_CPP_MIN_LOG_LEVEL=0 to see them")
 DEFAULT_SYNTHETIC_COUNT = 20000  # enough for the demo to learn varied faces in a few CPU minutes
 
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
-    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
-    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
-    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
-    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
-    "Wearing_Necklace", "Wearing_Necktie", "Young")  # CelebA's 40, in CelebA's order
 SPLITS = {"train": 0, "validation": 1, "test": 2}
-LANDMARK_COLUMNS = ["lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
-                    "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y"]
 # The makeover crop of the seeds: an 80-wide, 100-tall box whose top-left corner is (x=49, y=90).
 MAKEOVER_BOX = (49, 90, 80, 100)
 CROPS = ("dcgan", "makeover")
-ALIGNED_WIDTH, ALIGNED_HEIGHT = 178, 218
-# Mean (x, y) of left eye, right eye, nose, left and right mouth corner in CelebA's aligned images.
-CELEBA_TEMPLATE_LANDMARKS = np.array([[69, 111], [108, 111], [88, 135], [72, 152], [105, 152]], np.float32)
-
-
-# TensorFlow prints C++ start-up lines (absl, oneDNN, a CUDA probe) when it loads; --verbose on any script's
-# command line keeps them. Read from sys.argv because they come at import, before the flags are parsed.
-VERBOSE = "--verbose" in sys.argv[1:]
-
-
-class DataError(ValueError):
-    """Bad input data or arguments: the message is one line that names the problem."""
 
 
 @contextlib.contextmanager
-def quiet_tensorflow_start():
-    """Silence what TensorFlow's C++ side writes to stderr while it loads and probes its devices (it ignores
-    TF_CPP_MIN_LOG_LEVEL for these lines), unless --verbose was given. Python errors inside still raise."""
-    if VERBOSE:
+def quiet_tensorflow_start(verbose=False):
+    """Silence what TensorFlow's C++ side writes to stderr while it loads and probes its devices (absl, oneDNN,
+    a CUDA probe; it ignores TF_CPP_MIN_LOG_LEVEL for these lines), unless `verbose` (a script's --verbose).
+    Python errors inside still raise."""
+    if verbose:
         yield
         return
     sys.stderr.flush()
@@ -582,15 +569,18 @@ def load_split(data_dir=None, *, split, crop="dcgan", image_size=64, crop_size=1
     return Split(np.asarray(prepared.images), list(prepared.names), attribute_labels(celeba, prepared.names))
 
 
-def make_dataset(images, *, batch_size=64, shuffle=True, flip=False, seed=0, drop_remainder=True, scale=True):
+def make_dataset(images, *, labels=None, batch_size=64, shuffle=True, flip=False, seed=0, drop_remainder=True,
+                 scale=True):
     """A tf.data pipeline over uint8 images: shuffle indices, gather a batch, optional horizontal flip, scale
     to float32 [-1, 1] (or keep uint8 with `scale=False`, for a model that scales on its own), prefetch.
-    Gathering whole batches from one in-memory tensor avoids per-image work."""
+    With `labels` ((n, ...) per image) each batch is (images, float32 labels). Gathering whole batches from
+    one in-memory tensor avoids per-image work."""
     import tensorflow as tf  # imported here so that the data tools start without TensorFlow
 
     if len(images) < batch_size and drop_remainder:
         raise DataError(f"only {len(images)} images for a batch of {batch_size}")
     pixels = tf.constant(np.asarray(images))
+    targets = None if labels is None else tf.constant(np.asarray(labels, np.float32))
     indices = tf.data.Dataset.range(len(images))
     if shuffle:
         indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -601,7 +591,8 @@ def make_dataset(images, *, batch_size=64, shuffle=True, flip=False, seed=0, dro
         if flip_seed is not None:
             flips = flip_seed.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
             batch = tf.where(flips, tf.reverse(batch, axis=[2]), batch)
-        return tf.cast(batch, tf.float32) / 127.5 - 1.0 if scale else batch
+        batch = tf.cast(batch, tf.float32) / 127.5 - 1.0 if scale else batch
+        return batch if targets is None else (batch, tf.gather(targets, batch_indices))
 
     dataset = indices.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -727,8 +718,6 @@ def resolve_data_dir(data_dir=None, *, count=DEFAULT_SYNTHETIC_COUNT, seed=0, pr
     if data_dir:
         return os.path.expanduser(data_dir)
     if not os.path.isfile(os.path.join(DEFAULT_DATA_DIR, "list_attr_celeba.txt")):
-        import synthetic_celeba  # here, not at the top: the renderer imports this module's constants
-
         print(f"no --data given: rendering the synthetic CelebA ({count} faces) into {DEFAULT_DATA_DIR}")
         synthetic_celeba.render_synthetic_celeba(DEFAULT_DATA_DIR, count=count, seed=seed, progress=progress)
     return DEFAULT_DATA_DIR
@@ -803,15 +792,13 @@ def parse_args(argv=None):
     prepare.add_argument("--count", type=int, default=DEFAULT_SYNTHETIC_COUNT,
                          help="faces to render when the synthetic default does not exist yet")
     for command in commands.choices.values():
-        command.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+        command.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "synth":
-        import synthetic_celeba
-
         started = time.perf_counter()
         synthetic_celeba.render_synthetic_celeba(args.out, count=args.count, seed=args.seed, workers=args.workers)
         elapsed = time.perf_counter() - started

@@ -563,51 +563,6 @@ def write_baseline(run_dir, *, kind="untrained", image_size=64, filters=64, kern
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Loss plots
-
-
-def smooth(values, weight=0.98):
-    """TensorBoard-style exponential moving average, debiased at the start."""
-    smoothed, average = [], 0.0
-    for index, value in enumerate(values):
-        average = weight * average + (1 - weight) * value
-        smoothed.append(average / (1 - weight ** (index + 1)))
-    return np.asarray(smoothed)
-
-
-def plot_runs(run_dirs, out_path, *, smoothing=0.98):
-    """D and G loss per epoch, smoothed per step, and D(x), D(G(z)) per step, for one run or several overlaid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for run_dir in run_dirs:
-        label = os.path.basename(os.path.normpath(run_dir))
-        d_losses = np.load(os.path.join(run_dir, "d_losses.npy"))
-        g_losses = np.load(os.path.join(run_dir, "g_losses.npy"))
-        epochs = np.arange(1, len(d_losses) + 1)
-        line, = axes[0].plot(epochs, d_losses, "o-", label=f"{label} D")
-        axes[0].plot(epochs, g_losses, "s--", color=line.get_color(), label=f"{label} G")
-        steps = runs.read_step_log(run_dir)
-        position = np.arange(1, len(steps) + 1)
-        axes[1].plot(position, smooth(steps["d_loss"], smoothing), color=line.get_color(), label=f"{label} D")
-        axes[1].plot(position, smooth(steps["g_loss"], smoothing), "--", color=line.get_color(), label=f"{label} G")
-        axes[2].plot(position, smooth(steps["d_real"], smoothing), color=line.get_color(), label=f"{label} D(x)")
-        axes[2].plot(position, smooth(steps["d_fake"], smoothing), ":", color=line.get_color(),
-                     label=f"{label} D(G(z))")
-    for axis, title, xlabel in zip(axes, ("loss per epoch (mean)", f"loss per step (EMA {smoothing})",
-                                          "discriminator outputs per step"), ("epoch", "step", "step")):
-        axis.set_title(title)
-        axis.set_xlabel(xlabel)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    return data_prep.save_figure(figure, out_path)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Command line
 
 RESUMABLE_OVERRIDES = {"epochs", "tensorboard", "freeze_d_after", "strategy", "steps_per_epoch", "cache_dir",
@@ -615,10 +570,8 @@ RESUMABLE_OVERRIDES = {"epochs", "tensorboard", "freeze_d_after", "strategy", "s
 
 
 def training_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = runs.training_parser(__doc__)
     add = parser.add_argument
-    add("--data", default=None, help="CelebA directory (either layout); default: the synthetic CelebA")
     add("--filter", default=None, help='attribute filter, e.g. "Attractive,-Eyeglasses"')
     add("--limit", type=int, default=None, help="use only the first N training images (e.g. 50000)")
     add("--image-size", type=int, default=64, help="output size: a power of two (32, 64, 128)")
@@ -648,13 +601,10 @@ def training_parser():
     add("--tensorboard", action="store_true", help="write TensorBoard scalars and the epoch grid")
     add("--seed", type=int, default=0, help="seed of weights, z stream, shuffling and the fixed grid")
     add("--name", default="dcgan", help="run name: the run directory is <runs-dir>/<name>")
-    add("--runs-dir", default="runs", help="where run directories live")
-    add("--resume", action="store_true", help="continue the run after its last finished epoch")
-    add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
-    add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+    runs.add_run_flags(add)
     add("--time-budget", type=float, default=None,
         help="minutes of training: stop after the last whole epoch that fits (--epochs stays the upper bound)")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
 
@@ -721,7 +671,7 @@ def subcommand_parser(command):
         add("--kernel", type=int, default=5, help="kernel size of the untrained generator")
         add("--count", type=int, default=2000, help="samples to save in samples.npy")
         add("--seed", type=int, default=0, help="seed of weights and samples")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
 
@@ -754,7 +704,7 @@ def run_subcommand(command, argv):
         for run_dir in args.runs:
             runs.read_config(run_dir)
         out = args.out or os.path.join(args.runs[0], "losses.png")
-        print(f"wrote {plot_runs(args.runs, out, smoothing=args.smoothing)}")
+        print(f"wrote {runs.plot_runs(args.runs, out, smoothing=args.smoothing)}")
     elif command == "sample":
         run_sample(args)
     else:
@@ -772,13 +722,9 @@ def main(argv=None):
     if argv and argv[0] in SUBCOMMANDS:
         return run_subcommand(argv[0], argv[1:])
     config, run_dir, resume = resolve_config(argv)
-    os.makedirs(run_dir, exist_ok=True)
     config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
-    runs.print_config(run_dir, config, resume=resume)
-    runs.write_config(run_dir, config)
-    started = time.perf_counter()
-    runs.train_or_exit(train, config, run_dir, resume=resume)
-    print(f"done in {time.perf_counter() - started:.0f} s; evidence in {run_dir}")
+    runs.training_job(run_dir, config, resume=resume, train=lambda: train(config, run_dir, resume=resume),
+                      result=f"evidence in {run_dir}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ Usage:
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to Gradio's servers
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups (they block for seconds on a closed network)
 
@@ -42,6 +40,7 @@ import numpy as np
 import data_prep
 import dcgan
 import encoder
+import evaluate
 import facemath
 import runs
 
@@ -87,27 +86,6 @@ class Editor:
         return int(self.run.config["image_size"])
 
 
-def fitted_codes(run, *, method, limit, steps, seed, classifier):
-    """facemath's training codes for the directions, read from <run>/facemath/ when `facemath.py directions` (or
-    any facemath command) cached them, else computed in memory: the editor writes nothing into the run."""
-    split = f"seed{seed}" if method == "samples" else "train"
-    key = facemath.cache_key(run, method=method, split="train", limit=limit, steps=steps, seed=seed)
-    cached = facemath.read_cached_codes(facemath.codes_path(run, method=method, split=split, limit=limit), key)
-    if cached is not None:
-        return cached[0], cached[2], f"{len(cached[0])} cached {method} codes"
-    started = time.perf_counter()
-    if method == "samples":
-        codes, _, labels = facemath.sample_codes(run, count=limit, seed=seed, classifier=classifier)
-    else:
-        split_faces = facemath.load_faces_split(run.config, split="train", limit=limit)
-        print(f"encoding {len(split_faces.names)} training faces with {method} for the directions (`python "
-              f"facemath.py directions --run {run.directory}` caches them for next time)")
-        codes = encoder.encode(run, split_faces.images, method=method, steps=steps, seed=seed).codes
-        labels = split_faces.labels
-    print(f"directions from {len(codes)} {method} codes in {time.perf_counter() - started:.1f} s")
-    return codes, labels, f"{len(codes)} {method} codes"
-
-
 def edit_vectors(directions):
     """Strength-1 edit vectors of every kind for every varying attribute, computed once so that a slider's move
     costs one small matrix product. A conditional direction with nothing left to edit stays zero (noted)."""
@@ -139,9 +117,11 @@ def load_editor(run_dir, *, classifier_dir=None, method="auto", steps=200, fit_l
     run = facemath.load_math_run(run_dir)
     classifier = facemath.classifier_or_none(classifier_dir, run) if classifier_dir else None
     fit_method = facemath.resolve_method(run, method, dataset=True, classifier_ready=classifier is not None)
-    codes, labels, fitted_from = fitted_codes(run, method=fit_method, limit=fit_limit, steps=steps, seed=seed,
-                                              classifier=classifier)
-    directions = facemath.fit_directions(codes, labels, seed=seed)
+    # The training codes of facemath.py's cache when it holds them; the editor writes nothing into the run.
+    codes = facemath.dataset_codes(run, method=fit_method, split="train", limit=fit_limit, steps=steps, seed=seed,
+                                   classifier=classifier, save=False)
+    fitted_from = f"{len(codes.codes)} {'cached ' if codes.from_cache else ''}{fit_method} codes"
+    directions = facemath.fit_directions(codes.codes, codes.labels, seed=seed)
     if not directions.varying.any():
         raise data_prep.DataError(f"no attribute varies in {run.directory}'s data; the editor has nothing to edit")
     photo_method = facemath.resolve_method(run, "auto" if method == "samples" else method)
@@ -227,8 +207,6 @@ def describe(editor, code, face):
     top = facemath.top_attributes(scores[None], count=facemath.TOP_COUNT)[0]
     lines = ["| from the code (NVIDIA's score) | | the attribute CNN on the face | |", "|---|---:|---|---:|"]
     if editor.classifier is not None:
-        import evaluate
-
         probabilities = evaluate.predict_attributes(editor.classifier, face[None])[0]
         cnn = [(facemath.ATTRIBUTES[i], f"{probabilities[i]:.2f}") for i in np.argsort(-probabilities)[:len(top)]]
     else:
@@ -572,7 +550,7 @@ def parse_args(argv=None):
         help="instead of serving: start the editor, let --clients clients edit for SECONDS, print the latencies")
     add("--clients", type=int, default=8, help="--load-test: simultaneous clients")
     add("--load-out", default=None, help="--load-test: also write the figures to this JSON file")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")

@@ -9,8 +9,8 @@ A GAN's generator maps z to a face, never back. This script finds the z of a rea
 - the hybrid (Zhu et al. 2020, "In-Domain GAN Inversion for Real Image Editing"): the optimisation started from
   E(x), optionally held near E(G(z)) (their domain regulariser).
 It also trains a VAE of the same size (Kingma and Welling 2014, "Auto-Encoding Variational Bayes") whose codes are
-saved the same way, so `compare` answers the seeds' open question (GAN codes or VAE codes?) in numbers, and it
-completes faces with holes (Yeh et al.; bamos's dcgan-completion), the projection's origin.
+saved the same way, so that `python scores.py encoders` answers the open question (GAN codes or VAE codes?) in
+numbers. complete.py fills holes in faces with the same projection (Yeh et al.'s origin for it).
 
 Codes are saved as .npz: codes (n, latent_dim), names, method, run, kind ("gan" or "vae"), loss (each image's final
 pixel MSE, images in [0, 1]), step_losses (steps, n) of the optimisation (0 rows for E alone). The generator that
@@ -20,28 +20,20 @@ Usage:
     python encoder.py train --run runs/demo                                  # E into runs/demo/encoder/
     python encoder.py train --run runs/demo --epochs 2 --steps-per-epoch 50  # CPU-sized
     python encoder.py train --run runs/demo --resume --epochs 4              # continue after the last epoch
-    python encoder.py vae --name vae --like runs/demo                        # same data, size and image-steps
     python encoder.py encode --run runs/demo --method hybrid photos/*.jpg
     python encoder.py encode --run runs/demo --split test --limit 500 --method encoder
     python encoder.py encode --run runs/vae --split test --limit 500         # a VAE's codes, the same layout
-    python encoder.py complete --run runs/demo --mask center photo.jpg
     python scores.py encoders --run runs/demo --vae runs/vae                 # the table of the seeds' question
     python scores.py encoders --run runs/demo --vae runs/vae --count 32 --steps 50   # CPU-sized
 """
-
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import dataclasses
 import hashlib
 import math
-import sys
+import os
 import time
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -49,19 +41,14 @@ import data_prep
 import dcgan
 import runs
 
-import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
+import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietly)
 import tensorflow as tf  # noqa: E402
 
 SUBCOMMANDS = ("train", "vae", "encode", "complete", "compare")
+MOVED = {"vae": "vae.py", "complete": "complete.py", "compare": "scores.py encoders"}
 METHODS = ("random", "encoder", "optimize", "hybrid")  # "random" is the floor: a code that knows nothing
-MASKS = ("center", "left", "random", "grid", "lowres")  # bamos's dcgan-completion masks
-BLENDS = ("poisson", "feather", "none")
 PIXEL_LOSSES = ("l1", "l2")
 PRIORS = ("gaussian", "sphere", "box", "none")
-RANDOM_MASK_FRACTION = 0.2  # bamos: a fifth of the pixels missing
-GRID_STEP = 4  # bamos: every fourth pixel of every fourth row known
-LOWRES_FACTOR = 4  # bamos: the face known only at a quarter of its resolution
-FEATHER_PIXELS = 4  # width of the feathered blend's ramp inside the hole
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 GRID_FACES = 8  # faces in the per-epoch and comparison grids
 
@@ -91,17 +78,6 @@ def build_encoder(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, n
     return keras.Model(image, z, name=name)  # (batch, latent_dim)
 
 
-def build_vae_encoder(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="vae_encoder"):
-    """The VAE's encoder: E's stack with two linear heads, the posterior's mean and log-variance."""
-    image = keras.Input((image_size, image_size, 3), name="image")
-    features = conv_stack(image, image_size=image_size, filters=filters, kernel_size=kernel_size)
-    mean = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32",
-                              name="mean")(features)  # (batch, latent_dim)
-    log_variance = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32",
-                                      name="log_variance")(features)  # (batch, latent_dim)
-    return keras.Model(image, [mean, log_variance], name=name)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Losses shared by training, projection and the VAE
 
@@ -126,14 +102,6 @@ def pixel_distance(images, targets, *, loss="l2", mask=None, lowres_factor=None)
 def realism_loss(discriminator, images):
     """-log D(x) per image (the generator's non-saturating loss): low where D finds the image real. (batch,)"""
     return tf.nn.softplus(-tf.cast(discriminator(images, training=False), tf.float32))[:, 0]
-
-
-def kl_divergence(mean, log_variance):
-    """KL(N(mean, exp(log_variance)) || N(0, 1)) per example, summed over dimensions (Kingma and Welling's
-    appendix B): 0.5 * sum(exp(lv) + mean^2 - 1 - lv). (batch,)"""
-    mean = keras.ops.cast(mean, "float32")
-    log_variance = keras.ops.cast(log_variance, "float32")
-    return 0.5 * keras.ops.sum(keras.ops.exp(log_variance) + mean ** 2 - 1.0 - log_variance, axis=-1)
 
 
 def pixel_mse(images, targets):
@@ -204,55 +172,6 @@ class EncoderTrainer(keras.Model):
     def state_variables(self):
         """Every variable a resumed training needs, in a fixed order: E, its optimizer, the z stream."""
         return self.encoder.weights + self.encoder_optimizer.variables + [self.seed_generator.state]
-
-
-class VAE(keras.Model):
-    """A VAE whose decoder is the DCGAN generator: per image, the squared error summed over pixels (a Gaussian
-    decoder of variance 1/2 on [-1, 1] pixels) plus beta times the KL term; one optimizer for both halves."""
-
-    PARTS = ("reconstruction", "kl")
-
-    def __init__(self, encoder, generator, *, beta=1.0, seed=0, **kwargs):
-        super().__init__(**kwargs)
-        self.encoder, self.generator = encoder, generator
-        self.beta = beta
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *self.PARTS)}
-        self.built = True
-
-    def compile(self, optimizer, **kwargs):
-        super().compile(**kwargs)
-        self.vae_optimizer = optimizer
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    def parts(self, images, *, training):
-        mean, log_variance = self.encoder(images, training=training)  # (batch, latent_dim) each
-        noise = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
-        z = mean + tf.exp(0.5 * log_variance) * noise  # the reparameterisation trick
-        reconstructions = tf.cast(self.generator(z, training=training), tf.float32)
-        reconstruction = tf.reduce_sum(tf.square(reconstructions - images), axis=[1, 2, 3])
-        return {"reconstruction": tf.reduce_mean(reconstruction),
-                "kl": tf.reduce_mean(kl_divergence(mean, log_variance))}
-
-    def train_step(self, images):
-        images = runs.to_float_batch(images)
-        with tf.GradientTape() as tape:
-            parts = self.parts(images, training=True)
-            loss = parts["reconstruction"] + self.beta * parts["kl"]
-        variables = self.encoder.trainable_variables + self.generator.trainable_variables
-        gradients = tape.gradient(loss, [variable.value for variable in variables])
-        self.vae_optimizer.apply_gradients(zip(gradients, variables))
-        step = {"loss": loss, **parts}
-        for name, value in step.items():
-            self.trackers[name].update_state(value)
-        return step
-
-    def state_variables(self):
-        return (self.encoder.weights + self.generator.weights + self.vae_optimizer.variables
-                + [self.seed_generator.state])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -379,56 +298,6 @@ def train_encoder(run, config, *, resume=False, verbose=1):
                       steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
     runs.save_model_atomic(trainer.encoder, os.path.join(out_dir, "encoder.keras"))
     return trainer.encoder, history
-
-
-def image_steps(config, run_dir, *, train_count):
-    """Images the run's training steps have seen: finished epochs x steps per epoch x batch size."""
-    losses = os.path.join(run_dir, "d_losses.npy")
-    epochs = len(np.load(losses)) if os.path.isfile(losses) else config["epochs"]
-    steps = config.get("steps_per_epoch") or train_count // config["batch_size"]
-    return int(epochs * steps * config["batch_size"])
-
-
-def make_vae(config):
-    with runs.dtype_policy(config["compute_precision"]):
-        sizes = {"latent_dim": config["latent_dim"], "image_size": config["image_size"],
-                 "filters": config["filters"], "kernel_size": config["kernel"]}
-        vae = VAE(build_vae_encoder(**sizes), dcgan.build_generator(**sizes), beta=config["beta"],
-                  seed=config["seed"])
-    vae.compile(keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
-    vae.vae_optimizer.build(vae.encoder.trainable_variables + vae.generator.trainable_variables)
-    return vae
-
-
-def train_vae(config, run_dir, *, resume=False, verbose=1):
-    """Train (or resume) the VAE of `config` into run_dir, a run directory that dcgan.load_generator reads."""
-    keras.utils.set_random_seed(config["seed"])
-    vae = make_vae(config)
-    history = {name: [] for name in ("loss", *VAE.PARTS)}
-    if resume:
-        history = runs.load_checkpoint(run_dir, vae.state_variables())
-    else:
-        data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_z.npy"),
-                                  dcgan.latent_for_seed(config["seed"], GRID_FACES, config["latent_dim"]))
-    fixed = fixed_held_out(run_dir, config, seed=config["seed"])
-    fixed_z = np.load(os.path.join(run_dir, "fixed_z.npy"))
-
-    def save_epoch(number):
-        mean = encoder_codes(vae.encoder, data_prep.to_float(fixed))
-        rows = [data_prep.to_float(fixed), dcgan.generate(vae.generator, mean), dcgan.generate(vae.generator, fixed_z)]
-        data_prep.save_grid(os.path.join(run_dir, "samples", f"epoch_{number:03d}.png"), np.concatenate(rows),
-                            columns=GRID_FACES, row_labels=["x", "dec(mean)", "dec(z)"])
-        runs.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
-                                                              f"generator_epoch_{number:03d}.weights.h5"))
-
-    images = training_images(config, limit=config["limit"])
-    dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
-    steps = config["steps_per_epoch"]
-    fit_with_evidence(vae, dataset.repeat() if steps else dataset, run_dir, epochs=config["epochs"],
-                      steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
-    runs.save_model_atomic(vae.generator, os.path.join(run_dir, "generator.keras"))
-    runs.save_model_atomic(vae.encoder, os.path.join(run_dir, "vae_encoder.keras"))
-    return vae, history
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -632,98 +501,6 @@ def save_pairs_grid(path, originals, reconstructions, *, columns=GRID_FACES):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Completion (Yeh et al. 2016; bamos's dcgan-completion)
-
-
-def make_mask(name, image_size, *, seed=0):
-    """bamos's masks as (size, size) float32, 1 where the pixel is known: center (the central half square
-    missing), left (the left half), random (a fifth of the pixels), grid (all but every fourth pixel of every
-    fourth row), lowres (nothing known exactly: the loss compares images pooled by LOWRES_FACTOR)."""
-    mask = np.ones((image_size, image_size), np.float32)
-    if name == "center":
-        low, high = int(0.25 * image_size), int(0.75 * image_size)
-        mask[low:high, low:high] = 0.0
-    elif name == "left":
-        mask[:, :image_size // 2] = 0.0
-    elif name == "random":
-        mask[np.random.default_rng(seed).random((image_size, image_size)) < RANDOM_MASK_FRACTION] = 0.0
-    elif name == "grid":
-        mask[:] = 0.0
-        mask[::GRID_STEP, ::GRID_STEP] = 1.0
-    elif name == "lowres":
-        mask[:] = 0.0
-    else:
-        raise data_prep.DataError(f"unknown mask {name!r}; expected one of {', '.join(MASKS)}")
-    return mask
-
-
-def masked_view(image, mask, name):
-    """What the completion knows of a face, for display: the hole grey, or the pooled face for lowres."""
-    if name == "lowres":
-        size = image.shape[0]
-        small = cv2.resize(image, (size // LOWRES_FACTOR, size // LOWRES_FACTOR), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, (size, size), interpolation=cv2.INTER_NEAREST)
-    return image * mask[..., None]
-
-
-def blend_into_hole(image, generated, mask, *, blend="poisson"):
-    """The generated pixels put into the hole (mask 0) of `image` (float [-1, 1], (h, w, 3)); known pixels stay
-    exactly. poisson: cv2.seamlessClone (Perez et al. 2003) against the photo with its hole inpainted, so the
-    unknown pixels never leak in; feather: a ramp FEATHER_PIXELS wide inside the hole from the inpainted photo
-    to the generated face; none: the generated pixels as they are."""
-    if blend not in BLENDS:
-        raise data_prep.DataError(f"unknown blend {blend!r}; expected one of {', '.join(BLENDS)}")
-    hole = (np.asarray(mask) < 0.5).astype(np.uint8)  # (h, w) 1 = missing
-    if blend == "none" or hole.all() or not hole.any():
-        return np.where(hole[..., None] > 0, generated, image).astype(np.float32)
-    photo, face = data_prep.to_uint8(image), data_prep.to_uint8(generated)
-    filled = cv2.inpaint(photo, hole, 3, cv2.INPAINT_TELEA)  # the hole guessed from its border only
-    if blend == "feather":
-        ramp = cv2.distanceTransform(hole, cv2.DIST_L2, 3) / FEATHER_PIXELS
-        alpha = np.clip(ramp, 0.0, 1.0)[..., None]  # 0 at the hole's edge, 1 deep inside
-        result = alpha * data_prep.to_float(face) + (1 - alpha) * data_prep.to_float(filled)
-    else:
-        pad = 8  # seamlessClone misbehaves where the region touches the border
-        big = [cv2.copyMakeBorder(array, pad, pad, pad, pad, cv2.BORDER_REFLECT) for array in (face, filled)]
-        region = cv2.copyMakeBorder(cv2.dilate(hole, np.ones((3, 3), np.uint8)) * 255, pad, pad, pad, pad,
-                                    cv2.BORDER_CONSTANT, value=0)
-        x, y, width, height = cv2.boundingRect(region)
-        cloned = cv2.seamlessClone(big[0], big[1], region, (x + width // 2, y + height // 2), cv2.NORMAL_CLONE)
-        result = data_prep.to_float(cloned[pad:-pad, pad:-pad])
-    return np.where(hole[..., None] > 0, result, image).astype(np.float32)
-
-
-@dataclasses.dataclass
-class Completion:
-    masked: np.ndarray  # (n, size, size, 3) what the optimisation saw
-    generated: np.ndarray  # (n, size, size, 3) G(z) of the projection
-    completed: np.ndarray  # (n, size, size, 3) the generated pixels blended into the hole
-    mask: np.ndarray  # (size, size), 1 = known
-    projection: Projection
-
-
-def complete(generator, discriminator, images, *, mask="center", blend="poisson", steps=300, lr=0.05,
-             lambda_=1e-3, loss="l1", prior="gaussian", prior_weight=0.01, seed=0, batch_size=64, progress=True):
-    """Fill the hole of a mask in each face: project with the pixel loss counted only where the mask keeps
-    pixels (Yeh et al.'s contextual loss, L1 as bamos), then blend G(z) into the hole."""
-    size = generator.output_shape[1]
-    known = make_mask(mask, size, seed=seed)
-    targets = as_images(images, size)
-    projection = project(generator, discriminator, targets, steps=steps, lr=lr, lambda_=lambda_, loss=loss,
-                         prior=prior, prior_weight=prior_weight, mask=None if mask == "lowres" else known,
-                         lowres_factor=LOWRES_FACTOR if mask == "lowres" else None, batch_size=batch_size,
-                         seed=seed, progress=progress)
-    masked = np.stack([masked_view(image, known, mask) for image in targets])
-    completed = np.stack([blend_into_hole(image, generated, known, blend=blend)
-                          for image, generated in zip(targets, projection.images)])
-    return Completion(masked, projection.images, completed, known, projection)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The comparison the seeds asked for
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -751,7 +528,7 @@ def subcommand_parser(command):
     parser = runs.OneLineParser(prog=f"encoder.py {command}", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
-    if command in ("train", "encode", "complete"):
+    if command in ("train", "encode"):
         add("--run", required=True, help="the GAN run directory (encode also takes a VAE run)")
     if command == "train":
         add("--epochs", type=int, default=10, help="epochs to train E in all")
@@ -767,51 +544,23 @@ def subcommand_parser(command):
         add("--limit", type=int, default=None, help="train on only the first N training images")
         add("--seed", type=int, default=0, help="seed of E's weights, the z stream and the shuffling")
         add("--resume", action="store_true", help="continue after the last finished epoch")
-    elif command == "vae":
-        add("--name", default="vae", help="run name: the run directory is <runs-dir>/<name>")
-        add("--runs-dir", default="runs", help="where run directories live")
-        add("--like", default=None, help="a GAN run whose data, sizes, batch and image-steps the VAE copies")
-        add("--data", default=None, help="CelebA directory (default: the synthetic CelebA); ignored with --like")
-        add("--image-size", type=int, default=64, help="image size (with --like: the GAN's)")
-        add("--filters", type=int, default=64, help="base filters of encoder and decoder (with --like: the GAN's)")
-        add("--kernel", type=int, default=5, help="kernel size (with --like: the GAN's)")
-        add("--latent-dim", type=int, default=100, help="size of z (with --like: the GAN's)")
-        add("--batch-size", type=int, default=64, help="batch size (with --like: the GAN's)")
-        add("--epochs", type=int, default=10,
-            help="epochs (with --like: as many as the GAN's image-steps, unless typed)")
-        add("--steps-per-epoch", type=int, default=None,
-            help="cap the steps of an epoch (with --like: the GAN's, unless typed)")
-        add("--limit", type=int, default=None, help="train on only the first N images (with --like: the GAN's)")
-        add("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
-        add("--beta1", type=float, default=0.9, help="Adam beta_1")
-        add("--beta", type=float, default=1.0, help="weight of the KL term (1: the VAE's bound)")
-        add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
-        add("--seed", type=int, default=0, help="seed of weights, noise and shuffling")
-        add("--resume", action="store_true", help="continue after the last finished epoch")
     elif command == "encode":
         add("--method", default="hybrid", choices=METHODS, help="how codes are found (a VAE run: encoder)")
         add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
         add("--pixel-loss", dest="loss", default="l2", choices=PIXEL_LOSSES, help="pixel loss of the optimisation")
         add_input_flags(add)
         add_projection_flags(add)
-    elif command == "complete":
-        add("--mask", default="center", help=f"which pixels are missing: {', '.join(MASKS)}")
-        add("--blend", default="poisson", choices=BLENDS, help="how G(z) goes into the hole")
-        add("--pixel-loss", dest="loss", default="l1", choices=PIXEL_LOSSES, help="pixel loss on the known pixels")
-        add_input_flags(add)
-        add_projection_flags(add)
-        parser.set_defaults(steps=300)
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
 
-def resolve_training(command, argv, out_dir, config):
-    """(config, resume) for train or vae: a new training refuses a directory that holds one; a resumed one
-    reads config.json, where only --epochs and --steps-per-epoch may change."""
+def resolve_training(parser, argv, out_dir, config):
+    """(config, resume) for a training of E or of the VAE (vae.py): a new training refuses a directory that holds
+    one; a resumed one reads config.json, where only --epochs and --steps-per-epoch may change."""
     if not config["resume"]:
         runs.check_new_run(out_dir, "a training")
         return config, False
-    typed = runs.typed_flags(subcommand_parser(command), argv)
+    typed = runs.typed_flags(parser, argv)
     return runs.resumed_config(config, out_dir, typed=typed, resumable={"epochs", "steps_per_epoch", "resume", "run",
                                                                         "name", "runs_dir", "verbose"}), True
 
@@ -820,7 +569,7 @@ def run_train(argv):
     args = subcommand_parser("train").parse_args(argv)
     run = load_gan_run(args.run)
     out_dir = os.path.join(run.directory, "encoder")
-    config, resume = resolve_training("train", argv, out_dir, vars(args))
+    config, resume = resolve_training(subcommand_parser("train"), argv, out_dir, vars(args))
     if resume and config.get("generator_fingerprint") != generator_fingerprint(run.generator):
         raise data_prep.DataError(f"the encoder in {out_dir} was trained for another generator; "
                                   f"start a new one without --resume")
@@ -832,53 +581,8 @@ def run_train(argv):
     config.update(run=run.directory, generator_fingerprint=generator_fingerprint(run.generator),
                   versions=config.get("versions") or runs.library_versions())
     dcgan.discriminator_features(run.discriminator, layer=config["feature_layer"])  # a bad layer fails now
-    runs.print_config(out_dir, config, resume=resume)
-    runs.write_config(out_dir, config)
-    started = time.perf_counter()
-    runs.train_or_exit(train_encoder, run, config, resume=resume)
-    print(f"done in {time.perf_counter() - started:.0f} s; E in {out_dir}/encoder.keras")
-
-
-def vae_config(args, argv):
-    """The VAE's config: the flags, or with --like the GAN run's data, sizes, batch and image-steps."""
-    config = {**vars(args), "kind": "vae", "latent_distribution": "normal", "crop_size": 108, "filter": None,
-              "compute_precision": "float32"}
-    if args.like:
-        gan = runs.read_config(args.like)
-        if gan.get("kind") in ("vae", "untrained", "noise"):
-            raise data_prep.DataError(f"--like {args.like} is not a trained GAN run")
-        for key in ("data", "image_size", "crop_size", "filters", "kernel", "latent_dim", "batch_size", "filter",
-                    "limit", "cache_dir", "steps_per_epoch", "compute_precision"):
-            config[key] = gan.get(key, config.get(key))
-        count = len(training_images(config, limit=config["limit"]))
-        config["gan_image_steps"] = image_steps(gan, args.like, train_count=count)
-        typed = runs.typed_flags(subcommand_parser("vae"), argv)
-        if "steps_per_epoch" in typed:  # a smaller budget than the GAN's, on purpose: image_steps records it
-            config["steps_per_epoch"] = args.steps_per_epoch
-        steps = config["steps_per_epoch"] or count // config["batch_size"]
-        config["epochs"] = (args.epochs if "epochs" in typed
-                            else max(1, round(config["gan_image_steps"] / (steps * config["batch_size"]))))
-        config["like"] = os.path.abspath(args.like)
-    else:
-        config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
-    config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
-    return config
-
-
-def run_vae(argv):
-    args = subcommand_parser("vae").parse_args(argv)
-    run_dir = os.path.join(args.runs_dir, args.name)
-    config, resume = resolve_training("vae", argv, run_dir, vae_config(args, argv))
-    count = len(training_images(config, limit=config["limit"]))
-    steps = config["steps_per_epoch"] or count // config["batch_size"]
-    config["image_steps"] = int(config["epochs"] * steps * config["batch_size"])
-    config["versions"] = config.get("versions") or runs.library_versions()
-    runs.print_config(run_dir, config, resume=resume)
-    os.makedirs(run_dir, exist_ok=True)
-    runs.write_config(run_dir, config)
-    started = time.perf_counter()
-    runs.train_or_exit(train_vae, config, run_dir, resume=resume)
-    print(f"done in {time.perf_counter() - started:.0f} s; decoder in {run_dir}/generator.keras")
+    runs.training_job(out_dir, config, resume=resume, train=lambda: train_encoder(run, config, resume=resume),
+                      result=f"E in {out_dir}/encoder.keras")
 
 
 def photo_paths(paths):
@@ -930,38 +634,16 @@ def run_encode(argv):
           f"wrote {path} and {grid}")
 
 
-def run_complete(argv):
-    args = subcommand_parser("complete").parse_args(argv)
-    make_mask(args.mask, 8)  # a bad mask name fails before anything loads
-    run = load_gan_run(args.run)
-    faces, names, _ = input_faces(args, run.config)
-    completion = complete(run.generator, run.discriminator, faces, mask=args.mask, blend=args.blend,
-                          steps=args.steps, lr=args.lr, lambda_=args.lambda_, loss=args.loss,
-                          prior=args.prior or default_prior(run.config), prior_weight=args.prior_weight, seed=args.seed,
-                          batch_size=args.batch_size)
-    out = args.out or os.path.join(run.directory, "encoder", "completions")
-    for index, name in enumerate(names):
-        triple = np.stack([data_prep.to_float(faces[index]), completion.masked[index], completion.completed[index]])
-        path = data_prep.save_grid(os.path.join(out, f"{os.path.splitext(name)[0]}_{args.mask}.png"), triple,
-                                   columns=3)
-        print(f"wrote {path} (original, masked, completed)")
-
-
 def parse_args(argv=None):
     """(command, the rest of argv): the subcommand is the first word."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] not in SUBCOMMANDS:
-        given = argv[0] if argv else "nothing"
-        raise data_prep.DataError(f"expected a command ({', '.join(SUBCOMMANDS)}), got {given}; "
-                                  f"see `python encoder.py <command> --help`")
-    return argv[0], argv[1:]
+    return runs.split_command(argv, SUBCOMMANDS, "encoder.py")
 
 
 def main(argv=None):
     command, rest = parse_args(argv)
-    if command == "compare":
-        raise data_prep.DataError("`encoder.py compare` moved: run `python scores.py encoders` with the same flags")
-    {"train": run_train, "vae": run_vae, "encode": run_encode, "complete": run_complete}[command](rest)
+    if command in MOVED:
+        raise data_prep.DataError(f"`encoder.py {command}` moved: run `python {MOVED[command]}` with the same flags")
+    {"train": run_train, "encode": run_encode}[command](rest)
 
 
 if __name__ == "__main__":

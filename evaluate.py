@@ -27,14 +27,10 @@ Usage:
     python evaluate.py score runs/demo --features inception --inception-weights inception_v3_notop.h5
 """
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import argparse
 import dataclasses
 import json
+import os
 import socket
 import time
 import warnings
@@ -47,8 +43,7 @@ import data_prep
 import dcgan
 import runs
 
-import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
-import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietly)
 
 DEFAULT_CLASSIFIER_DIR = os.path.join("runs", "classifier")
 CLASSIFIER_FILTERS = (32, 64, 128, 256)  # four conv blocks, each halving the image
@@ -229,25 +224,6 @@ def attribute_frequency_distance(reference, candidate):
 # The classifier: data, training, accuracy, saving and loading
 
 
-def labelled_dataset(images, labels, *, batch_size=64, shuffle=True, flip=False, seed=0):
-    """tf.data of (float32 images in [-1, 1], labels) from a uint8 array, with optional random horizontal flips."""
-    pixels, targets = tf.constant(np.asarray(images)), tf.constant(np.asarray(labels, np.float32))
-    indices = tf.data.Dataset.range(len(images))
-    if shuffle:
-        indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    flip_seed = tf.random.Generator.from_seed(seed) if flip else None
-
-    def load(batch_indices):
-        batch = tf.gather(pixels, batch_indices)  # (batch, size, size, 3) uint8
-        if flip_seed is not None:
-            flips = flip_seed.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
-            batch = tf.where(flips, tf.reverse(batch, axis=[2]), batch)
-        return tf.cast(batch, tf.float32) / 127.5 - 1.0, tf.gather(targets, batch_indices)
-
-    dataset = indices.batch(batch_size)
-    return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
 def train_classifier(*, data_dir=None, crop="dcgan", image_size=64, crop_size=108, epochs=8, batch_size=64,
                      learning_rate=1e-3,
                      limit=None, filters=CLASSIFIER_FILTERS, feature_dim=FEATURE_DIM, cache_dir=None, seed=0,
@@ -272,10 +248,12 @@ def train_classifier(*, data_dir=None, crop="dcgan", image_size=64, crop_size=10
     classifier.compile(optimizer=keras.optimizers.Adam(schedule),
                        loss=keras.losses.BinaryCrossentropy(from_logits=True),
                        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
-    training = labelled_dataset(train_images, train_labels, batch_size=batch_size, flip=True, seed=seed)
+    training = data_prep.make_dataset(train_images, labels=train_labels, batch_size=batch_size, flip=True, seed=seed,
+                                      drop_remainder=False)
     if steps_per_epoch:
         training = training.repeat()
-    validation = labelled_dataset(validation_images, validation_labels, batch_size=256, shuffle=False)
+    validation = data_prep.make_dataset(validation_images, labels=validation_labels, batch_size=256, shuffle=False,
+                                        drop_remainder=False)
     history = classifier.fit(training, validation_data=validation, epochs=epochs, steps_per_epoch=steps_per_epoch,
                              shuffle=False, verbose=verbose)  # the dataset shuffles itself
     return classifier, train_labels, {key: [float(value) for value in values]
@@ -796,7 +774,7 @@ def parse_args(argv=None):
     add("--seed", type=int, default=0, help="seed of weights, shuffling and flips")
     add("--out", default=None, help="directory for classifier.keras, classifier.json, accuracy.md "
         f"(default: {DEFAULT_CLASSIFIER_DIR}, or {DEFAULT_CLASSIFIER_DIR}-makeover for the makeover crop)")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     score = commands.add_parser("score", help="score generator runs against held-out real faces and baselines",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = score.add_argument
@@ -817,7 +795,7 @@ def parse_args(argv=None):
     add("--every-epoch", action="store_true", help="also score each saved epoch of the trained runs")
     add("--cache-dir", default=None, help="prepared-image cache (default: the classifier's)")
     add("--out", default=None, help="output directory (default: <first run>/scores, or beside the first --images)")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser.parse_args(argv)
 
 

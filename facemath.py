@@ -29,22 +29,14 @@ Usage:
     python facemath.py --map --run runs/reference --color-by Male  # PCA and t-SNE, and a TensorBoard projector
     python facemath.py demo --run runs/demo                        # a short E, an analogy grid and an edit sweep
     python facemath.py directions --run runs/reference             # the directions and their held-out accuracy
-    python facemath.py score-edits --run runs/reference --vae runs/vae
-    python facemath.py score-analogies --run runs/reference
-    python facemath.py score-descriptions --run runs/reference
-    python facemath.py score-edits --run runs/demo --count 50 --fit-limit 1000 --kinds mean   # CPU-sized
 """
-
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import dataclasses
 import difflib
 import itertools
 import json
+import os
 import sys
 import time
 
@@ -54,9 +46,11 @@ import data_prep
 import dcgan
 import runs
 import encoder
+import evaluate
 
 ATTRIBUTES = data_prep.CELEBA_ATTRIBUTES
-SUBCOMMANDS = ("demo", "directions", "score-edits", "score-analogies", "score-descriptions")
+SUBCOMMANDS = ("demo", "directions")
+MOVED = {"score-edits": "edits", "score-analogies": "analogies", "score-descriptions": "descriptions"}
 MODES = ("analogy", "edit", "describe", "average", "interpolate", "map")
 KINDS = ("mean", "boundary", "conditional", "partial")  # NVIDIA's mean difference, InterFaceGAN's normal and its
 # conditional, and the partial effect: the attribute's coefficient when the codes are regressed on every label
@@ -67,7 +61,6 @@ MIN_GROUP = 10  # faces needed on each side of an attribute before it has a dire
 HELD_OUT_FRACTION = 0.2  # of the fitted codes, kept out of the boundary's fit to measure its accuracy
 CONDITION_COUNT = 3  # a conditional direction leaves alone the attributes most correlated with its own
 TOP_COUNT = 5  # attributes that --describe names
-FLIP_TARGET, COLLATERAL_TARGET, TARGET_STRENGTH = 0.9, 0.05, 2.0  # the issue's bar for an edit that works
 ANALOGY_PAIRS = (("Male", "Eyeglasses"), ("Male", "Smiling"), ("Male", "Wearing_Hat"), ("Young", "Eyeglasses"),
                  ("Smiling", "Eyeglasses"), ("Male", "Mouth_Slightly_Open"))  # (X, Y): A x!y, B xy, C !x!y, D !xy
 EXAMPLE_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair", "Wearing_Hat", "Young", "Mustache", "Bangs")
@@ -213,6 +206,7 @@ class Codes:
     method: str
     split: str
     run: str
+    from_cache: bool = False  # read from <run>/facemath/ rather than computed now
 
 
 def codes_path(run, *, method, split, limit):
@@ -241,22 +235,21 @@ def read_cached_codes(path, key):
 
 def sample_codes(run, *, count, seed, classifier):
     """InterFaceGAN's recipe: codes drawn from the prior, labelled by the attribute CNN's view of G(z)."""
-    import evaluate
-
     codes = dcgan.latent_for_seed(seed, count, run.config["latent_dim"],
                                   run.config.get("latent_distribution", "normal"))
     labels = (evaluate.predict_attributes(classifier, dcgan.generate(run.generator, codes)) > 0.5).astype(np.float32)
     return codes, [f"sample-{index:06d}" for index in range(count)], labels
 
 
-def dataset_codes(run, *, method, split="train", limit=4000, steps=200, seed=0, classifier=None):
+def dataset_codes(run, *, method, split="train", limit=4000, steps=200, seed=0, classifier=None, save=True):
     """Codes and labels of a split of the run's data (or of `limit` generated samples with method "samples"),
-    from <run>/facemath/ when cached for this generator, method, split and limit, else computed and cached."""
+    from <run>/facemath/ when cached for this generator, method, split and limit, else computed and cached
+    (with `save=False` computed in memory only, leaving the run as it is)."""
     path = codes_path(run, method=method, split=f"seed{seed}" if method == "samples" else split, limit=limit)
     key = cache_key(run, method=method, split=split, limit=limit, steps=steps, seed=seed)
     cached = read_cached_codes(path, key)
     if cached is not None:
-        return Codes(*cached, method, split, run.directory)
+        return Codes(*cached, method, split, run.directory, from_cache=True)
     started = time.perf_counter()
     if method == "samples":
         if classifier is None:
@@ -264,12 +257,16 @@ def dataset_codes(run, *, method, split="train", limit=4000, steps=200, seed=0, 
         codes, names, labels = sample_codes(run, count=limit or 4000, seed=seed, classifier=classifier)
     else:
         images, names, labels = load_faces_split(run.config, split=split, limit=limit)
-        print(f"encoding {len(names)} {split} faces with {method} (cached for later in {path})")
+        later = (f"cached for later in {path}" if save
+                 else f"`python facemath.py directions --run {run.directory}` caches them for next time")
+        print(f"encoding {len(names)} {split} faces with {method} ({later})")
         codes = encoder.encode(run, images, method=method, steps=steps, seed=seed).codes
-    with data_prep.atomic_path(path) as temporary:
-        np.savez(temporary, codes=codes, names=np.asarray(names, dtype=str), labels=labels, key=key, method=method,
-                 split=split, run=run.directory)
-    print(f"{len(names)} codes ({method}, {split}) in {time.perf_counter() - started:.1f} s: {path}")
+    if save:
+        with data_prep.atomic_path(path) as temporary:
+            np.savez(temporary, codes=codes, names=np.asarray(names, dtype=str), labels=labels, key=key,
+                     method=method, split=split, run=run.directory)
+    print(f"{len(names)} codes ({method}, {split}) in {time.perf_counter() - started:.1f} s"
+          + (f": {path}" if save else ""))
     return Codes(codes.astype(np.float32), list(names), np.asarray(labels, np.float32), method, split, run.directory)
 
 
@@ -542,225 +539,6 @@ def write_record(path, payload):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Scores: edits, analogies, descriptions
-
-
-def edit_to_png(generator, code, vector, strength, path):
-    """One interactive edit (bench.py times it): G(code + strength x vector) written as a PNG."""
-    image = dcgan.generate(generator, (np.asarray(code) + strength * np.asarray(vector))[None].astype(np.float32))
-    data_prep.write_image(path, image[0])
-    return path
-
-
-def cnn_outputs(classifier, images):
-    """The attribute CNN's (probabilities (n, 40), features (n, 256)) of images."""
-    import evaluate
-
-    return evaluate.predict_attributes(classifier, images), evaluate.extract_features(classifier, images)
-
-
-def edit_measures(probabilities, features, start_probabilities, start_features, *, target, others, add):
-    """One row's figures: flip rate (the CNN now says the attribute is there when adding, absent when removing),
-    mean change of its probability, collateral (mean absolute change of the other varying attributes'
-    probabilities) and identity distance (CNN features, edited against the unedited reconstruction)."""
-    has = probabilities[:, target] > 0.5
-    return {"flip_rate": float(np.mean(has if add else ~has)),
-            "probability_change": float(np.mean(probabilities[:, target] - start_probabilities[:, target])),
-            "collateral": float(np.mean(np.abs(probabilities - start_probabilities)[:, others])),
-            "identity_distance": float(np.mean(np.linalg.norm(features - start_features, axis=1)))}
-
-
-def edit_rows(run, directions, held, *, classifier, kinds, strengths, count, seed=0, label="gan", attributes=None):
-    """score-edits for one run: per attribute (`attributes`, default every varying one), kind, sense (add to
-    held-out faces without it, remove from faces with it; the same faces for every kind) and strength, the
-    figures of edit_measures; strength 0 is the unedited reconstruction (the rate at which it already has it)."""
-    rng = np.random.default_rng(seed)
-    start_probabilities, start_features = cnn_outputs(classifier, dcgan.generate(run.generator, held.codes))
-    rows = []
-    for target in np.flatnonzero(directions.varying) if attributes is None else attributes:
-        others = directions.varying.copy()
-        others[target] = False
-        groups = {sense: rng.permutation(np.flatnonzero((held.labels[:, target] > 0.5) == present))[:count]
-                  for sense, present in (("add", False), ("remove", True))}
-        jobs = [(sense, strength, faces) for sense, faces in groups.items() if len(faces) >= 2
-                for strength in (0.0, *strengths)]
-        if not jobs:
-            continue
-        for kind in kinds:
-            vector = edit_vector(directions, int(target), kind=kind)
-            codes = np.concatenate([held.codes[faces] + (strength if sense == "add" else -strength) * vector
-                                    for sense, strength, faces in jobs])
-            probabilities, features = cnn_outputs(classifier, dcgan.generate(run.generator, codes))
-            offset = 0
-            for sense, strength, faces in jobs:
-                part = slice(offset, offset + len(faces))
-                offset += len(faces)
-                rows.append({"run": label, "kind": kind, "attribute": ATTRIBUTES[target], "sense": sense,
-                             "strength": strength, "faces": int(len(faces)),
-                             **edit_measures(probabilities[part], features[part], start_probabilities[faces],
-                                             start_features[faces], target=int(target), others=others,
-                                             add=sense == "add")})
-    return rows
-
-
-def edits_summary(rows, *, strength=TARGET_STRENGTH):
-    """Per run and attribute, at `strength` when adding: each kind's flip rate and collateral, the best kind (the
-    highest flip rate among those within the collateral bar, else the highest flip rate) and whether it meets
-    the bar."""
-    table = {}
-    for row in rows:
-        if row["sense"] == "add" and row["strength"] == strength:
-            table.setdefault((row["run"], row["attribute"]), {})[row["kind"]] = row
-    summary = []
-    for (run, attribute), by_kind in table.items():
-        within = [row for row in by_kind.values() if row["collateral"] <= COLLATERAL_TARGET]
-        best = max(within or by_kind.values(), key=lambda row: row["flip_rate"])
-        summary.append({"run": run, "attribute": attribute, "best_kind": best["kind"],
-                        "flip_rate": best["flip_rate"], "collateral": best["collateral"],
-                        "meets": best["flip_rate"] >= FLIP_TARGET and best["collateral"] <= COLLATERAL_TARGET,
-                        "by_kind": {kind: [row["flip_rate"], row["collateral"]] for kind, row in by_kind.items()}})
-    return summary
-
-
-def edits_markdown(rows, summary, settings):
-    kinds = sorted({row["kind"] for row in rows}, key=KINDS.index)
-    lines = [f"Adding each attribute at strength {TARGET_STRENGTH:g} to held-out faces without it: flip rate / "
-             f"collateral per kind; the bar is flip >= {FLIP_TARGET} with collateral <= {COLLATERAL_TARGET}.", "",
-             "| run | attribute | " + " | ".join(kinds) + " | best | meets |",
-             "|---|---|" + "---:|" * len(kinds) + "---|---|"]
-    for entry in summary:
-        cells = [f"{entry['by_kind'][kind][0]:.2f} / {entry['by_kind'][kind][1]:.3f}" if kind in entry["by_kind"]
-                 else "" for kind in kinds]
-        lines.append(f"| {entry['run']} | {entry['attribute']} | " + " | ".join(cells)
-                     + f" | {entry['best_kind']} | {'yes' if entry['meets'] else 'no'} |")
-    for run in sorted({entry["run"] for entry in summary}):
-        met = [entry["attribute"] for entry in summary if entry["run"] == run and entry["meets"]]
-        wins = {kind: sum(entry["best_kind"] == kind for entry in summary if entry["run"] == run) for kind in kinds}
-        lines += ["", f"{run}: the bar holds for {len(met)} of {sum(e['run'] == run for e in summary)} attributes"
-                  + (f" ({', '.join(met)})" if met else "") + "; best kind per attribute: "
-                  + ", ".join(f"{kind} {wins[kind]}" for kind in kinds)]
-    lines += ["", "| run | kind | sense | strength | flip rate | probability change | collateral | identity distance |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
-    for key, group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], KINDS.index(row["kind"]),
-                                                                     row["sense"], row["strength"])),
-                                        key=lambda row: (row["run"], row["kind"], row["sense"], row["strength"])):
-        group = list(group)
-        means = [np.mean([row[field] for row in group]) for field in
-                 ("flip_rate", "probability_change", "collateral", "identity_distance")]
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {means[0]:.3f} | {means[1]:+.3f} | "
-                     f"{means[2]:.3f} | {means[3]:.2f} |")
-    described = ", ".join(f"{key} {value}" for key, value in settings.items())
-    return "\n".join(lines) + f"\n\n(means over attributes in the last table) {described}\n"
-
-
-def plot_edit_scores(rows, path):
-    """Flip rate and collateral against strength, one line per run and kind (means over attributes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for (run, kind), group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], row["kind"])),
-                                                key=lambda row: (row["run"], row["kind"])):
-        group = [row for row in group if row["sense"] == "add"]
-        strengths = sorted({row["strength"] for row in group})
-        for axis, field in zip(axes, ("flip_rate", "collateral")):
-            axis.plot(strengths, [np.mean([row[field] for row in group if row["strength"] == s]) for s in strengths],
-                      marker="o", label=f"{run} {kind}")
-    for axis, title in zip(axes, ("flip rate (adding)", "collateral (adding)")):
-        axis.set_xlabel("strength")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-    axes[0].legend()
-    return data_prep.save_figure(figure, path)
-
-
-def edit_examples(run, directions, held, *, kind, attributes=EXAMPLE_ATTRIBUTES, strengths=SWEEP_STRENGTHS, seed=0):
-    """A grid: for each of `attributes` that varies (the first eight varying ones when none does), one held-out
-    face without it, swept through `strengths`."""
-    rng = np.random.default_rng(seed)
-    rows, labels = [], []
-    chosen = [attribute_index(name) for name in attributes if directions.varying[attribute_index(name)]]
-    for target in chosen or np.flatnonzero(directions.varying)[:8]:
-        without = np.flatnonzero(held.labels[:, target] < 0.5)
-        if len(without) == 0:
-            continue
-        code = held.codes[int(rng.choice(without))]
-        vector = edit_vector(directions, int(target), kind=kind)
-        rows.append(np.stack([code + strength * vector for strength in strengths]))
-        labels.append(ATTRIBUTES[target][:14])
-    images = dcgan.generate(run.generator, np.concatenate(rows))
-    return images, labels
-
-
-def analogy_triples(labels, pair, *, count, seed=0):
-    """Up to `count` (a, b, c) index triples of faces for the attribute pair (X, Y): A has X and not Y, B has
-    both, C has neither; the expected D has Y and not X."""
-    x, y = attribute_index(pair[0]), attribute_index(pair[1])
-    has = np.asarray(labels) > 0.5
-    groups = [np.flatnonzero(has[:, x] & ~has[:, y]), np.flatnonzero(has[:, x] & has[:, y]),
-              np.flatnonzero(~has[:, x] & ~has[:, y])]
-    if min(len(group) for group in groups) == 0:
-        return np.zeros((0, 3), int)
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.choice(group, count) for group in groups], axis=1)
-
-
-def score_analogies(run, held, *, classifier, pairs=ANALOGY_PAIRS, count=200, seed=0):
-    """Per attribute pair: the fraction of D = C + B - A on which the attribute CNN says the expected X and Y
-    (both, and each), beside D = C (no arithmetic: Y stays absent) as the floor."""
-    import evaluate
-
-    rows = []
-    for pair in pairs:
-        triples = analogy_triples(held.labels, pair, count=count, seed=seed)
-        if len(triples) == 0:
-            print(f"skipping {pair[0]}/{pair[1]}: the held-out faces lack one of its three groups")
-            continue
-        a, b, c = (held.codes[triples[:, column]] for column in range(3))
-        x, y = attribute_index(pair[0]), attribute_index(pair[1])
-        row = {"x": pair[0], "y": pair[1], "triples": int(len(triples))}
-        for name, codes in (("analogy", analogy_corner(a, b, c)), ("c_alone", c)):
-            said = evaluate.predict_attributes(classifier, dcgan.generate(run.generator, codes)) > 0.5
-            row[f"{name}_both"] = float(np.mean(~said[:, x] & said[:, y]))
-            row[f"{name}_x"], row[f"{name}_y"] = float(np.mean(~said[:, x])), float(np.mean(said[:, y]))
-        rows.append(row)
-    return rows
-
-
-def analogies_markdown(rows, settings):
-    lines = ["| A -> B (C -> D) | triples | D right on both | D: X absent | D: Y present | D = C (floor): both |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        lines.append(f"| {row['x']} without {row['y']} -> with (not-{row['x']} -> with {row['y']}) | "
-                     f"{row['triples']} | {row['analogy_both']:.3f} | {row['analogy_x']:.3f} | "
-                     f"{row['analogy_y']:.3f} | "
-                     f"{row['c_alone_both']:.3f} |")
-    described = ", ".join(f"{key} {value}" for key, value in settings.items())
-    return "\n".join(lines) + f"\n\n{described}\n"
-
-
-def score_descriptions(directions, held, *, train_labels, classifier=None, images=None, count=TOP_COUNT):
-    """Precision of the top `count` attributes named from each held-out code, against its true labels, beside
-    always naming the `count` most frequent training attributes (and the attribute CNN on the photo itself)."""
-    truth = np.asarray(held.labels) > 0.5
-    named = top_attributes(attribute_scores(directions, held.codes), count=count)
-    frequent = np.argsort(-np.asarray(train_labels).mean(axis=0))[:count]
-    result = {"faces": int(len(truth)), "top": count,
-              "precision": float(np.take_along_axis(truth, named, axis=1).mean()),
-              "base_rate_precision": float(truth[:, frequent].mean()),
-              "most_frequent": [ATTRIBUTES[index] for index in frequent]}
-    if classifier is not None and images is not None:
-        import evaluate
-
-        probabilities = evaluate.predict_attributes(classifier, images)
-        cnn_top = np.argsort(-probabilities, axis=1)[:, :count]
-        result["cnn_precision"] = float(np.take_along_axis(truth, cnn_top, axis=1).mean())
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------------
 # A map of the codes
 
 
@@ -835,7 +613,7 @@ def add_run_flags(add):
     add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
     add("--seed", type=int, default=0, help="seed of every choice and of projection's starting codes")
     add("--out", default=None, help="output directory (default: <run>/facemath)")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
 
 
 def mode_parser():
@@ -871,16 +649,7 @@ def subcommand_parser(command):
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add_run_flags(add)
-    if command.startswith("score-"):
-        add("--test-limit", type=int, default=1000, help="held-out (test split) faces encoded for the scores")
-    if command == "score-edits":
-        add("--kinds", default=",".join(KINDS), help="comma-separated kinds of direction to score")
-        add("--count", type=int, default=200, help="held-out faces per attribute, sense and kind")
-        add("--vae", default=None, help="a VAE run on the same data, scored the same way (GAN codes against VAE)")
-        add("--attributes", default="", help="comma-separated attributes to score (default: every one that varies)")
-    elif command == "score-analogies":
-        add("--count", type=int, default=200, help="triples per attribute pair")
-    elif command == "demo":
+    if command == "demo":
         add("--encoder-epochs", type=int, default=2, help="epochs of the short E trained when the run has none")
         add("--encoder-steps", type=int, default=150, help="steps per epoch of that E")
         add("--sweep", action="append", default=None, metavar="ATTR",
@@ -891,6 +660,9 @@ def subcommand_parser(command):
 def parse_args(argv=None):
     """(command, args): a subcommand's name and flags, or "math" and the face-math flags."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in MOVED:
+        raise data_prep.DataError(f"`facemath.py {argv[0]}` moved: run `python scores.py {MOVED[argv[0]]}` with the "
+                                  "same flags")
     if argv and argv[0] in SUBCOMMANDS:
         return argv[0], subcommand_parser(argv[0]).parse_args(argv[1:])
     return "math", mode_parser().parse_args(argv)
@@ -898,21 +670,12 @@ def parse_args(argv=None):
 
 def classifier_or_none(path, run):
     """The attribute CNN when it exists and measures this run's data, else None (with a note)."""
-    import evaluate
-
     try:
         evaluate.check_run(run.directory, evaluate.classifier_config(path))
         return evaluate.load_classifier(path)
     except ValueError as error:
         print(f"note: no attribute CNN for this run ({str(error).splitlines()[0]})")
         return None
-
-
-def classifier_for_scores(path, run):
-    import evaluate
-
-    evaluate.check_run(run.directory, evaluate.classifier_config(path))
-    return evaluate.load_classifier(path)
 
 
 def directions_for(run, args, *, classifier=None):
@@ -1018,8 +781,6 @@ def run_describe(run, args):
     top = top_attributes(scores)
     cnn = None
     if classifier is not None:
-        import evaluate
-
         cnn = evaluate.predict_attributes(classifier, faces)
     described = []
     for row, name in enumerate(names):
@@ -1131,83 +892,6 @@ def run_directions(run, args):
     return path
 
 
-def held_out_for(run, args, *, classifier):
-    """Codes of held-out faces for the scores: the test split's, encoded as the directions' codes were (E when
-    the directions come from samples and E exists); with samples and no E, fresh samples (another seed)
-    labelled by the attribute CNN, as InterFaceGAN measures its edits."""
-    method = resolve_method(run, args.method, dataset=True, classifier_ready=classifier is not None)
-    if method == "samples" and has_encoder(run):
-        method = "encoder"
-    if method == "samples":
-        print(f"held-out faces: {args.test_limit} fresh samples (seed {args.seed + 1}) labelled by the attribute CNN")
-    return dataset_codes(run, method=method, split="test", limit=args.test_limit, steps=args.steps,
-                         seed=args.seed + 1 if method == "samples" else args.seed, classifier=classifier)
-
-
-def run_score_edits(run, args):
-    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
-    for kind in kinds:
-        if kind not in KINDS:
-            raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(KINDS)}")
-    attributes = [attribute_index(name) for name in args.attributes.split(",") if name.strip()] or None
-    classifier = classifier_for_scores(args.classifier, run)
-    sources = [("gan" if run_kind(run) == "gan" else "vae", run)]
-    if args.vae:
-        sources.append(("vae", load_math_run(args.vae)))
-    rows, started, settings = [], time.perf_counter(), {"run": run.directory, "vae": args.vae}
-    out = output_dir(run, args)
-    for label, source in sources:
-        directions, codes = directions_for(source, args, classifier=classifier)
-        held = held_out_for(source, args, classifier=classifier)
-        settings[f"{label}_codes"] = f"{codes.method} ({len(codes.names)} fitted), {held.method} (held out)"
-        rows += edit_rows(source, directions, held, classifier=classifier, kinds=kinds, strengths=SCORE_STRENGTHS,
-                          count=args.count, seed=args.seed, label=label, attributes=attributes)
-        images, labels = edit_examples(source, directions, held, kind=kinds[0], seed=args.seed)
-        data_prep.save_grid(os.path.join(out, f"edit-scores-examples-{label}.png"), images,
-                            columns=len(SWEEP_STRENGTHS), row_labels=labels,
-                            column_labels=[f"{s:+g}" for s in SWEEP_STRENGTHS])
-    settings.update(count=args.count, seed=args.seed, seconds=round(time.perf_counter() - started, 1))
-    summary = edits_summary(rows)
-    markdown = edits_markdown(rows, summary, settings)
-    data_prep.write_json(os.path.join(out, "edit-scores.json"), {"settings": settings, "summary": summary,
-                                                                "rows": rows})
-    data_prep.atomic_write_bytes(os.path.join(out, "edit-scores.md"), markdown.encode())
-    plot_edit_scores(rows, os.path.join(out, "edit-scores.png"))
-    print(markdown + f"wrote {out}/edit-scores.{{md,json,png}} and edit-scores-examples-*.png")
-    return out
-
-
-def run_score_analogies(run, args):
-    classifier = classifier_for_scores(args.classifier, run)
-    held = held_out_for(run, args, classifier=classifier)
-    rows = score_analogies(run, held, classifier=classifier, count=args.count, seed=args.seed)
-    settings = {"run": run.directory, "codes": held.method, "held_out_faces": len(held.names), "seed": args.seed}
-    out = output_dir(run, args)
-    markdown = analogies_markdown(rows, settings)
-    data_prep.write_json(os.path.join(out, "analogy-scores.json"), {"settings": settings, "rows": rows})
-    data_prep.atomic_write_bytes(os.path.join(out, "analogy-scores.md"), markdown.encode())
-    print(markdown + f"wrote {out}/analogy-scores.{{md,json}}")
-    return out
-
-
-def run_score_descriptions(run, args):
-    classifier = classifier_for_scores(args.classifier, run)
-    directions, codes = directions_for(run, args, classifier=classifier)
-    held = held_out_for(run, args, classifier=classifier)
-    # Sampled faces' labels are the CNN's own view, so the CNN is compared only on real held-out photos.
-    images = None if held.method == "samples" else load_faces_split(run.config, split="test",
-                                                                    limit=args.test_limit).images
-    result = score_descriptions(directions, held, train_labels=codes.labels, classifier=classifier, images=images)
-    result.update(run=run.directory, codes=f"{codes.method} (directions), {held.method} (held out)", seed=args.seed)
-    out = output_dir(run, args)
-    data_prep.write_json(os.path.join(out, "description-scores.json"), result)
-    print(f"top-{result['top']} precision on {result['faces']} held-out faces: {result['precision']:.3f} from the "
-          f"codes, {result['base_rate_precision']:.3f} always naming {', '.join(result['most_frequent'])}"
-          + (f", {result['cnn_precision']:.3f} from the attribute CNN on the photo" if "cnn_precision" in result
-             else "") + f"; wrote {out}/description-scores.json")
-    return out
-
-
 def demo_encoder(run, args):
     """A short E for a GAN run that has none (encoder.py train, CPU-sized), so that the demo's directions come from
     codes of real training faces in seconds rather than from an hour of projection. An unfinished E of the demo's
@@ -1262,9 +946,7 @@ def main(argv=None):
     print(f"{command} on {run.directory} ({run_kind(run)}), " + ", ".join(
         f"{key} {value}" for key, value in vars(args).items() if value not in (None, False, [])))
     if command != "math":
-        return {"demo": run_demo, "directions": run_directions, "score-edits": run_score_edits,
-                "score-analogies": run_score_analogies,
-                "score-descriptions": run_score_descriptions}[command](run, args)
+        return {"demo": run_demo, "directions": run_directions}[command](run, args)
     mode = next(mode for mode in MODES if getattr(args, mode) not in (None, False))
     return {"analogy": run_analogy, "edit": run_edit, "describe": run_describe, "average": run_average,
             "interpolate": run_interpolate, "map": run_map}[mode](run, args)

@@ -26,14 +26,9 @@ Usage:
     python scores.py makeover --run runs/makeover-m2f --compare runs/makeover-adv runs/makeover-l1
 """
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import argparse
+import os
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -43,7 +38,7 @@ import dcgan
 import evaluate
 import runs
 
-import keras  # noqa: E402  (dcgan chose the backend and loaded TensorFlow quietly)
+import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietly)
 import tensorflow as tf  # noqa: E402
 
 SUBCOMMANDS = ("apply", "score")
@@ -629,10 +624,8 @@ RESUMABLE_OVERRIDES = {"epochs", "steps_per_epoch", "cache_dir", "data", "resume
 
 
 def training_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = runs.training_parser(__doc__)
     add = parser.add_argument
-    add("--data", default=None, help="CelebA directory (either layout); default: the synthetic CelebA")
     add("--source", default=DEFAULT_SOURCE, help="attribute filter of the faces to translate")
     add("--target", default=DEFAULT_TARGET, help="attribute filter of the faces to translate into")
     add("--allow-overlap", action="store_true", help="let source and target share images")
@@ -660,11 +653,8 @@ def training_parser():
         help="compute dtype policy; auto: mixed_bfloat16 where bfloat16 is native, else float32")
     add("--seed", type=int, default=0, help="seed of weights, shuffling and the grid's faces")
     add("--name", default="makeover", help="run name: the run directory is <runs-dir>/<name>")
-    add("--runs-dir", default="runs", help="where run directories live")
-    add("--resume", action="store_true", help="continue the run after its last finished epoch")
-    add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
-    add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    runs.add_run_flags(add)
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
 
@@ -731,7 +721,7 @@ def subcommand_parser(command):
     add("--crop", default=None, choices=data_prep.CROPS, help="must match the run's crop (default: the run's)")
     add("--center-crop", action="store_true", help="no face found: use a plain centre crop (no --paste)")
     add("--out", default=None, help="output directory (default: <run>/applied)")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
 
@@ -762,12 +752,8 @@ def main(argv=None):
         if not config["keep_attributes"]:
             raise data_prep.DataError("the filters name every attribute that varies, so the keep loss has nothing to "
                                       "keep; drop --keep-weight")
-    runs.print_config(run_dir, config, resume=resume)
-    os.makedirs(run_dir, exist_ok=True)
-    runs.write_config(run_dir, config)
-    started = time.perf_counter()
-    runs.train_or_exit(train, config, run_dir, resume=resume)
-    print(f"done in {time.perf_counter() - started:.0f} s; evidence in {run_dir}")
+    runs.training_job(run_dir, config, resume=resume, train=lambda: train(config, run_dir, resume=resume),
+                      result=f"evidence in {run_dir}")
 
 
 if __name__ == "__main__":

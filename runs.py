@@ -8,6 +8,9 @@ dcgan.py, encoder.py, vae.py, makeover.py and evaluate.py import this module; it
 
 import os
 
+# TensorFlow's C++ start-up lines print while it loads, before any flag is read: they are silenced unless the user
+# asked for TensorFlow's log with TF_CPP_MIN_LOG_LEVEL=0 (or 1) in the environment.
+SHOW_TENSORFLOW_START = os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the one backend this repository is written for
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,13 +21,14 @@ import json
 import math
 import platform
 import sys
+import time
 
 import cv2
 import numpy as np
 
 import data_prep
 
-with data_prep.quiet_tensorflow_start():
+with data_prep.quiet_tensorflow_start(verbose=SHOW_TENSORFLOW_START):
     import keras  # noqa: E402  (after the backend is chosen)
     import tensorflow as tf  # noqa: E402
 
@@ -54,6 +58,22 @@ def typed_flags(parser, argv):
     return set(vars(parser.parse_args(argv)))
 
 
+def training_parser(doc):
+    """A training script's parser: its docstring's first paragraph as the description, defaults shown, --data."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", default=None, help="CelebA directory (either layout); default: the synthetic CelebA")
+    return parser
+
+
+def add_run_flags(add):
+    """The flags every resumable training shares: where its run directory lives, resuming it, the image cache."""
+    add("--runs-dir", default="runs", help="where run directories live")
+    add("--resume", action="store_true", help="continue the run after its last finished epoch")
+    add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
+    add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+
+
 def parser_defaults(parser):
     return {action.dest: action.default for action in parser._actions if action.dest != "help"}
 
@@ -81,6 +101,16 @@ def resumed_config(config, out_dir, *, typed, resumable, defaults=None, same=Non
     overrides = {key: config[key] for key in typed & resumable}
     return {**saved, **overrides, "resume": True,
             "resumed_with": [*saved.get("resumed_with", []), library_versions()]}
+
+
+def split_command(argv, commands, script):
+    """(command, the rest of argv) when the first word names one of `commands`, else one clear error."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in commands:
+        given = argv[0] if argv else "nothing"
+        raise data_prep.DataError(f"expected a command ({', '.join(commands)}), got {given}; "
+                                  f"see `python {script} <command> --help`")
+    return argv[0], argv[1:]
 
 
 def print_config(out_dir, config, *, resume):
@@ -220,6 +250,51 @@ def load_saved_network(run_dir, network, build, *, epoch=None):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Loss plots (any run with a discriminator: d_losses.npy, g_losses.npy and log.csv's D columns)
+
+
+def smooth(values, weight=0.98):
+    """TensorBoard-style exponential moving average, debiased at the start."""
+    smoothed, average = [], 0.0
+    for index, value in enumerate(values):
+        average = weight * average + (1 - weight) * value
+        smoothed.append(average / (1 - weight ** (index + 1)))
+    return np.asarray(smoothed)
+
+
+def plot_runs(run_dirs, out_path, *, smoothing=0.98):
+    """D and G loss per epoch, smoothed per step, and D(x), D(G(z)) per step, for one run or several overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for run_dir in run_dirs:
+        label = os.path.basename(os.path.normpath(run_dir))
+        d_losses = np.load(os.path.join(run_dir, "d_losses.npy"))
+        g_losses = np.load(os.path.join(run_dir, "g_losses.npy"))
+        epochs = np.arange(1, len(d_losses) + 1)
+        line, = axes[0].plot(epochs, d_losses, "o-", label=f"{label} D")
+        axes[0].plot(epochs, g_losses, "s--", color=line.get_color(), label=f"{label} G")
+        steps = read_step_log(run_dir)
+        position = np.arange(1, len(steps) + 1)
+        axes[1].plot(position, smooth(steps["d_loss"], smoothing), color=line.get_color(), label=f"{label} D")
+        axes[1].plot(position, smooth(steps["g_loss"], smoothing), "--", color=line.get_color(), label=f"{label} G")
+        axes[2].plot(position, smooth(steps["d_real"], smoothing), color=line.get_color(), label=f"{label} D(x)")
+        axes[2].plot(position, smooth(steps["d_fake"], smoothing), ":", color=line.get_color(),
+                     label=f"{label} D(G(z))")
+    for axis, title, xlabel in zip(axes, ("loss per epoch (mean)", f"loss per step (EMA {smoothing})",
+                                          "discriminator outputs per step"), ("epoch", "step", "step")):
+        axis.set_title(title)
+        axis.set_xlabel(xlabel)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return data_prep.save_figure(figure, out_path)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The epoch recorder and the training driver
 
 
@@ -304,6 +379,17 @@ def train_or_exit(train, *args, **kwargs):
     except TrainingStopped as stopped:
         print(f"error: {stopped}", file=sys.stderr)
         sys.exit(1)
+
+
+def training_job(out_dir, config, *, resume, train, result):
+    """A script's training from its main(): the resolved config printed and saved in out_dir, then `train()`
+    (a non-finite loss: one line and exit status 1), then how long it took and `result` (where to look)."""
+    print_config(out_dir, config, resume=resume)
+    os.makedirs(out_dir, exist_ok=True)
+    write_config(out_dir, config)
+    started = time.perf_counter()
+    train_or_exit(train)
+    print(f"done in {time.perf_counter() - started:.0f} s; {result}")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,28 +1,37 @@
 """The downstream measurements, each read through the attribute CNN of evaluate.py: how well each way of
-finding a face's code reconstructs held-out faces (the GAN's E, optimisation, the hybrid, a VAE), and how far a
-makeover moves held-out faces towards the target without changing the rest. No other script imports this one.
+finding a face's code reconstructs held-out faces (the GAN's E, optimisation, the hybrid, a VAE), whether edits,
+analogies and descriptions of codes do what they say on held-out faces, and how far a makeover moves held-out faces
+towards the target without changing the rest. No other script imports this one.
 
 Usage:
     python scores.py encoders --run runs/demo --vae runs/vae                  # every encoder on 256 test faces
     python scores.py encoders --run runs/demo --vae runs/vae --count 32 --steps 50   # CPU-sized
+    python scores.py edits --run runs/reference --vae runs/vae        # GAN codes against VAE codes
+    python scores.py analogies --run runs/reference
+    python scores.py descriptions --run runs/reference
+    python scores.py edits --run runs/demo --count 50 --fit-limit 1000 --kinds mean   # CPU-sized
     python scores.py makeover --run runs/makeover-m2f --compare runs/makeover-adv runs/makeover-l1
 """
 
 import argparse
+import itertools
 import os
-import sys
 import time
 
 import numpy as np
 from skimage.metrics import structural_similarity
 
 import data_prep
+import dcgan
 import encoder
 import evaluate
+import facemath
 import makeover
 import runs  # noqa: F401  (chooses the Keras backend before anything below loads it)
 
-COMMANDS = ("encoders", "makeover")
+COMMANDS = ("encoders", "edits", "analogies", "descriptions", "makeover")
+FACE_MATH = ("edits", "analogies", "descriptions")
+FLIP_TARGET, COLLATERAL_TARGET, TARGET_STRENGTH = 0.9, 0.05, 2.0  # the bar for an edit that works
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -63,7 +72,8 @@ def compare(run, images, *, classifier, varying, vae=None, steps=200, lr=0.05, l
     """Every method (and the VAE's encoder when given) on the same faces: a row of scores each, plus seconds per
     image; returns (rows, {label: reconstructions})."""
     targets = encoder.as_images(images, run.config["image_size"])
-    jobs = [(method, run, method) for method in encoder.METHODS] + ([("vae", vae, "encoder")] if vae is not None else [])
+    jobs = [(method, run, method) for method in encoder.METHODS]
+    jobs += [("vae", vae, "encoder")] if vae is not None else []
     rows, reconstructions = [], {}
     for label, source, method in jobs:
         encoding = encoder.encode(source, targets, method=method, steps=steps, lr=lr, lambda_=lambda_,
@@ -114,7 +124,8 @@ def run_encoders(argv):
     data_prep.write_json(os.path.join(out, "compare.json"), {"settings": settings, "rows": rows})
     data_prep.atomic_write_bytes(os.path.join(out, "compare.md"), compare_markdown(rows, settings).encode())
     grid = [images[:encoder.GRID_FACES]] + [reconstructions[label][:encoder.GRID_FACES] for label in reconstructions]
-    data_prep.save_grid(os.path.join(out, "compare.png"), np.concatenate(grid), columns=min(encoder.GRID_FACES, len(images)),
+    data_prep.save_grid(os.path.join(out, "compare.png"), np.concatenate(grid),
+                        columns=min(encoder.GRID_FACES, len(images)),
                         row_labels=["original", *reconstructions])
     print(compare_markdown(rows, settings) + f"wrote {out}/compare.{{md,json,png}}")
 
@@ -290,6 +301,295 @@ def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, e
     return rows, out_dir
 
 # ----------------------------------------------------------------------------------------------------------
+# Face math: edits, analogies and descriptions on held-out faces, read by the attribute CNN
+
+
+def cnn_outputs(classifier, images):
+    """The attribute CNN's (probabilities (n, 40), features (n, 256)) of images."""
+    return evaluate.predict_attributes(classifier, images), evaluate.extract_features(classifier, images)
+
+
+def edit_measures(probabilities, features, start_probabilities, start_features, *, target, others, add):
+    """One row's figures: flip rate (the CNN now says the attribute is there when adding, absent when removing),
+    mean change of its probability, collateral (mean absolute change of the other varying attributes'
+    probabilities) and identity distance (CNN features, edited against the unedited reconstruction)."""
+    has = probabilities[:, target] > 0.5
+    return {"flip_rate": float(np.mean(has if add else ~has)),
+            "probability_change": float(np.mean(probabilities[:, target] - start_probabilities[:, target])),
+            "collateral": float(np.mean(np.abs(probabilities - start_probabilities)[:, others])),
+            "identity_distance": float(np.mean(np.linalg.norm(features - start_features, axis=1)))}
+
+
+def edit_rows(run, directions, held, *, classifier, kinds, strengths, count, seed=0, label="gan", attributes=None):
+    """`scores.py edits` for one run: per attribute (`attributes`, default every varying one), kind, sense (add to
+    held-out faces without it, remove from faces with it; the same faces for every kind) and strength, the
+    figures of edit_measures; strength 0 is the unedited reconstruction (the rate at which it already has it)."""
+    rng = np.random.default_rng(seed)
+    start_probabilities, start_features = cnn_outputs(classifier, dcgan.generate(run.generator, held.codes))
+    rows = []
+    for target in np.flatnonzero(directions.varying) if attributes is None else attributes:
+        others = directions.varying.copy()
+        others[target] = False
+        groups = {sense: rng.permutation(np.flatnonzero((held.labels[:, target] > 0.5) == present))[:count]
+                  for sense, present in (("add", False), ("remove", True))}
+        jobs = [(sense, strength, faces) for sense, faces in groups.items() if len(faces) >= 2
+                for strength in (0.0, *strengths)]
+        if not jobs:
+            continue
+        for kind in kinds:
+            vector = facemath.edit_vector(directions, int(target), kind=kind)
+            codes = np.concatenate([held.codes[faces] + (strength if sense == "add" else -strength) * vector
+                                    for sense, strength, faces in jobs])
+            probabilities, features = cnn_outputs(classifier, dcgan.generate(run.generator, codes))
+            offset = 0
+            for sense, strength, faces in jobs:
+                part = slice(offset, offset + len(faces))
+                offset += len(faces)
+                rows.append({"run": label, "kind": kind, "attribute": facemath.ATTRIBUTES[target], "sense": sense,
+                             "strength": strength, "faces": int(len(faces)),
+                             **edit_measures(probabilities[part], features[part], start_probabilities[faces],
+                                             start_features[faces], target=int(target), others=others,
+                                             add=sense == "add")})
+    return rows
+
+
+def edits_summary(rows, *, strength=TARGET_STRENGTH):
+    """Per run and attribute, at `strength` when adding: each kind's flip rate and collateral, the best kind (the
+    highest flip rate among those within the collateral bar, else the highest flip rate) and whether it meets
+    the bar."""
+    table = {}
+    for row in rows:
+        if row["sense"] == "add" and row["strength"] == strength:
+            table.setdefault((row["run"], row["attribute"]), {})[row["kind"]] = row
+    summary = []
+    for (run, attribute), by_kind in table.items():
+        within = [row for row in by_kind.values() if row["collateral"] <= COLLATERAL_TARGET]
+        best = max(within or by_kind.values(), key=lambda row: row["flip_rate"])
+        summary.append({"run": run, "attribute": attribute, "best_kind": best["kind"],
+                        "flip_rate": best["flip_rate"], "collateral": best["collateral"],
+                        "meets": best["flip_rate"] >= FLIP_TARGET and best["collateral"] <= COLLATERAL_TARGET,
+                        "by_kind": {kind: [row["flip_rate"], row["collateral"]] for kind, row in by_kind.items()}})
+    return summary
+
+
+def edits_markdown(rows, summary, settings):
+    kinds = sorted({row["kind"] for row in rows}, key=facemath.KINDS.index)
+    lines = [f"Adding each attribute at strength {TARGET_STRENGTH:g} to held-out faces without it: flip rate / "
+             f"collateral per kind; the bar is flip >= {FLIP_TARGET} with collateral <= {COLLATERAL_TARGET}.", "",
+             "| run | attribute | " + " | ".join(kinds) + " | best | meets |",
+             "|---|---|" + "---:|" * len(kinds) + "---|---|"]
+    for entry in summary:
+        cells = [f"{entry['by_kind'][kind][0]:.2f} / {entry['by_kind'][kind][1]:.3f}" if kind in entry["by_kind"]
+                 else "" for kind in kinds]
+        lines.append(f"| {entry['run']} | {entry['attribute']} | " + " | ".join(cells)
+                     + f" | {entry['best_kind']} | {'yes' if entry['meets'] else 'no'} |")
+    for run in sorted({entry["run"] for entry in summary}):
+        met = [entry["attribute"] for entry in summary if entry["run"] == run and entry["meets"]]
+        wins = {kind: sum(entry["best_kind"] == kind for entry in summary if entry["run"] == run) for kind in kinds}
+        lines += ["", f"{run}: the bar holds for {len(met)} of {sum(e['run'] == run for e in summary)} attributes"
+                  + (f" ({', '.join(met)})" if met else "") + "; best kind per attribute: "
+                  + ", ".join(f"{kind} {wins[kind]}" for kind in kinds)]
+    lines += ["", "| run | kind | sense | strength | flip rate | probability change | collateral | identity distance |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
+    for key, group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], facemath.KINDS.index(row["kind"]),
+                                                                     row["sense"], row["strength"])),
+                                        key=lambda row: (row["run"], row["kind"], row["sense"], row["strength"])):
+        group = list(group)
+        means = [np.mean([row[field] for row in group]) for field in
+                 ("flip_rate", "probability_change", "collateral", "identity_distance")]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {means[0]:.3f} | {means[1]:+.3f} | "
+                     f"{means[2]:.3f} | {means[3]:.2f} |")
+    described = ", ".join(f"{key} {value}" for key, value in settings.items())
+    return "\n".join(lines) + f"\n\n(means over attributes in the last table) {described}\n"
+
+
+def plot_edit_scores(rows, path):
+    """Flip rate and collateral against strength, one line per run and kind (means over attributes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for (run, kind), group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], row["kind"])),
+                                                key=lambda row: (row["run"], row["kind"])):
+        group = [row for row in group if row["sense"] == "add"]
+        strengths = sorted({row["strength"] for row in group})
+        for axis, field in zip(axes, ("flip_rate", "collateral")):
+            axis.plot(strengths, [np.mean([row[field] for row in group if row["strength"] == s]) for s in strengths],
+                      marker="o", label=f"{run} {kind}")
+    for axis, title in zip(axes, ("flip rate (adding)", "collateral (adding)")):
+        axis.set_xlabel("strength")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    return data_prep.save_figure(figure, path)
+
+
+def edit_examples(run, directions, held, *, kind, attributes=facemath.EXAMPLE_ATTRIBUTES,
+                  strengths=facemath.SWEEP_STRENGTHS, seed=0):
+    """A grid: for each of `attributes` that varies (the first eight varying ones when none does), one held-out
+    face without it, swept through `strengths`."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    chosen = [facemath.attribute_index(name) for name in attributes if directions.varying[facemath.attribute_index(name)]]
+    for target in chosen or np.flatnonzero(directions.varying)[:8]:
+        without = np.flatnonzero(held.labels[:, target] < 0.5)
+        if len(without) == 0:
+            continue
+        code = held.codes[int(rng.choice(without))]
+        vector = facemath.edit_vector(directions, int(target), kind=kind)
+        rows.append(np.stack([code + strength * vector for strength in strengths]))
+        labels.append(facemath.ATTRIBUTES[target][:14])
+    images = dcgan.generate(run.generator, np.concatenate(rows))
+    return images, labels
+
+
+def analogy_triples(labels, pair, *, count, seed=0):
+    """Up to `count` (a, b, c) index triples of faces for the attribute pair (X, Y): A has X and not Y, B has
+    both, C has neither; the expected D has Y and not X."""
+    x, y = facemath.attribute_index(pair[0]), facemath.attribute_index(pair[1])
+    has = np.asarray(labels) > 0.5
+    groups = [np.flatnonzero(has[:, x] & ~has[:, y]), np.flatnonzero(has[:, x] & has[:, y]),
+              np.flatnonzero(~has[:, x] & ~has[:, y])]
+    if min(len(group) for group in groups) == 0:
+        return np.zeros((0, 3), int)
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.choice(group, count) for group in groups], axis=1)
+
+
+def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, count=200, seed=0):
+    """Per attribute pair: the fraction of D = C + B - A on which the attribute CNN says the expected X and Y
+    (both, and each), beside D = C (no arithmetic: Y stays absent) as the floor."""
+    rows = []
+    for pair in pairs:
+        triples = analogy_triples(held.labels, pair, count=count, seed=seed)
+        if len(triples) == 0:
+            print(f"skipping {pair[0]}/{pair[1]}: the held-out faces lack one of its three groups")
+            continue
+        a, b, c = (held.codes[triples[:, column]] for column in range(3))
+        x, y = facemath.attribute_index(pair[0]), facemath.attribute_index(pair[1])
+        row = {"x": pair[0], "y": pair[1], "triples": int(len(triples))}
+        for name, codes in (("analogy", facemath.analogy_corner(a, b, c)), ("c_alone", c)):
+            said = evaluate.predict_attributes(classifier, dcgan.generate(run.generator, codes)) > 0.5
+            row[f"{name}_both"] = float(np.mean(~said[:, x] & said[:, y]))
+            row[f"{name}_x"], row[f"{name}_y"] = float(np.mean(~said[:, x])), float(np.mean(said[:, y]))
+        rows.append(row)
+    return rows
+
+
+def analogies_markdown(rows, settings):
+    lines = ["| A -> B (C -> D) | triples | D right on both | D: X absent | D: Y present | D = C (floor): both |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['x']} without {row['y']} -> with (not-{row['x']} -> with {row['y']}) | "
+                     f"{row['triples']} | {row['analogy_both']:.3f} | {row['analogy_x']:.3f} | "
+                     f"{row['analogy_y']:.3f} | "
+                     f"{row['c_alone_both']:.3f} |")
+    described = ", ".join(f"{key} {value}" for key, value in settings.items())
+    return "\n".join(lines) + f"\n\n{described}\n"
+
+
+def score_descriptions(directions, held, *, train_labels, classifier=None, images=None, count=facemath.TOP_COUNT):
+    """Precision of the top `count` attributes named from each held-out code, against its true labels, beside
+    always naming the `count` most frequent training attributes (and the attribute CNN on the photo itself)."""
+    truth = np.asarray(held.labels) > 0.5
+    named = facemath.top_attributes(facemath.attribute_scores(directions, held.codes), count=count)
+    frequent = np.argsort(-np.asarray(train_labels).mean(axis=0))[:count]
+    result = {"faces": int(len(truth)), "top": count,
+              "precision": float(np.take_along_axis(truth, named, axis=1).mean()),
+              "base_rate_precision": float(truth[:, frequent].mean()),
+              "most_frequent": [facemath.ATTRIBUTES[index] for index in frequent]}
+    if classifier is not None and images is not None:
+        probabilities = evaluate.predict_attributes(classifier, images)
+        cnn_top = np.argsort(-probabilities, axis=1)[:, :count]
+        result["cnn_precision"] = float(np.take_along_axis(truth, cnn_top, axis=1).mean())
+    return result
+
+
+def classifier_for_scores(path, run):
+    evaluate.check_run(run.directory, evaluate.classifier_config(path))
+    return evaluate.load_classifier(path)
+
+
+def held_out_for(run, args, *, classifier):
+    """Codes of held-out faces for the scores: the test split's, encoded as the directions' codes were (E when
+    the directions come from samples and E exists); with samples and no E, fresh samples (another seed)
+    labelled by the attribute CNN, as InterFaceGAN measures its edits."""
+    method = facemath.resolve_method(run, args.method, dataset=True, classifier_ready=classifier is not None)
+    if method == "samples" and facemath.has_encoder(run):
+        method = "encoder"
+    if method == "samples":
+        print(f"held-out faces: {args.test_limit} fresh samples (seed {args.seed + 1}) labelled by the attribute CNN")
+    return facemath.dataset_codes(run, method=method, split="test", limit=args.test_limit, steps=args.steps,
+                         seed=args.seed + 1 if method == "samples" else args.seed, classifier=classifier)
+
+
+def run_score_edits(run, args):
+    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+    for kind in kinds:
+        if kind not in facemath.KINDS:
+            raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(facemath.KINDS)}")
+    attributes = [facemath.attribute_index(name) for name in args.attributes.split(",") if name.strip()] or None
+    classifier = classifier_for_scores(args.classifier, run)
+    sources = [("gan" if facemath.run_kind(run) == "gan" else "vae", run)]
+    if args.vae:
+        sources.append(("vae", facemath.load_math_run(args.vae)))
+    rows, started, settings = [], time.perf_counter(), {"run": run.directory, "vae": args.vae}
+    out = facemath.output_dir(run, args)
+    for label, source in sources:
+        directions, codes = facemath.directions_for(source, args, classifier=classifier)
+        held = held_out_for(source, args, classifier=classifier)
+        settings[f"{label}_codes"] = f"{codes.method} ({len(codes.names)} fitted), {held.method} (held out)"
+        rows += edit_rows(source, directions, held, classifier=classifier, kinds=kinds, strengths=facemath.SCORE_STRENGTHS,
+                          count=args.count, seed=args.seed, label=label, attributes=attributes)
+        images, labels = edit_examples(source, directions, held, kind=kinds[0], seed=args.seed)
+        data_prep.save_grid(os.path.join(out, f"edit-scores-examples-{label}.png"), images,
+                            columns=len(facemath.SWEEP_STRENGTHS), row_labels=labels,
+                            column_labels=[f"{s:+g}" for s in facemath.SWEEP_STRENGTHS])
+    settings.update(count=args.count, seed=args.seed, seconds=round(time.perf_counter() - started, 1))
+    summary = edits_summary(rows)
+    markdown = edits_markdown(rows, summary, settings)
+    data_prep.write_json(os.path.join(out, "edit-scores.json"), {"settings": settings, "summary": summary,
+                                                                "rows": rows})
+    data_prep.atomic_write_bytes(os.path.join(out, "edit-scores.md"), markdown.encode())
+    plot_edit_scores(rows, os.path.join(out, "edit-scores.png"))
+    print(markdown + f"wrote {out}/edit-scores.{{md,json,png}} and edit-scores-examples-*.png")
+    return out
+
+
+def run_score_analogies(run, args):
+    classifier = classifier_for_scores(args.classifier, run)
+    held = held_out_for(run, args, classifier=classifier)
+    rows = score_analogies(run, held, classifier=classifier, count=args.count, seed=args.seed)
+    settings = {"run": run.directory, "codes": held.method, "held_out_faces": len(held.names), "seed": args.seed}
+    out = facemath.output_dir(run, args)
+    markdown = analogies_markdown(rows, settings)
+    data_prep.write_json(os.path.join(out, "analogy-scores.json"), {"settings": settings, "rows": rows})
+    data_prep.atomic_write_bytes(os.path.join(out, "analogy-scores.md"), markdown.encode())
+    print(markdown + f"wrote {out}/analogy-scores.{{md,json}}")
+    return out
+
+
+def run_score_descriptions(run, args):
+    classifier = classifier_for_scores(args.classifier, run)
+    directions, codes = facemath.directions_for(run, args, classifier=classifier)
+    held = held_out_for(run, args, classifier=classifier)
+    # Sampled faces' labels are the CNN's own view, so the CNN is compared only on real held-out photos.
+    images = None if held.method == "samples" else facemath.load_faces_split(run.config, split="test",
+                                                                    limit=args.test_limit).images
+    result = score_descriptions(directions, held, train_labels=codes.labels, classifier=classifier, images=images)
+    result.update(run=run.directory, codes=f"{codes.method} (directions), {held.method} (held out)", seed=args.seed)
+    out = facemath.output_dir(run, args)
+    data_prep.write_json(os.path.join(out, "description-scores.json"), result)
+    print(f"top-{result['top']} precision on {result['faces']} held-out faces: {result['precision']:.3f} from the "
+          f"codes, {result['base_rate_precision']:.3f} always naming {', '.join(result['most_frequent'])}"
+          + (f", {result['cnn_precision']:.3f} from the attribute CNN on the photo" if "cnn_precision" in result
+             else "") + f"; wrote {out}/description-scores.json")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -299,12 +599,23 @@ def subcommand_parser(command):
     add = parser.add_argument
     if command == "encoders":
         add("--run", required=True, help="the GAN run directory")
-        add("--vae", default=None, help="a VAE run (encoder.py vae) trained on the same data")
+        add("--vae", default=None, help="a VAE run (vae.py) trained on the same data")
         add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
         add("--count", type=int, default=256, help="held-out test faces")
         add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
         add("--out", default=None, help="directory (default: <run>/encoder/compare)")
         encoder.add_projection_flags(add)
+    elif command in FACE_MATH:
+        facemath.add_run_flags(add)
+        add("--test-limit", type=int, default=1000, help="held-out (test split) faces encoded for the scores")
+        if command == "edits":
+            add("--kinds", default=",".join(facemath.KINDS), help="comma-separated kinds of direction to score")
+            add("--count", type=int, default=200, help="held-out faces per attribute, sense and kind")
+            add("--vae", default=None, help="a VAE run on the same data, scored the same way (GAN codes against VAE)")
+            add("--attributes", default="",
+                help="comma-separated attributes to score (default: every one that varies)")
+        elif command == "analogies":
+            add("--count", type=int, default=200, help="triples per attribute pair")
     else:
         add("--run", required=True, help="the makeover run directory (runs/<name>)")
         add("--epoch", type=int, default=None, help="use the translator saved after this epoch (default: final)")
@@ -316,7 +627,8 @@ def subcommand_parser(command):
         add("--n", type=int, default=None, help="held-out source faces (default: all, at most 2000)")
         add("--seed", type=int, default=0, help="seed of the held-out faces' choice")
         add("--out", default=None, help="output directory (default: <run>/scores)")
-    add("--verbose", action="store_true", help="show TensorFlow's start-up log lines")
+    if command not in FACE_MATH:  # facemath's run flags have it
+        add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
 
@@ -328,12 +640,14 @@ def run_makeover(argv):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] not in COMMANDS:
-        given = argv[0] if argv else "nothing"
-        raise data_prep.DataError(f"expected a command ({', '.join(COMMANDS)}), got {given}; "
-                                  f"see `python scores.py <command> --help`")
-    {"encoders": run_encoders, "makeover": run_makeover}[argv[0]](argv[1:])
+    command, rest = runs.split_command(argv, COMMANDS, "scores.py")
+    argv = [command, *rest]
+    if command in FACE_MATH:
+        args = subcommand_parser(command).parse_args(argv[1:])
+        run = facemath.load_math_run(args.run, runs_dir=args.runs_dir)
+        score = {"edits": run_score_edits, "analogies": run_score_analogies, "descriptions": run_score_descriptions}
+        return score[command](run, args)
+    {"encoders": run_encoders, "makeover": run_makeover}[command](argv[1:])
 
 
 if __name__ == "__main__":

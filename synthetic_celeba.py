@@ -11,14 +11,31 @@ Usage (through data_prep's command line, which every script shares):
     python data_prep.py synth --out /tmp/faces --count 2000                      # CPU-sized: about 2 seconds
 """
 
+import multiprocessing
 import os
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data_prep import (ALIGNED_HEIGHT, ALIGNED_WIDTH, CELEBA_ATTRIBUTES, CELEBA_TEMPLATE_LANDMARKS,
-                       LANDMARK_COLUMNS, DataError)
+# CelebA's on-disk format, which the renderer writes and data_prep.py reads.
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
+    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
+    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
+    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
+    "Wearing_Necklace", "Wearing_Necktie", "Young")  # CelebA's 40, in CelebA's order
+LANDMARK_COLUMNS = ["lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
+                    "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y"]
+ALIGNED_WIDTH, ALIGNED_HEIGHT = 178, 218
+# Mean (x, y) of left eye, right eye, nose, left and right mouth corner in CelebA's aligned images.
+CELEBA_TEMPLATE_LANDMARKS = np.array([[69, 111], [108, 111], [88, 135], [72, 152], [105, 152]], np.float32)
+
+
+class DataError(ValueError):
+    """Bad input data or arguments: the message is one line that names the problem."""
+
 
 # The 32 attributes that vary: 31 drawn by render_face, and "Attractive", which is not drawn but labelled by a
 # rule on drawn attributes (Young, not Blurry, not Bags_Under_Eyes, not Chubby, not Big_Nose). The other 8 are
@@ -279,8 +296,6 @@ def render_synthetic_celeba(out_dir, *, count=20000, seed=0, workers=2, progress
     rows = []
     with tqdm(total=count, desc="rendering", unit="img", disable=not progress, mininterval=1.0) as bar:
         if workers > 1:
-            import multiprocessing
-
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 for chunk_rows in pool.imap(_render_chunk, jobs):
                     rows.extend(chunk_rows)

@@ -95,6 +95,29 @@ def tiny_celeba(tmp_path_factory):
     return str(write_tiny_celeba(str(tmp_path_factory.mktemp("tiny-celeba"))))
 
 
+def train_tiny_classifier(tiny_celeba, out, *, crop="dcgan"):
+    """The attribute CNN of the tiny CelebA at 32 pixels wide (8 and 16 filters, four epochs through the CLI), for
+    the tests of the scripts that measure with one. Returns its directory."""
+    import evaluate
+
+    evaluate.main(["classifier", "--data", tiny_celeba, "--crop", crop, "--image-size", "32", "--filters", "8", "16",
+                   "--epochs", "4", "--batch-size", "32", "--learning-rate", "0.01",
+                   "--cache-dir", str(out / "cache"), "--out", str(out / "classifier")])
+    return out / "classifier"
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tiny_celeba, tmp_path_factory):
+    """The tiny CelebA's attribute CNN of the DCGAN crop (a pathlib.Path); treat it as read-only."""
+    return train_tiny_classifier(tiny_celeba, tmp_path_factory.mktemp("classifier"))
+
+
+@pytest.fixture(scope="session")
+def makeover_classifier(tiny_celeba, tmp_path_factory):
+    """The tiny CelebA's attribute CNN of the makeover crop (a pathlib.Path); treat it as read-only."""
+    return train_tiny_classifier(tiny_celeba, tmp_path_factory.mktemp("makeover-classifier"), crop="makeover")
+
+
 def train_settled_tiny_run(tiny_celeba, workspace, *, latent_dim=8):
     """A one-epoch GAN (32x32, 8 filters, z of `latent_dim`, three steps) whose batch norm is settled on 20 batches
     of samples, so that G(z) depends on z; for the tests of the scripts that stand on a run. Returns its path."""

@@ -357,6 +357,19 @@ def test_make_dataset_flip_mirrors_some_images(sixteen_images):
     assert 0 < sum(flipped) < len(seen)
 
 
+def test_make_dataset_with_labels_keeps_each_image_with_its_labels(sixteen_images):
+    labels = np.eye(16, dtype=np.int8)  # image i is the only one with label i
+    dataset = data_prep.make_dataset(sixteen_images, labels=labels, batch_size=6, flip=True, seed=0,
+                                     drop_remainder=False)
+    batches = [(images.numpy(), targets.numpy()) for images, targets in dataset]
+    assert [len(targets) for _, targets in batches] == [6, 6, 4]  # the last, short batch is kept
+    for images, targets in batches:
+        assert targets.dtype == np.float32
+        for image, target in zip(data_prep.to_uint8(images), targets):
+            original = sixteen_images[int(np.argmax(target))]
+            assert np.array_equal(image, original) or np.array_equal(image, original[:, ::-1])
+
+
 def test_make_dataset_rejects_fewer_images_than_a_batch(sixteen_images):
     with pytest.raises(DataError, match="only 16 images for a batch of 32"):
         data_prep.make_dataset(sixteen_images, batch_size=32)

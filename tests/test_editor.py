@@ -15,9 +15,7 @@ import skimage.data
 
 from conftest import train_settled_tiny_run
 import dcgan
-import runs
 import editor
-import evaluate
 import facemath
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,15 +36,6 @@ def workspace(tmp_path_factory):
 def tiny_run(tiny_celeba, workspace):
     """A one-epoch GAN with z of 8 whose batch norm is settled, so that G(z) depends on z."""
     return train_settled_tiny_run(tiny_celeba, workspace, latent_dim=LATENT)
-
-
-@pytest.fixture(scope="module")
-def classifier_dir(tiny_run, workspace):
-    """An untrained attribute CNN for the tiny run's data: the page shows its view; what it says does not matter."""
-    config = runs.read_config(tiny_run)
-    classifier = evaluate.build_classifier(image_shape=(32, 32), filters=(8, 16))
-    return evaluate.save_classifier(str(workspace / "classifier"), classifier, {
-        "data": config["data"], "image_size": 32, "crop": "dcgan", "crop_size": config.get("crop_size", 108)})
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +162,7 @@ def server(tiny_run, classifier_dir, cached_codes, workspace):
     environment = dict(os.environ, TMPDIR=str(temporary), PYTHONUNBUFFERED="1")
     chosen = os.environ.get("EDITOR_TEST_RUN")
     run = os.path.abspath(chosen) if chosen else tiny_run
-    flags = [] if chosen else ["--classifier", classifier_dir, "--method", "optimize", "--steps", str(STEPS),
+    flags = [] if chosen else ["--classifier", str(classifier_dir), "--method", "optimize", "--steps", str(STEPS),
                                "--fit-limit", str(FIT_LIMIT)]
     process = subprocess.Popen([sys.executable, os.path.join(REPO, "editor.py"), "--run", run, "--port", str(port),
                                 *flags], cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import skimage.data
 
+import complete
 import data_prep
 import dcgan
 import runs
 import scores
+import vae
 import encoder
 import evaluate
 import keras  # after dcgan, which chooses the TensorFlow backend
@@ -54,18 +56,8 @@ def encoded_run(gan_run, tmp_path_factory):
 def vae_run(gan_run, tmp_path_factory):
     """A VAE trained with the GAN run's data, sizes and image-steps (one epoch of three steps of 16)."""
     runs = tmp_path_factory.mktemp("vae")
-    encoder.main(["vae", "--name", "vae", "--runs-dir", str(runs), "--like", gan_run])
+    vae.main(["--name", "vae", "--runs-dir", str(runs), "--like", gan_run])
     return str(runs / "vae")
-
-
-@pytest.fixture(scope="module")
-def classifier_dir(tiny_celeba, gan_run, tmp_path_factory):
-    """A tiny attribute CNN on the tiny CelebA (an instrument only in shape: two steps of training)."""
-    out = tmp_path_factory.mktemp("classifier")
-    evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "32", "--filters", "8", "16",
-                   "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "32",
-                   "--cache-dir", runs.read_config(gan_run)["cache_dir"], "--out", str(out)])
-    return str(out)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +80,7 @@ def cli_error(argv, capsys):
 def test_encoder_is_the_discriminators_stack_with_a_linear_head():
     discriminator = dcgan.build_discriminator(image_size=32, filters=8, kernel_size=5)
     network = encoder.build_encoder(latent_dim=20, image_size=32, filters=8, kernel_size=5)
-    vae_encoder = encoder.build_vae_encoder(latent_dim=20, image_size=32, filters=8, kernel_size=5)
+    vae_encoder = vae.build_vae_encoder(latent_dim=20, image_size=32, filters=8, kernel_size=5)
     assert network.output_shape == (None, 20)
     assert [output.shape for output in vae_encoder.outputs] == [(None, 20), (None, 20)]
     for name in ("down1", "down2", "down3"):
@@ -100,7 +92,7 @@ def test_kl_term_matches_the_hand_computed_value():
     mean = np.array([[0.0, 1.0], [0.0, 0.0]], np.float32)
     log_variance = np.array([[0.0, np.log(2.0)], [0.0, 0.0]], np.float32)
     # Row 1: 0.5 * ((1 + 0 - 1 - 0) + (2 + 1 - 1 - ln 2)) = 1 - ln(2) / 2; row 2: the prior itself, 0.
-    values = keras.ops.convert_to_numpy(encoder.kl_divergence(mean, log_variance))
+    values = keras.ops.convert_to_numpy(vae.kl_divergence(mean, log_variance))
     np.testing.assert_allclose(values, [1.0 - np.log(2.0) / 2, 0.0], rtol=1e-6, atol=1e-7)
 
 
@@ -120,7 +112,7 @@ def test_masked_pixel_distance_counts_only_known_pixels():
 @pytest.mark.parametrize("name, known_fraction", [("center", 0.75), ("left", 0.5), ("grid", 1 / 16),
                                                   ("lowres", 0.0)])
 def test_masks_keep_the_hand_computed_pixels(name, known_fraction):
-    mask = encoder.make_mask(name, 32)
+    mask = complete.make_mask(name, 32)
     assert mask.shape == (32, 32) and mask.mean() == known_fraction
     if name == "center":
         assert mask[8:24, 8:24].sum() == 0 and mask[7, 7] == 1 and mask[24, 24] == 1
@@ -131,12 +123,12 @@ def test_masks_keep_the_hand_computed_pixels(name, known_fraction):
 
 
 def test_random_mask_drops_a_seeded_fifth():
-    mask = encoder.make_mask("random", 32, seed=3)
+    mask = complete.make_mask("random", 32, seed=3)
     expected = np.random.default_rng(3).random((32, 32)) >= 0.2
     np.testing.assert_array_equal(mask, expected.astype(np.float32))
-    assert not np.array_equal(mask, encoder.make_mask("random", 32, seed=4))
+    assert not np.array_equal(mask, complete.make_mask("random", 32, seed=4))
     with pytest.raises(ValueError, match="unknown mask 'square'"):
-        encoder.make_mask("square", 32)
+        complete.make_mask("square", 32)
 
 
 def test_projection_recovers_an_image_made_from_a_known_z(gan_run):
@@ -266,13 +258,13 @@ def test_encode_cli_reads_a_photo_through_load_face(encoded_run, tmp_path):
         assert codes["names"].tolist() == ["astronaut.jpg"] and codes["step_losses"].shape == (2, 1)
 
 
-@pytest.mark.parametrize("blend", encoder.BLENDS)
+@pytest.mark.parametrize("blend", complete.BLENDS)
 def test_completion_changes_pixels_only_inside_the_hole(gan_run, test_faces, blend):
     run = dcgan.load_run(gan_run)
-    result = encoder.complete(run.generator, run.discriminator, test_faces[:2], mask="center", blend=blend,
+    result = complete.complete(run.generator, run.discriminator, test_faces[:2], mask="center", blend=blend,
                               steps=3, progress=False)
     originals = data_prep.to_float(test_faces[:2])
-    hole = encoder.make_mask("center", 32) == 0
+    hole = complete.make_mask("center", 32) == 0
     np.testing.assert_array_equal(result.completed[:, ~hole], originals[:, ~hole])
     assert np.abs(result.completed[:, hole] - originals[:, hole]).mean() > 0.01
     np.testing.assert_array_equal(result.masked[:, hole], 0.0)
@@ -284,7 +276,7 @@ def test_complete_cli_writes_original_masked_and_completed(gan_run, tmp_path):
     config = runs.read_config(gan_run)
     aligned = data_prep.read_image_uint8(os.path.join(config["data"], "img_align_celeba", "000190.jpg"))
     data_prep.write_image(photo, aligned)
-    encoder.main(["complete", "--run", gan_run, "--mask", "left", "--steps", "2", "--fallback-crop", photo,
+    complete.main(["--run", gan_run, "--mask", "left", "--steps", "2", "--fallback-crop", photo,
                   "--out", str(tmp_path / "out")])
     triple = data_prep.read_image_uint8(str(tmp_path / "out" / "face_left.png"))
     assert triple.shape == (34 + 2, 3 * 34 + 2, 3)
@@ -292,7 +284,10 @@ def test_complete_cli_writes_original_masked_and_completed(gan_run, tmp_path):
 
 def test_bad_input_is_one_line_and_nothing_is_written(gan_run, encoded_run, tmp_path, capsys):
     assert "not a run directory" in cli_error(["encode", "--run", str(tmp_path / "none"), "--split", "test"], capsys)
-    assert "unknown mask 'square'" in cli_error(["complete", "--run", gan_run, "--mask", "square", "x.jpg"], capsys)
+    with pytest.raises(SystemExit):
+        data_prep.run_cli(complete.main, ["--run", gan_run, "--mask", "square", "x.jpg"])
+    assert "unknown mask 'square'" in capsys.readouterr().err
+    assert "python complete.py" in cli_error(["complete", "--run", gan_run], capsys)
     assert "invalid choice: 'magic'" in cli_error(["encode", "--run", gan_run, "--method", "magic", "x.jpg"], capsys)
     assert "expected a command" in cli_error(["fly"], capsys)
     assert "no trained encoder" in cli_error(["encode", "--run", gan_run, "--method", "encoder", "--split", "test",
@@ -324,11 +319,11 @@ def test_runs_without_a_network_or_with_anothers_encoder_are_refused(gan_run, en
     vae_like = str(tmp_path / "vae-like")
     shutil.copytree(gan_run, vae_like)
     data_prep.write_json(os.path.join(vae_like, "config.json"), {**runs.read_config(gan_run), "kind": "vae"})
-    for command in (["train"], ["complete", "x.jpg"]):
-        assert "is a VAE run" in cli_error([command[0], "--run", vae_like, *command[1:]], capsys)
-    with pytest.raises(SystemExit):
-        data_prep.run_cli(scores.main, ["encoders", "--run", vae_like])
-    assert "is a VAE run" in capsys.readouterr().err
+    assert "is a VAE run" in cli_error(["train", "--run", vae_like], capsys)
+    for main, argv in ((complete.main, ["--run", vae_like, "x.jpg"]), (scores.main, ["encoders", "--run", vae_like])):
+        with pytest.raises(SystemExit):
+            data_prep.run_cli(main, argv)
+        assert "is a VAE run" in capsys.readouterr().err
 
 
 def test_varying_attributes_and_perfect_reconstructions_score_as_hand_computed(classifier_dir, test_faces):
@@ -346,8 +341,8 @@ def test_varying_attributes_and_perfect_reconstructions_score_as_hand_computed(c
 
 def test_compare_writes_one_row_per_method_and_the_vae(encoded_run, vae_run, classifier_dir, tmp_path):
     out = tmp_path / "compare"
-    scores.main(["encoders", "--run", encoded_run, "--vae", vae_run, "--classifier", classifier_dir, "--count", "4",
-                  "--steps", "2", "--out", str(out)])
+    scores.main(["encoders", "--run", encoded_run, "--vae", vae_run, "--classifier", str(classifier_dir),
+                 "--count", "4", "--steps", "2", "--out", str(out)])
     report = json.loads((out / "compare.json").read_text())
     assert [row["method"] for row in report["rows"]] == [*encoder.METHODS, "vae"]
     for row in report["rows"]:

@@ -161,16 +161,6 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def classifier_dir(tiny_celeba, workspace):
-    """A tiny attribute CNN (32x32, 8 and 16 filters) trained for a few epochs through the CLI."""
-    out = workspace / "classifier"
-    evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "32", "--filters", "8", "16",
-                   "--epochs", "4", "--batch-size", "32", "--learning-rate", "0.01",
-                   "--cache-dir", str(workspace / "cache"), "--out", str(out)])
-    return out
-
-
-@pytest.fixture(scope="module")
 def trained_run(tiny_celeba, workspace):
     """A DCGAN trained for two epochs of three steps on the tiny CelebA."""
     runs = workspace / "runs"
@@ -321,11 +311,8 @@ def test_a_run_trained_on_other_data_or_crop_is_refused(classifier_dir, trained_
     assert flag in error and str(value) in error
 
 
-def test_a_classifier_for_the_makeover_crop_measures_its_images(tiny_celeba, workspace):
-    out = workspace / "classifier-makeover"
-    evaluate.main(["classifier", "--crop", "makeover", "--data", tiny_celeba, "--image-size", "32", "--filters", "8",
-                   "16", "--epochs", "1", "--batch-size", "32", "--cache-dir", str(workspace / "cache"),
-                   "--out", str(out)])
+def test_a_classifier_for_the_makeover_crop_measures_its_images(makeover_classifier, tiny_celeba, workspace):
+    out = makeover_classifier
     config = evaluate.classifier_config(out)
     assert config["crop"] == "makeover" and config["image_shape"] == [40, 32]
     images, names, labels = data_prep.load_split(tiny_celeba, split="test", crop="makeover", image_size=32,

@@ -14,7 +14,7 @@ import data_prep
 from conftest import train_settled_tiny_run
 import dcgan
 import runs
-import evaluate
+import scores
 import facemath
 
 LATENT = 8
@@ -33,19 +33,12 @@ def tiny_run(tiny_celeba, workspace):
     return train_settled_tiny_run(tiny_celeba, workspace, latent_dim=LATENT)
 
 
-@pytest.fixture(scope="module")
-def classifier_dir(tiny_celeba, workspace):
-    out = workspace / "classifier"
-    evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "32", "--filters", "8", "16", "--epochs", "2",
-                   "--batch-size", "32", "--learning-rate", "0.01", "--cache-dir", str(workspace / "cache"),
-                   "--out", str(out)])
-    return str(out)
-
-
 def cli(argv, run, out, classifier=None):
-    """facemath.main with the tiny run's flags; flags in argv come later, so they win."""
+    """facemath.main (scores.main for the scores) with the tiny run's flags; flags in argv come later, so they win."""
     flags = ["--run", run, "--out", str(out), "--fit-limit", "160", *QUICK,
-             *(["--classifier", classifier] if classifier else [])]
+             *(["--classifier", str(classifier)] if classifier else [])]
+    if argv[0] in scores.FACE_MATH:
+        return scores.main([argv[0], *flags, *argv[1:]])
     if argv[0] in facemath.SUBCOMMANDS:
         return facemath.main([argv[0], *flags, *argv[1:]])
     return facemath.main([*flags, *argv])
@@ -301,9 +294,20 @@ def test_codes_are_cached_and_rebuilt_when_the_method_changes(tiny_run):
     assert os.path.getmtime(path) != modified
 
 
+def test_unsaved_codes_read_the_cache_but_write_nothing(tiny_run):
+    run = facemath.load_math_run(tiny_run)
+    path = facemath.codes_path(run, method="optimize", split="test", limit=4)
+    unsaved = facemath.dataset_codes(run, method="optimize", split="test", limit=4, steps=2, save=False)
+    assert not os.path.exists(path) and not unsaved.from_cache and unsaved.codes.shape == (4, LATENT)
+    saved = facemath.dataset_codes(run, method="optimize", split="test", limit=4, steps=2)
+    assert os.path.isfile(path) and not saved.from_cache
+    cached = facemath.dataset_codes(run, method="optimize", split="test", limit=4, steps=2, save=False)
+    assert cached.from_cache and np.array_equal(cached.codes, saved.codes) and cached.names == saved.names
+
+
 def test_score_commands_write_tables(tiny_run, classifier_dir, tmp_path):
     flags = ["--test-limit", "20"]
-    out = cli(["score-edits", "--count", "4", "--kinds", "mean,conditional", "--attributes", "Male,Smiling", *flags],
+    out = cli(["edits", "--count", "4", "--kinds", "mean,conditional", "--attributes", "Male,Smiling", *flags],
               tiny_run, tmp_path, classifier_dir)
     payload = json.loads(open(os.path.join(out, "edit-scores.json")).read())
     assert {row["kind"] for row in payload["rows"]} == {"mean", "conditional"}
@@ -311,10 +315,10 @@ def test_score_commands_write_tables(tiny_run, classifier_dir, tmp_path):
     assert all(0 <= row["flip_rate"] <= 1 for row in payload["rows"])
     assert os.path.isfile(os.path.join(out, "edit-scores.png"))
     assert "| gan |" in open(os.path.join(out, "edit-scores.md")).read()
-    cli(["score-analogies", "--count", "5", *flags], tiny_run, tmp_path, classifier_dir)
+    cli(["analogies", "--count", "5", *flags], tiny_run, tmp_path, classifier_dir)
     rows = json.loads(open(os.path.join(out, "analogy-scores.json")).read())["rows"]
     assert rows and all(0 <= row["analogy_both"] <= 1 for row in rows)
-    cli(["score-descriptions", *flags], tiny_run, tmp_path, classifier_dir)
+    cli(["descriptions", *flags], tiny_run, tmp_path, classifier_dir)
     result = json.loads(open(os.path.join(out, "description-scores.json")).read())
     assert result["faces"] == 20 and 0 <= result["precision"] <= 1 and len(result["most_frequent"]) == 5
 
@@ -370,13 +374,14 @@ def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path, capsys):
     assert "did you mean 'Male'" in cli_error(["--map", "--color-by", "Mail", *base], capsys)
     assert "name no faces" in cli_error(["--edit", TEST_FACES[0], "--examples", "--sweep", "Smiling", *base], capsys)
     assert "--add ATTR=STRENGTH or --sweep" in cli_error(["--edit", TEST_FACES[0], *base], capsys)
+    assert "python scores.py edits" in cli_error(["score-edits", *base], capsys)
 
 
 def test_one_edit_writes_a_png_and_bench_times_it(tmp_path):
     import bench
 
     generator = dcgan.build_generator(latent_dim=LATENT, image_size=32, filters=8, kernel_size=4)
-    path = facemath.edit_to_png(generator, np.zeros(LATENT, np.float32), np.ones(LATENT, np.float32), 1.5,
-                                str(tmp_path / "edit.png"))
+    path = bench.edit_to_png(generator, np.zeros(LATENT, np.float32), np.ones(LATENT, np.float32), 1.5,
+                             str(tmp_path / "edit.png"))
     assert cv2.imread(path).shape == (32, 32, 3)
     assert bench.edit_milliseconds(generator, windows=2) > 0

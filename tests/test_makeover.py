@@ -334,18 +334,6 @@ def test_apply_bad_input_fails_in_one_line(trained_run, astronaut_jpeg, tmp_path
 # Scores
 
 
-@pytest.fixture(scope="module")
-def makeover_classifier(tiny_celeba, trained_run, tmp_path_factory):
-    """A tiny attribute CNN of the run's crop and size (a few steps: the table's arithmetic is what is tested)."""
-    out = tmp_path_factory.mktemp("classifier")
-    classifier, _, _ = evaluate.train_classifier(data_dir=tiny_celeba, crop="makeover", image_size=32, epochs=1,
-                                                 steps_per_epoch=2, filters=(4, 4, 4, 4), feature_dim=8,
-                                                 cache_dir=str(out / "cache"), progress=False, verbose=0)
-    evaluate.save_classifier(str(out), classifier, {"data": tiny_celeba, "crop": "makeover", "image_size": 32,
-                                                    "crop_size": 108, "cache_dir": str(out / "cache")})
-    return out
-
-
 def test_score_table_has_both_baselines_and_every_run(trained_run, makeover_classifier, tmp_path):
     other = tmp_path / "again"
     shutil.copytree(trained_run, other)

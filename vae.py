@@ -1,0 +1,224 @@
+"""A VAE of the DCGAN's size (Kingma and Welling 2014, "Auto-Encoding Variational Bayes"): the encoder is E's
+convolutional stack with a mean and a log-variance head, the decoder is the DCGAN generator. Trained with --like on
+a GAN run's data, sizes, batch and image-steps, it answers the open question (GAN codes or VAE codes?) in numbers:
+`python scores.py encoders --vae` and `python scores.py edits --vae`. Its run directory reads like a GAN's
+(config.json with "kind": "vae", generator.keras, the VAE's encoder in vae_encoder.keras), so encoder.py encode,
+facemath.py and editor.py take it as --run.
+
+Usage:
+    python vae.py --name vae --like runs/demo                    # the GAN's data, sizes, batch and image-steps
+    python vae.py --name vae-cpu --image-size 32 --filters 16 --epochs 2 --steps-per-epoch 50   # CPU-sized
+    python vae.py --name vae --like runs/demo --resume --epochs 12
+"""
+
+import argparse
+import os
+
+import numpy as np
+
+import data_prep
+import dcgan
+import encoder
+import runs
+
+import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietly)
+import tensorflow as tf  # noqa: E402
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model
+
+
+def build_vae_encoder(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="vae_encoder"):
+    """The VAE's encoder: E's stack with two linear heads, the posterior's mean and log-variance."""
+    image = keras.Input((image_size, image_size, 3), name="image")
+    features = encoder.conv_stack(image, image_size=image_size, filters=filters, kernel_size=kernel_size)
+    mean = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32",
+                              name="mean")(features)  # (batch, latent_dim)
+    log_variance = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32",
+                                      name="log_variance")(features)  # (batch, latent_dim)
+    return keras.Model(image, [mean, log_variance], name=name)
+
+def kl_divergence(mean, log_variance):
+    """KL(N(mean, exp(log_variance)) || N(0, 1)) per example, summed over dimensions (Kingma and Welling's
+    appendix B): 0.5 * sum(exp(lv) + mean^2 - 1 - lv). (batch,)"""
+    mean = keras.ops.cast(mean, "float32")
+    log_variance = keras.ops.cast(log_variance, "float32")
+    return 0.5 * keras.ops.sum(keras.ops.exp(log_variance) + mean ** 2 - 1.0 - log_variance, axis=-1)
+
+class VAE(keras.Model):
+    """A VAE whose decoder is the DCGAN generator: per image, the squared error summed over pixels (a Gaussian
+    decoder of variance 1/2 on [-1, 1] pixels) plus beta times the KL term; one optimizer for both halves."""
+
+    PARTS = ("reconstruction", "kl")
+
+    def __init__(self, encoder, generator, *, beta=1.0, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.generator = encoder, generator
+        self.beta = beta
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *self.PARTS)}
+        self.built = True
+
+    def compile(self, optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.vae_optimizer = optimizer
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def parts(self, images, *, training):
+        mean, log_variance = self.encoder(images, training=training)  # (batch, latent_dim) each
+        noise = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+        z = mean + tf.exp(0.5 * log_variance) * noise  # the reparameterisation trick
+        reconstructions = tf.cast(self.generator(z, training=training), tf.float32)
+        reconstruction = tf.reduce_sum(tf.square(reconstructions - images), axis=[1, 2, 3])
+        return {"reconstruction": tf.reduce_mean(reconstruction),
+                "kl": tf.reduce_mean(kl_divergence(mean, log_variance))}
+
+    def train_step(self, images):
+        images = runs.to_float_batch(images)
+        with tf.GradientTape() as tape:
+            parts = self.parts(images, training=True)
+            loss = parts["reconstruction"] + self.beta * parts["kl"]
+        variables = self.encoder.trainable_variables + self.generator.trainable_variables
+        gradients = tape.gradient(loss, [variable.value for variable in variables])
+        self.vae_optimizer.apply_gradients(zip(gradients, variables))
+        step = {"loss": loss, **parts}
+        for name, value in step.items():
+            self.trackers[name].update_state(value)
+        return step
+
+    def state_variables(self):
+        return (self.encoder.weights + self.generator.weights + self.vae_optimizer.variables
+                + [self.seed_generator.state])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+
+
+def image_steps(config, run_dir, *, train_count):
+    """Images the run's training steps have seen: finished epochs x steps per epoch x batch size."""
+    losses = os.path.join(run_dir, "d_losses.npy")
+    epochs = len(np.load(losses)) if os.path.isfile(losses) else config["epochs"]
+    steps = config.get("steps_per_epoch") or train_count // config["batch_size"]
+    return int(epochs * steps * config["batch_size"])
+
+def make_vae(config):
+    with runs.dtype_policy(config["compute_precision"]):
+        sizes = {"latent_dim": config["latent_dim"], "image_size": config["image_size"],
+                 "filters": config["filters"], "kernel_size": config["kernel"]}
+        vae = VAE(build_vae_encoder(**sizes), dcgan.build_generator(**sizes), beta=config["beta"],
+                  seed=config["seed"])
+    vae.compile(keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
+    vae.vae_optimizer.build(vae.encoder.trainable_variables + vae.generator.trainable_variables)
+    return vae
+
+def train_vae(config, run_dir, *, resume=False, verbose=1):
+    """Train (or resume) the VAE of `config` into run_dir, a run directory that dcgan.load_generator reads."""
+    keras.utils.set_random_seed(config["seed"])
+    vae = make_vae(config)
+    history = {name: [] for name in ("loss", *VAE.PARTS)}
+    if resume:
+        history = runs.load_checkpoint(run_dir, vae.state_variables())
+    else:
+        data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_z.npy"),
+                                  dcgan.latent_for_seed(config["seed"], encoder.GRID_FACES, config["latent_dim"]))
+    fixed = encoder.fixed_held_out(run_dir, config, seed=config["seed"])
+    fixed_z = np.load(os.path.join(run_dir, "fixed_z.npy"))
+
+    def save_epoch(number):
+        mean = encoder.encoder_codes(vae.encoder, data_prep.to_float(fixed))
+        rows = [data_prep.to_float(fixed), dcgan.generate(vae.generator, mean), dcgan.generate(vae.generator, fixed_z)]
+        data_prep.save_grid(os.path.join(run_dir, "samples", f"epoch_{number:03d}.png"), np.concatenate(rows),
+                            columns=encoder.GRID_FACES, row_labels=["x", "dec(mean)", "dec(z)"])
+        runs.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
+                                                              f"generator_epoch_{number:03d}.weights.h5"))
+
+    images = encoder.training_images(config, limit=config["limit"])
+    dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
+    steps = config["steps_per_epoch"]
+    encoder.fit_with_evidence(vae, dataset.repeat() if steps else dataset, run_dir, epochs=config["epochs"],
+                      steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
+    runs.save_model_atomic(vae.generator, os.path.join(run_dir, "generator.keras"))
+    runs.save_model_atomic(vae.encoder, os.path.join(run_dir, "vae_encoder.keras"))
+    return vae, history
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def make_parser():
+    parser = runs.OneLineParser(prog="vae.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--name", default="vae", help="run name: the run directory is <runs-dir>/<name>")
+    add("--runs-dir", default="runs", help="where run directories live")
+    add("--like", default=None, help="a GAN run whose data, sizes, batch and image-steps the VAE copies")
+    add("--data", default=None, help="CelebA directory (default: the synthetic CelebA); ignored with --like")
+    add("--image-size", type=int, default=64, help="image size (with --like: the GAN's)")
+    add("--filters", type=int, default=64, help="base filters of encoder and decoder (with --like: the GAN's)")
+    add("--kernel", type=int, default=5, help="kernel size (with --like: the GAN's)")
+    add("--latent-dim", type=int, default=100, help="size of z (with --like: the GAN's)")
+    add("--batch-size", type=int, default=64, help="batch size (with --like: the GAN's)")
+    add("--epochs", type=int, default=10,
+        help="epochs (with --like: as many as the GAN's image-steps, unless typed)")
+    add("--steps-per-epoch", type=int, default=None,
+        help="cap the steps of an epoch (with --like: the GAN's, unless typed)")
+    add("--limit", type=int, default=None, help="train on only the first N images (with --like: the GAN's)")
+    add("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    add("--beta1", type=float, default=0.9, help="Adam beta_1")
+    add("--beta", type=float, default=1.0, help="weight of the KL term (1: the VAE's bound)")
+    add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
+    add("--seed", type=int, default=0, help="seed of weights, noise and shuffling")
+    add("--resume", action="store_true", help="continue after the last finished epoch")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
+    return parser
+
+
+def parse_args(argv=None):
+    return make_parser().parse_args(argv)
+
+
+def vae_config(args, argv):
+    """The VAE's config: the flags, or with --like the GAN run's data, sizes, batch and image-steps."""
+    config = {**vars(args), "kind": "vae", "latent_distribution": "normal", "crop_size": 108, "filter": None,
+              "compute_precision": "float32"}
+    if args.like:
+        gan = runs.read_config(args.like)
+        if gan.get("kind") in ("vae", "untrained", "noise"):
+            raise data_prep.DataError(f"--like {args.like} is not a trained GAN run")
+        for key in ("data", "image_size", "crop_size", "filters", "kernel", "latent_dim", "batch_size", "filter",
+                    "limit", "cache_dir", "steps_per_epoch", "compute_precision"):
+            config[key] = gan.get(key, config.get(key))
+        count = len(encoder.training_images(config, limit=config["limit"]))
+        config["gan_image_steps"] = image_steps(gan, args.like, train_count=count)
+        typed = runs.typed_flags(make_parser(), argv)
+        if "steps_per_epoch" in typed:  # a smaller budget than the GAN's, on purpose: image_steps records it
+            config["steps_per_epoch"] = args.steps_per_epoch
+        steps = config["steps_per_epoch"] or count // config["batch_size"]
+        config["epochs"] = (args.epochs if "epochs" in typed
+                            else max(1, round(config["gan_image_steps"] / (steps * config["batch_size"]))))
+        config["like"] = os.path.abspath(args.like)
+    else:
+        config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
+    config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
+    return config
+
+def main(argv=None):
+    args = parse_args(argv)
+    run_dir = os.path.join(args.runs_dir, args.name)
+    config, resume = encoder.resolve_training(make_parser(), argv, run_dir, vae_config(args, argv))
+    count = len(encoder.training_images(config, limit=config["limit"]))
+    steps = config["steps_per_epoch"] or count // config["batch_size"]
+    config["image_steps"] = int(config["epochs"] * steps * config["batch_size"])
+    config["versions"] = config.get("versions") or runs.library_versions()
+    runs.training_job(run_dir, config, resume=resume, train=lambda: train_vae(config, run_dir, resume=resume),
+                      result=f"decoder in {run_dir}/generator.keras")
+
+
+if __name__ == "__main__":
+    data_prep.run_cli(main)
