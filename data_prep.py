@@ -709,6 +709,7 @@ def load_face(path, *, image_size=64, crop="dcgan", crop_size=108, fallback=Fals
         return face
     return face, {"aligned": aligned, "landmarks": landmarks, "faces_found": len(faces), "fallback": not faces}
 
+
 # ----------------------------------------------------------------------------------------------------------
 # The synthetic default
 
@@ -721,6 +722,57 @@ def resolve_data_dir(data_dir=None, *, count=DEFAULT_SYNTHETIC_COUNT, seed=0, pr
         print(f"no --data given: rendering the synthetic CelebA ({count} faces) into {DEFAULT_DATA_DIR}")
         synthetic_celeba.render_synthetic_celeba(DEFAULT_DATA_DIR, count=count, seed=seed, progress=progress)
     return DEFAULT_DATA_DIR
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Putting an edited face back into its photo
+
+
+def crop_box(crop="makeover", crop_size=108):
+    """(left, top, width, height) of a training crop inside the 178x218 aligned image."""
+    if crop == "makeover":
+        return MAKEOVER_BOX
+    if crop == "dcgan":
+        return ((ALIGNED_WIDTH - crop_size) // 2, (ALIGNED_HEIGHT - crop_size) // 2,
+                crop_size, crop_size)
+    raise DataError(f"unknown crop {crop!r}; expected one of {', '.join(CROPS)}")
+
+
+def output_to_photo_matrix(alignment, *, crop="makeover", image_size=64, crop_size=108):
+    """The 2x3 affine taking an output's pixel (x, y) (an image of the crop) to the photo: the crop's resize undone (pixel
+    centres, as cv2.resize maps them), then the inverse of `alignment` (photo -> aligned, 2x3)."""
+    left, top, box_width, box_height = crop_box(crop, crop_size)
+    out_height, out_width = crop_output_shape(crop, image_size)
+    scale_x, scale_y = box_width / out_width, box_height / out_height
+    output_to_aligned = np.array([[scale_x, 0.0, left + 0.5 * scale_x - 0.5],
+                                  [0.0, scale_y, top + 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
+    aligned_to_photo = np.vstack([cv2.invertAffineTransform(np.asarray(alignment, np.float64)), [0.0, 0.0, 1.0]])
+    return (aligned_to_photo @ output_to_aligned)[:2]
+
+
+def feather_mask(height, width, *, feather=0.1):
+    """(height, width) float32 weights: 1 inside, falling linearly to 0 over the outer `feather` of the shorter
+    side, so a pasted face has no hard seam (feather 0: all ones)."""
+    if feather <= 0:
+        return np.ones((height, width), np.float32)
+    ramp = max(1.0, feather * min(height, width))
+    rows = np.minimum(np.arange(height) + 0.5, height - np.arange(height) - 0.5)[:, None]
+    columns = np.minimum(np.arange(width) + 0.5, width - np.arange(width) - 0.5)[None, :]
+    return np.clip(np.minimum(rows, columns) / ramp, 0.0, 1.0).astype(np.float32)
+
+
+def paste_back(photo, face, *, alignment, crop="makeover", image_size=64, crop_size=108, feather=0.1):
+    """The photo (uint8 RGB) with `face` (a model's output for its aligned crop, float [-1, 1] or uint8) warped back to where its
+    crop came from, through the inverse of the alignment warp, and blended in with feathered edges."""
+    face = np.asarray(face)
+    face = to_uint8(face) if face.dtype != np.uint8 else face
+    matrix = output_to_photo_matrix(alignment, crop=crop, image_size=image_size, crop_size=crop_size)
+    height, width = photo.shape[:2]
+    warped = cv2.warpAffine(face, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpAffine(feather_mask(*face.shape[:2], feather=feather), matrix, (width, height),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    blended = mask * warped.astype(np.float32) + (1.0 - mask) * photo.astype(np.float32)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------------

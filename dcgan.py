@@ -15,8 +15,6 @@ Usage:
     python dcgan.py --freeze-d-after 2 --epochs 4 --name frozen      # the degenerate-generator experiment
     python dcgan.py plot runs/demo [runs/frozen ...]                 # loss curves, overlaid
     python dcgan.py sample runs/demo --count 64 --seed 1 --interpolate 3 7
-    python dcgan.py baseline --kind untrained                        # random-generator baselines
-    python dcgan.py baseline --kind noise
 """
 
 import argparse
@@ -24,7 +22,6 @@ import dataclasses
 import math
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -34,7 +31,7 @@ import runs
 import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietly)
 import tensorflow as tf  # noqa: E402
 
-SUBCOMMANDS = ("plot", "sample", "baseline")
+SUBCOMMANDS = ("plot", "sample")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -349,29 +346,6 @@ class FreezeDiscriminator(keras.callbacks.Callback):
             self.model.make_train_function(force=True)  # train_step branches on trainable at trace time
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training after the last whole epoch that fits in `minutes` of wall time (counted from this process's
-    first epoch): an epoch is begun only when the mean epoch so far would still end inside the budget."""
-
-    def __init__(self, minutes):
-        super().__init__()
-        self.seconds = 60.0 * minutes
-        self.started = None
-        self.epochs = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.started is None:
-            self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs += 1
-        elapsed = time.perf_counter() - self.started
-        if elapsed + elapsed / self.epochs > self.seconds:
-            print(f"\ntime budget: {elapsed / 60:.1f} of {self.seconds / 60:g} minutes used after epoch {epoch + 1}; "
-                  "another epoch would not fit, stopping here")
-            self.model.stop_training = True
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Training
 
@@ -430,7 +404,7 @@ def train(config, run_dir, *, resume=False, verbose=1):
     if config["freeze_d_after"] is not None:
         callbacks.append(FreezeDiscriminator(config["freeze_d_after"]))
     if config.get("time_budget"):
-        callbacks.append(TimeBudget(config["time_budget"]))
+        callbacks.append(runs.TimeBudget(config["time_budget"]))
     if tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir, update_freq=50))
     announce = (lambda done: f"training on {count} images with {strategy.num_replicas_in_sync} replica(s), "
@@ -443,7 +417,7 @@ def train(config, run_dir, *, resume=False, verbose=1):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Sampling from a run, and the random-generator baselines
+# Sampling from a run (any kind: a trained DCGAN and the random-generator baselines of evaluate.py)
 
 
 def latent_for_seed(seed, count, latent_dim, distribution="normal"):
@@ -538,28 +512,6 @@ def interpolation_codes(seed_a, seed_b, *, steps=8, latent_dim=100, distribution
     linear = np.stack([(1 - t) * start + t * end for t in fractions])
     spherical = np.stack([slerp(start, end, t) for t in fractions])
     return linear.astype(np.float32), spherical.astype(np.float32)
-
-
-def write_baseline(run_dir, *, kind="untrained", image_size=64, filters=64, kernel=5, latent_dim=100,
-                   count=2000, seed=0):
-    """The Udacity proposal's benchmark: images made with no knowledge of faces, saved as a run directory
-    (config.json, samples/grid.png, samples.npy) that evaluate.py scores like a trained one."""
-    if kind not in ("untrained", "noise"):
-        raise ValueError(f"unknown baseline {kind!r}; expected 'untrained' or 'noise'")
-    os.makedirs(run_dir, exist_ok=True)
-    config = {"kind": kind, "image_size": image_size, "filters": filters, "kernel": kernel,
-              "latent_dim": latent_dim, "latent_distribution": "normal", "seed": seed,
-              "versions": runs.library_versions()}
-    runs.write_config(run_dir, config)
-    if kind == "untrained":
-        keras.utils.set_random_seed(seed)
-        generator = build_generator(latent_dim=latent_dim, image_size=image_size, filters=filters,
-                                    kernel_size=kernel)
-        runs.save_model_atomic(generator, os.path.join(run_dir, "generator.keras"))
-    images = make_sampler(run_dir)(count, seed)
-    data_prep.save_grid(os.path.join(run_dir, "samples", "grid.png"), images[:64], columns=8)
-    data_prep.atomic_save_npy(os.path.join(run_dir, "samples.npy"), data_prep.to_uint8(images))
-    return run_dir
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -661,16 +613,6 @@ def subcommand_parser(command):
         add("--steps", type=int, default=8, help="images in an interpolation strip")
         add("--npy", action="store_true", help="also save the samples as uint8 .npy (for scoring)")
         add("--outdir", default=None, help="where to write (default: <run>/generated)")
-    else:
-        add("--kind", default="untrained", choices=["untrained", "noise"], help="which random generator")
-        add("--name", default=None, help="run name (default: baseline-<kind>)")
-        add("--runs-dir", default="runs", help="where run directories live")
-        add("--like", default=None, help="a trained run whose size and architecture to copy")
-        add("--image-size", type=int, default=64, help="image size")
-        add("--filters", type=int, default=64, help="base filters of the untrained generator")
-        add("--kernel", type=int, default=5, help="kernel size of the untrained generator")
-        add("--count", type=int, default=2000, help="samples to save in samples.npy")
-        add("--seed", type=int, default=0, help="seed of weights and samples")
     add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
@@ -699,6 +641,8 @@ def run_sample(args):
 
 
 def run_subcommand(command, argv):
+    if command == "baseline":
+        raise data_prep.DataError("`dcgan.py baseline` moved: run `python evaluate.py baseline` with the same flags")
     args = subcommand_parser(command).parse_args(argv)
     if command == "plot":
         for run_dir in args.runs:
@@ -707,19 +651,11 @@ def run_subcommand(command, argv):
         print(f"wrote {runs.plot_runs(args.runs, out, smoothing=args.smoothing)}")
     elif command == "sample":
         run_sample(args)
-    else:
-        sizes = {"image_size": args.image_size, "filters": args.filters, "kernel": args.kernel, "latent_dim": 100}
-        if args.like:
-            like = runs.read_config(args.like)
-            sizes = {key: like[key] for key in sizes}
-        run_dir = os.path.join(args.runs_dir, args.name or f"baseline-{args.kind}")
-        write_baseline(run_dir, kind=args.kind, count=args.count, seed=args.seed, **sizes)
-        print(f"wrote {run_dir}/samples/grid.png and {run_dir}/samples.npy ({args.count} images)")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in SUBCOMMANDS:
+    if argv and argv[0] in (*SUBCOMMANDS, "baseline"):
         return run_subcommand(argv[0], argv[1:])
     config, run_dir, resume = resolve_config(argv)
     config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))

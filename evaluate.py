@@ -25,6 +25,8 @@ Usage:
     python evaluate.py score runs/demo --every-epoch                     # Frechet distance per epoch beside the losses
     python evaluate.py score runs/demo --images runs/peer-torch/samples  # another generator's PNGs or .npy as a row
     python evaluate.py score runs/demo --features inception --inception-weights inception_v3_notop.h5
+    python evaluate.py baseline --kind untrained --like runs/demo        # random-generator baselines as runs
+    python evaluate.py baseline --kind noise
 """
 
 import argparse
@@ -532,8 +534,30 @@ def check_config(config, classifier_config, *, what):
                          f"--classifier DIR")
 
 
+def write_baseline(run_dir, *, kind="untrained", image_size=64, filters=64, kernel=5, latent_dim=100,
+                   count=2000, seed=0):
+    """The Udacity proposal's benchmark: images made with no knowledge of faces, saved as a run directory
+    (config.json, samples/grid.png, samples.npy) that `score` reads like a trained one."""
+    if kind not in ("untrained", "noise"):
+        raise ValueError(f"unknown baseline {kind!r}; expected 'untrained' or 'noise'")
+    os.makedirs(run_dir, exist_ok=True)
+    config = {"kind": kind, "image_size": image_size, "filters": filters, "kernel": kernel,
+              "latent_dim": latent_dim, "latent_distribution": "normal", "seed": seed,
+              "versions": runs.library_versions()}
+    runs.write_config(run_dir, config)
+    if kind == "untrained":
+        keras.utils.set_random_seed(seed)
+        generator = dcgan.build_generator(latent_dim=latent_dim, image_size=image_size, filters=filters,
+                                    kernel_size=kernel)
+        runs.save_model_atomic(generator, os.path.join(run_dir, "generator.keras"))
+    images = dcgan.make_sampler(run_dir)(count, seed)
+    data_prep.save_grid(os.path.join(run_dir, "samples", "grid.png"), images[:64], columns=8)
+    data_prep.atomic_save_npy(os.path.join(run_dir, "samples.npy"), data_prep.to_uint8(images))
+    return run_dir
+
+
 def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):
-    """The run directories plus an untrained generator and uniform noise, written with dcgan.write_baseline
+    """The run directories plus an untrained generator and uniform noise, written with write_baseline
     (the first trained run's architecture) unless the user passed runs of those kinds."""
     kinds = {run_kind(run_dir) for run_dir in run_dirs}
     trained = [runs.read_config(run_dir) for run_dir in run_dirs if run_kind(run_dir) == "trained"]
@@ -542,7 +566,7 @@ def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):
     added = []
     for kind in ("untrained", "noise"):
         if kind not in kinds:
-            added.append(dcgan.write_baseline(os.path.join(baseline_dir, kind), kind=kind, image_size=image_size,
+            added.append(write_baseline(os.path.join(baseline_dir, kind), kind=kind, image_size=image_size,
                                               count=64, seed=seed, **sizes))
     return list(run_dirs) + added
 
@@ -778,7 +802,7 @@ def parse_args(argv=None):
     score = commands.add_parser("score", help="score generator runs against held-out real faces and baselines",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = score.add_argument
-    add("runs", nargs="*", help="run directories (trained, or baselines from `dcgan.py baseline`)")
+    add("runs", nargs="*", help="run directories (trained, or baselines from `evaluate.py baseline`)")
     add("--images", action="append", default=[], metavar="PATH",
         help="another generator's samples, a folder of PNGs or a uint8 .npy (n, h, w, 3), scored as a row "
         "(repeatable)")
@@ -795,6 +819,19 @@ def parse_args(argv=None):
     add("--every-epoch", action="store_true", help="also score each saved epoch of the trained runs")
     add("--cache-dir", default=None, help="prepared-image cache (default: the classifier's)")
     add("--out", default=None, help="output directory (default: <first run>/scores, or beside the first --images)")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
+    baseline = commands.add_parser("baseline", help="write a random-generator baseline run (untrained or noise)",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = baseline.add_argument
+    add("--kind", default="untrained", choices=["untrained", "noise"], help="which random generator")
+    add("--name", default=None, help="run name (default: baseline-<kind>)")
+    add("--runs-dir", default="runs", help="where run directories live")
+    add("--like", default=None, help="a trained run whose size and architecture to copy")
+    add("--image-size", type=int, default=64, help="image size")
+    add("--filters", type=int, default=64, help="base filters of the untrained generator")
+    add("--kernel", type=int, default=5, help="kernel size of the untrained generator")
+    add("--count", type=int, default=2000, help="samples to save in samples.npy")
+    add("--seed", type=int, default=0, help="seed of weights and samples")
     add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser.parse_args(argv)
 
@@ -885,10 +922,22 @@ def write_epoch_scores(instrument, run_dirs, out, *, rows, settings):
     print(f"wrote {out}/epochs.json, fid_by_epoch.png")
 
 
+def run_baseline(args):
+    sizes = {"image_size": args.image_size, "filters": args.filters, "kernel": args.kernel, "latent_dim": 100}
+    if args.like:
+        like = runs.read_config(args.like)
+        sizes = {key: like[key] for key in sizes}
+    run_dir = os.path.join(args.runs_dir, args.name or f"baseline-{args.kind}")
+    write_baseline(run_dir, kind=args.kind, count=args.count, seed=args.seed, **sizes)
+    print(f"wrote {run_dir}/samples/grid.png and {run_dir}/samples.npy ({args.count} images)")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "classifier":
         return run_classifier(args)
+    if args.command == "baseline":
+        return run_baseline(args)
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be a positive integer, got {args.n}")
     return run_score(args)

@@ -427,8 +427,8 @@ def train(config, run_dir, *, resume=False, verbose=1):
     if resume:
         history = runs.load_checkpoint(run_dir, gan.state_variables())
         runs.truncate_log(run_dir, len(history["d_losses"]))
-        add_missing_columns(run_dir, history)
-        remove_stale_temporaries(run_dir)
+        runs.add_missing_columns(run_dir, history, history_names=HISTORY_NAMES.values(), step_columns=STEP_COLUMNS)
+        runs.remove_stale_temporaries(run_dir)
         fixed_source = np.load(os.path.join(run_dir, "fixed_source.npy"))
     else:
         data_prep.atomic_save_npy(os.path.join(run_dir, "fixed_source.npy"), fixed_source)
@@ -467,21 +467,6 @@ def check_keepers(config):
             raise ValueError(str(error).replace("--classifier DIR", "--keep-classifier DIR")) from None
 
 
-def add_missing_columns(run_dir, history):
-    """A run saved before a column existed (keep_loss, smooth_loss) resumes with it as 0 in its history and log.csv
-    (rewritten in STEP_COLUMNS' order, the order in which new rows are appended)."""
-    for name in HISTORY_NAMES.values():
-        history.setdefault(name, [0.0] * len(history["d_losses"]))
-    path = os.path.join(run_dir, "log.csv")
-    with open(path) as handle:
-        rows = handle.read().splitlines()
-    header, columns = rows[0].split(","), ["epoch", "step", *STEP_COLUMNS]
-    if header != columns:
-        values = [dict(zip(header, row.split(","))) for row in rows[1:]]
-        data_prep.atomic_write_bytes(path, "".join(",".join(line) + "\n" for line in [columns] + [
-            [value.get(name, "0") for name in columns] for value in values]).encode())
-
-
 def read_makeover_config(run_dir):
     """config.json of a makeover run; a missing run or a run of another script is one clear error."""
     if not os.path.isdir(run_dir):
@@ -491,15 +476,6 @@ def read_makeover_config(run_dir):
         raise data_prep.DataError(f"{run_dir} is not a makeover run (its config.json has no \"model\": "
                                   f"\"makeover\")")
     return config
-
-
-def remove_stale_temporaries(run_dir):
-    """Delete the temporary files (name.tmp-<pid>.ext) that a run killed mid-write left behind; only called when
-    resuming, when no other process writes to the run."""
-    for directory in (run_dir, os.path.join(run_dir, "checkpoints"), os.path.join(run_dir, "samples")):
-        for name in os.listdir(directory) if os.path.isdir(directory) else []:
-            if ".tmp-" in name:
-                os.remove(os.path.join(directory, name))
 
 
 def load_translator(run_dir, *, epoch=None):
@@ -519,53 +495,6 @@ def translate(translator, images, *, batch_size=256):
 # Apply to photos, and paste the result back through the inverse of the alignment warp
 
 
-def crop_box(crop="makeover", crop_size=108):
-    """(left, top, width, height) of a training crop inside the 178x218 aligned image."""
-    if crop == "makeover":
-        return data_prep.MAKEOVER_BOX
-    if crop == "dcgan":
-        return ((data_prep.ALIGNED_WIDTH - crop_size) // 2, (data_prep.ALIGNED_HEIGHT - crop_size) // 2,
-                crop_size, crop_size)
-    raise data_prep.DataError(f"unknown crop {crop!r}; expected one of {', '.join(data_prep.CROPS)}")
-
-
-def output_to_photo_matrix(alignment, *, crop="makeover", image_size=64, crop_size=108):
-    """The 2x3 affine taking a translator output's pixel (x, y) to the photo: the crop's resize undone (pixel
-    centres, as cv2.resize maps them), then the inverse of `alignment` (photo -> aligned, 2x3)."""
-    left, top, box_width, box_height = crop_box(crop, crop_size)
-    out_height, out_width = data_prep.crop_output_shape(crop, image_size)
-    scale_x, scale_y = box_width / out_width, box_height / out_height
-    output_to_aligned = np.array([[scale_x, 0.0, left + 0.5 * scale_x - 0.5],
-                                  [0.0, scale_y, top + 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
-    aligned_to_photo = np.vstack([cv2.invertAffineTransform(np.asarray(alignment, np.float64)), [0.0, 0.0, 1.0]])
-    return (aligned_to_photo @ output_to_aligned)[:2]
-
-
-def feather_mask(height, width, *, feather=0.1):
-    """(height, width) float32 weights: 1 inside, falling linearly to 0 over the outer `feather` of the shorter
-    side, so a pasted face has no hard seam (feather 0: all ones)."""
-    if feather <= 0:
-        return np.ones((height, width), np.float32)
-    ramp = max(1.0, feather * min(height, width))
-    rows = np.minimum(np.arange(height) + 0.5, height - np.arange(height) - 0.5)[:, None]
-    columns = np.minimum(np.arange(width) + 0.5, width - np.arange(width) - 0.5)[None, :]
-    return np.clip(np.minimum(rows, columns) / ramp, 0.0, 1.0).astype(np.float32)
-
-
-def paste_back(photo, face, *, alignment, crop="makeover", image_size=64, crop_size=108, feather=0.1):
-    """The photo (uint8 RGB) with `face` (a translator output, float [-1, 1] or uint8) warped back to where its
-    crop came from, through the inverse of the alignment warp, and blended in with feathered edges."""
-    face = np.asarray(face)
-    face = data_prep.to_uint8(face) if face.dtype != np.uint8 else face
-    matrix = output_to_photo_matrix(alignment, crop=crop, image_size=image_size, crop_size=crop_size)
-    height, width = photo.shape[:2]
-    warped = cv2.warpAffine(face, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    mask = cv2.warpAffine(feather_mask(*face.shape[:2], feather=feather), matrix, (width, height),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
-    blended = mask * warped.astype(np.float32) + (1.0 - mask) * photo.astype(np.float32)
-    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
-
-
 def makeover_photo(translator, path, *, config, paste=False, fallback=False, detector=None):
     """One photo through a run: the face aligned by data_prep.load_face with the run's crop, translated; with
     `paste`, the whole photo with the translated face put back. Returns a dict of input, output (and pasted)."""
@@ -577,7 +506,8 @@ def makeover_photo(translator, path, *, config, paste=False, fallback=False, det
         if details["landmarks"] is None:
             raise data_prep.DataError(f"no face found in {path}: --paste needs the alignment of a detected face")
         alignment = data_prep.alignment_matrix(details["landmarks"])
-        result["pasted"] = paste_back(data_prep.read_image_uint8(path), output, alignment=alignment, **options)
+        photo = data_prep.read_image_uint8(path)
+        result["pasted"] = data_prep.paste_back(photo, output, alignment=alignment, **options)
     return result
 
 

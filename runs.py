@@ -209,6 +209,30 @@ def truncate_log(run_dir, finished_epochs):
     data_prep.atomic_write_bytes(path, "".join(",".join(row) + "\n" for row in kept).encode())
 
 
+def add_missing_columns(run_dir, history, *, history_names, step_columns):
+    """A run saved before a column existed (a loss added later) resumes with it as 0 in its history and log.csv
+    (rewritten in `step_columns`' order, the order in which new rows are appended)."""
+    for name in history_names:
+        history.setdefault(name, [0.0] * len(next(iter(history.values()))))
+    path = os.path.join(run_dir, "log.csv")
+    with open(path) as handle:
+        rows = handle.read().splitlines()
+    header, columns = rows[0].split(","), ["epoch", "step", *step_columns]
+    if header != columns:
+        values = [dict(zip(header, row.split(","))) for row in rows[1:]]
+        data_prep.atomic_write_bytes(path, "".join(",".join(line) + "\n" for line in [columns] + [
+            [value.get(name, "0") for name in columns] for value in values]).encode())
+
+
+def remove_stale_temporaries(run_dir):
+    """Delete the temporary files (name.tmp-<pid>.ext) that a run killed mid-write left behind; only called when
+    resuming, when no other process writes to the run."""
+    for directory in (run_dir, os.path.join(run_dir, "checkpoints"), os.path.join(run_dir, "samples")):
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if ".tmp-" in name:
+                os.remove(os.path.join(directory, name))
+
+
 def read_step_log(run_dir):
     import pandas as pd
 
@@ -351,6 +375,29 @@ class EpochRecorder(keras.callbacks.Callback):
         log_path = os.path.join(self.log_dir, "log.csv")
         with open(log_path, "rb") as handle:
             data_prep.atomic_write_bytes(log_path, handle.read() + rows.encode())
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the last whole epoch that fits in `minutes` of wall time (counted from this process's
+    first epoch): an epoch is begun only when the mean epoch so far would still end inside the budget."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.started = None
+        self.epochs = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        elapsed = time.perf_counter() - self.started
+        if elapsed + elapsed / self.epochs > self.seconds:
+            print(f"\ntime budget: {elapsed / 60:.1f} of {self.seconds / 60:g} minutes used after epoch {epoch + 1}; "
+                  "another epoch would not fit, stopping here")
+            self.model.stop_training = True
 
 
 def fit_epochs(model, dataset, out_dir, *, epochs, recorder, callbacks=(), steps_per_epoch=None, verbose=1,

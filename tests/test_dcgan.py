@@ -14,6 +14,7 @@ import pytest
 
 import data_prep
 import dcgan
+import evaluate
 import runs
 import keras  # after dcgan, which chooses the TensorFlow backend
 import tensorflow as tf
@@ -131,7 +132,7 @@ def test_load_run_gives_config_and_both_networks_final_or_per_epoch(trained_run)
 
 
 def test_load_run_refuses_a_baseline(tmp_path):
-    baseline = dcgan.write_baseline(str(tmp_path / "noise"), kind="noise", image_size=32, count=2)
+    baseline = evaluate.write_baseline(str(tmp_path / "noise"), kind="noise", image_size=32, count=2)
     with pytest.raises(ValueError, match="noise baseline, not a trained run"):
         dcgan.load_run(baseline)
 
@@ -239,7 +240,7 @@ def test_slerp_keeps_the_norm_of_orthogonal_codes():
 
 @pytest.mark.parametrize("kind", ["noise", "untrained"])
 def test_baselines_write_grid_and_samples(kind, tmp_path):
-    dcgan.main(["baseline", "--kind", kind, "--runs-dir", str(tmp_path), "--image-size", "32", "--filters", "8",
+    evaluate.main(["baseline", "--kind", kind, "--runs-dir", str(tmp_path), "--image-size", "32", "--filters", "8",
                 "--count", "20"])
     run = tmp_path / f"baseline-{kind}"
     samples = np.load(run / "samples.npy")
@@ -366,22 +367,6 @@ def test_logged_step_losses_are_that_steps_losses(tmp_path):
     np.testing.assert_allclose(history["d_losses"][0], logged["d_loss"].mean(), rtol=1e-5)
 
 
-def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
-    # 60 s budget, epochs of 25 s: after epoch 1 (25 + 25 = 50 s expected) another fits; after epoch 2 (50 + 25)
-    # it would end at 75 s, so training stops there.
-    budget = dcgan.TimeBudget(1.0)
-    budget.set_model(dcgan.build_gan(TINY_GAN))
-    budget.model.stop_training = False
-    clock = iter([0.0, 25.0, 50.0])
-    monkeypatch.setattr(dcgan.time, "perf_counter", lambda: next(clock))
-    budget.on_epoch_begin(0)
-    budget.on_epoch_end(0)
-    assert not budget.model.stop_training
-    budget.on_epoch_begin(1)
-    budget.on_epoch_end(1)
-    assert budget.model.stop_training
-
-
 def test_generator_average_follows_its_warmed_up_decay_each_step():
     # --ema 0.75, decay min(0.75, (1 + n) / (10 + n)) at the n-th update: 0.1, then 2/11. So after two steps the
     # trainable weights are 2/11 (0.1 w0 + 0.9 w1) + 9/11 w2 (w_t: G after step t); the average is what is sampled.
@@ -471,3 +456,9 @@ def test_losses_under_two_replicas_are_the_true_losses():
     for single, mirrored in zip(results["none"]["steps"], results["mirrored"]["steps"]):
         for name in dcgan.STEP_COLUMNS:
             np.testing.assert_allclose(mirrored[name], single[name], rtol=1e-4, err_msg=name)
+
+
+def test_the_baseline_command_moved_to_evaluate(capsys):
+    with pytest.raises(SystemExit):
+        data_prep.run_cli(dcgan.main, ["baseline", "--kind", "noise"])
+    assert "python evaluate.py baseline" in capsys.readouterr().err

@@ -291,7 +291,7 @@ def test_a_run_without_a_generator_is_a_clean_error(classifier_dir, trained_run,
 
 
 def test_image_sizes_that_differ_from_the_classifier_are_a_clean_error(classifier_dir, tmp_path, capsys):
-    small = dcgan.write_baseline(str(tmp_path / "noise16"), kind="noise", image_size=16, count=4)
+    small = evaluate.write_baseline(str(tmp_path / "noise16"), kind="noise", image_size=16, count=4)
     error = run_cli_error(["score", small, "--classifier", str(classifier_dir), *QUICK,
                            "--out", str(tmp_path / "out")], capsys)
     assert "image_size 16" in error and "classifier with 32" in error

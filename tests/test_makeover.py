@@ -260,7 +260,7 @@ def test_output_to_photo_matrix_inverts_a_known_alignment():
     angle, scale = np.deg2rad(12.0), 0.7
     alignment = np.array([[scale * np.cos(angle), -scale * np.sin(angle), -40.0],
                           [scale * np.sin(angle), scale * np.cos(angle), 15.0]])  # photo -> aligned
-    matrix = makeover.output_to_photo_matrix(alignment, crop="makeover", image_size=32)
+    matrix = data_prep.output_to_photo_matrix(alignment, crop="makeover", image_size=32)
     # An output pixel (u, v) of the 40x32 output sits at x = 49 + (u + 0.5) * 2.5 - 0.5 of the aligned image.
     corners = np.array([[0.0, 0.0], [31.0, 0.0], [0.0, 39.0], [31.0, 39.0], [16.0, 20.0]])
     photo = corners @ matrix[:, :2].T + matrix[:, 2]
@@ -277,13 +277,13 @@ def test_paste_back_round_trips_a_known_warp(crop, image_size):
                           [scale * np.sin(angle), scale * np.cos(angle), 10.0]])
     aligned = cv2.warpAffine(photo, alignment, (178, 218), flags=cv2.INTER_CUBIC)
     face = data_prep.crop_and_resize(aligned, crop=crop, image_size=image_size)  # the box at its own size
-    pasted = makeover.paste_back(np.zeros_like(photo), face, alignment=alignment, crop=crop,
+    pasted = data_prep.paste_back(np.zeros_like(photo), face, alignment=alignment, crop=crop,
                                  image_size=image_size, feather=0.0)
     inside = cv2.erode((pasted.max(-1) > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     assert inside.sum() > 5000  # the box covers thousands of photo pixels
     error = np.abs(pasted[inside].astype(int) - photo[inside].astype(int)).mean()
     assert error < 3.0, error  # two cubic resamplings of a smooth photo
-    wrong = makeover.paste_back(np.zeros_like(photo), face, alignment=np.linalg.inv(
+    wrong = data_prep.paste_back(np.zeros_like(photo), face, alignment=np.linalg.inv(
         np.vstack([alignment, [0, 0, 1]]))[:2], crop=crop, image_size=image_size, feather=0.0)
     assert np.abs(wrong[inside].astype(int) - photo[inside].astype(int)).mean() > 10 * error + 10
 
@@ -475,7 +475,8 @@ def test_a_run_saved_before_the_keep_loss_resumes_with_it_as_zero(tmp_path):
     (tmp_path / "log.csv").write_text("epoch,step," + ",".join(old_columns) + "\n1,1," + ",".join(
         ["0.5"] * len(old_columns)) + "\n")
     history = {name: [1.0] for name in makeover.HISTORY_NAMES.values() if name != "keep_losses"}
-    makeover.add_missing_columns(str(tmp_path), history)
+    runs.add_missing_columns(str(tmp_path), history, history_names=makeover.HISTORY_NAMES.values(),
+                             step_columns=makeover.STEP_COLUMNS)
     assert history["keep_losses"] == [0.0]
     steps = runs.read_step_log(str(tmp_path))
     assert list(steps.columns) == ["epoch", "step", *makeover.STEP_COLUMNS] and steps["keep_loss"].tolist() == [0]

@@ -134,3 +134,19 @@ def test_a_command_word_is_required_and_named_in_the_error():
     assert runs.split_command(["edits", "--run", "x"], ("edits",), "scores.py") == ("edits", ["--run", "x"])
     with pytest.raises(data_prep.DataError, match="expected a command \\(edits\\), got fly"):
         runs.split_command(["fly"], ("edits",), "scores.py")
+
+
+def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
+    # 60 s budget, epochs of 25 s: after epoch 1 (25 + 25 = 50 s expected) another fits; after epoch 2 (50 + 25)
+    # it would end at 75 s, so training stops there.
+    budget = runs.TimeBudget(1.0)
+    budget.set_model(Scripted([[1, 0]]))
+    budget.model.stop_training = False
+    clock = iter([0.0, 25.0, 50.0])
+    monkeypatch.setattr(runs.time, "perf_counter", lambda: next(clock))
+    budget.on_epoch_begin(0)
+    budget.on_epoch_end(0)
+    assert not budget.model.stop_training
+    budget.on_epoch_begin(1)
+    budget.on_epoch_end(1)
+    assert budget.model.stop_training
