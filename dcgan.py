@@ -314,9 +314,8 @@ def save_epoch_evidence(gan, run_dir, number, *, fixed_z, history, writer=None):
     grid_path = os.path.join(run_dir, "samples", f"epoch_{number:03d}.png")
     images = gan.sampling_generator(fixed_z, training=False)
     data_prep.save_grid(grid_path, keras.ops.convert_to_numpy(images), columns=8)
-    for network, model in (("generator", gan.sampling_generator), ("discriminator", gan.discriminator)):
-        runs.save_weights_atomic(model, runs.epoch_weights_path(run_dir, network, number))
-    runs.save_checkpoint(run_dir, gan.state_variables(), history, arrays=LOSS_FILES)
+    runs.save_epoch_networks(run_dir, number, {"generator": gan.sampling_generator, "discriminator": gan.discriminator},
+                             gan.state_variables(), history, arrays=LOSS_FILES)
     if writer:
         with writer.as_default(step=number):
             tf.summary.image("fixed_z_grid", data_prep.read_image_uint8(grid_path)[None], step=number)
@@ -561,10 +560,7 @@ def training_parser():
 
 
 def validate_config(config):
-    positive = ("epochs", "batch_size", "filters", "kernel", "latent_dim", "g_steps", "crop_size")
-    for name in positive:
-        if config[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {config[name]}")
+    runs.check_at_least(config, ("epochs", "batch_size", "filters", "kernel", "latent_dim", "g_steps", "crop_size"))
     number_of_blocks(config["image_size"])
     if not 0.0 <= config["label_smoothing"] < 1.0:
         raise ValueError(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
@@ -624,8 +620,8 @@ def run_sample(args):
     outdir = args.outdir or os.path.join(args.run, "generated")
     images = make_sampler(args.run, epoch=args.epoch)(args.count, args.seed)
     grid = data_prep.save_grid(os.path.join(outdir, f"seed{args.seed:04d}.png"), images, columns=8)
-    data_prep.atomic_save_npy(os.path.join(outdir, f"seed{args.seed:04d}_z.npy"),
-                              latent_for_seed(args.seed, args.count, config["latent_dim"], config["latent_distribution"]))
+    codes = latent_for_seed(args.seed, args.count, config["latent_dim"], config["latent_distribution"])
+    data_prep.atomic_save_npy(os.path.join(outdir, f"seed{args.seed:04d}_z.npy"), codes)
     print(f"wrote {grid}")
     if args.npy:
         data_prep.atomic_save_npy(os.path.join(outdir, f"seed{args.seed:04d}.npy"), data_prep.to_uint8(images))

@@ -335,10 +335,9 @@ def save_epoch_evidence(gan, run_dir, number, *, fixed_source, history):
     outputs = translate(gan.translator, fixed_source)
     data_prep.write_image(os.path.join(run_dir, "samples", f"epoch_{number:03d}.png"),
                           input_output_grid(fixed_source, outputs))
-    for network in ("translator", "discriminator"):
-        runs.save_weights_atomic(getattr(gan, network), runs.epoch_weights_path(run_dir, network, number))
-    runs.save_checkpoint(run_dir, gan.state_variables(), history,
-                         arrays={name: f"{name}.npy" for name in HISTORY_NAMES.values()})
+    networks = {"translator": gan.translator, "discriminator": gan.discriminator}
+    runs.save_epoch_networks(run_dir, number, networks, gan.state_variables(), history,
+                             arrays={name: f"{name}.npy" for name in HISTORY_NAMES.values()})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -599,12 +598,8 @@ def join_filter_values(argv):
 
 
 def validate_config(config):
-    for name in ("epochs", "batch_size", "filters", "grid_count", "crop_size"):
-        if config[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {config[name]}")
-    for name in ("anneal_start", "anneal_steps"):
-        if config[name] < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {config[name]}")
+    runs.check_at_least(config, ("epochs", "batch_size", "filters", "grid_count", "crop_size"))
+    runs.check_at_least(config, ("anneal_start", "anneal_steps"), minimum=0)
     if not 0.0 <= config["anneal_end"] <= 1.0:
         raise ValueError(f"--anneal-end must be in [0, 1], got {config['anneal_end']}")
     for name in ("cycle_weight", "identity_weight", "keep_weight", "smooth_weight"):

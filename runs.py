@@ -118,6 +118,14 @@ def print_config(out_dir, config, *, resume):
           + "\n".join(f"  {key}: {value}" for key, value in config.items() if key not in ("versions", "resumed_with")))
 
 
+def check_at_least(config, names, minimum=1):
+    """Each named flag must be at least `minimum`; otherwise one ValueError naming the flag and its value."""
+    for name in names:
+        if config.get(name, minimum) < minimum:
+            what = "a positive integer" if minimum == 1 else f"{minimum} or more"
+            raise ValueError(f"--{name.replace('_', '-')} must be {what}, got {config[name]}")
+
+
 def absolute_paths(config):
     """--data and --cache-dir as absolute paths, so that a run can be used from any working directory."""
     config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
@@ -155,6 +163,14 @@ def save_weights_atomic(model, path):
 def save_model_atomic(model, path):
     with data_prep.atomic_path(path) as temporary:
         model.save(temporary)
+
+
+def save_epoch_networks(run_dir, number, networks, variables, history, *, arrays=None):
+    """The end of a finished epoch: each network's weights ({name: model}) saved as that epoch's, then the
+    resumable checkpoint and the per-epoch arrays (save_checkpoint)."""
+    for network, model in networks.items():
+        save_weights_atomic(model, epoch_weights_path(run_dir, network, number))
+    save_checkpoint(run_dir, variables, history, arrays=arrays)
 
 
 def save_checkpoint(out_dir, variables, history, *, arrays=None):
