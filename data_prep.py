@@ -302,6 +302,12 @@ def crop_and_resize(image, *, crop="dcgan", image_size=64, crop_size=108):
                       interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
+def seeded_subset(total, count, *, seed=0):
+    """Indices of `count` of `total` items drawn without replacement from `seed`, in ascending order, so that the
+    same seed always picks the same faces, in the data's order."""
+    return np.sort(np.random.default_rng(seed).permutation(total)[:count])
+
+
 def to_float(images):
     """uint8 [0, 255] -> float32 [-1, 1]."""
     return np.asarray(images, dtype=np.float32) / 127.5 - 1.0

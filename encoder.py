@@ -238,7 +238,7 @@ def fixed_held_out(out_dir, config, *, count=GRID_FACES, seed=0):
     path = os.path.join(out_dir, "fixed_images.npy")
     if not os.path.isfile(path):
         images = training_images(config, split="test")
-        chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
+        chosen = data_prep.seeded_subset(len(images), count, seed=seed)
         data_prep.atomic_save_npy(path, np.asarray(images[chosen]))
     return np.load(path)
 

@@ -438,7 +438,7 @@ def held_out_images(config, *, split="test", count=DEFAULT_COUNT, seed=0, filter
     if count > available:
         raise data_prep.DataError(f"--n {count} is more than the {available} {split} images of {config['data']}; "
                                   f"pass --n {available} or fewer")
-    chosen = np.sort(np.random.default_rng(seed).permutation(available)[:count])
+    chosen = data_prep.seeded_subset(available, count, seed=seed)
     return np.asarray(prepared.images[chosen])
 
 

@@ -383,7 +383,7 @@ def training_data(config):
     pairs = tf.data.Dataset.zip((data_prep.make_dataset(source, seed=config["seed"], **options).repeat(),
                                  data_prep.make_dataset(target, seed=config["seed"] + 1, **options).repeat()))
     held_out = population(config, split="validation", which="source", celeba=celeba)
-    chosen = np.sort(np.random.default_rng(config["seed"]).permutation(len(held_out))[:config["grid_count"]])
+    chosen = data_prep.seeded_subset(len(held_out), config["grid_count"], seed=config["seed"])
     return pairs.prefetch(tf.data.AUTOTUNE), len(source), len(target), held_out[chosen]
 
 

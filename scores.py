@@ -110,7 +110,7 @@ def run_encoders(argv):
                                 progress=False)
     if not 0 < args.count <= len(test.images):
         raise data_prep.DataError(f"--count must be 1 to {len(test.images)} (the test split), got {args.count}")
-    chosen = np.sort(np.random.default_rng(args.seed).permutation(len(test.images))[:args.count])
+    chosen = data_prep.seeded_subset(len(test.images), args.count, seed=args.seed)
     images = data_prep.to_float(test.images[chosen])
     started = time.perf_counter()
     rows, reconstructions = compare(run, images, classifier=evaluate.load_classifier(args.classifier),
@@ -211,7 +211,7 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cros
     count = min(len(sources), evaluate.DEFAULT_COUNT) if count is None else count
     if not 2 <= count <= len(sources):
         raise data_prep.DataError(f"--n must be from 2 to the {len(sources)} held-out source faces, got {count}")
-    inputs = data_prep.to_float(sources[np.sort(np.random.default_rng(seed).permutation(len(sources))[:count])])
+    inputs = data_prep.to_float(sources[data_prep.seeded_subset(len(sources), count, seed=seed)])
     mean_target = data_prep.to_float(makeover.population(config, split="train", which="target", celeba=celeba)).mean(0)
     measure = {"classifier": classifier, "terms": distinguishing_terms(config["source"], config["target"]),
                "collateral": makeover.collateral_attributes(celeba.attributes, config["source"], config["target"]),

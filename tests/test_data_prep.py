@@ -546,3 +546,11 @@ def test_cli_prepare_reports_the_rate_then_reuses_the_cache(tiny_celeba, tmp_pat
     assert first.stdout.startswith(f"{count} images (64, 64, 3) -> {tmp_path / 'cache'}")
     assert "images/s)" in first.stdout and "reused the cache" not in first.stdout
     assert second.stdout.startswith(f"{count} images (64, 64, 3) -> ") and "(reused the cache)" in second.stdout
+
+
+def test_a_seeded_subset_is_sorted_distinct_and_the_same_for_a_seed():
+    chosen = data_prep.seeded_subset(10, 4, seed=3)
+    assert len(chosen) == 4 and len(set(chosen.tolist())) == 4 and list(chosen) == sorted(chosen)
+    assert all(0 <= index < 10 for index in chosen)
+    np.testing.assert_array_equal(chosen, data_prep.seeded_subset(10, 4, seed=3))
+    assert sorted(data_prep.seeded_subset(5, 9).tolist()) == [0, 1, 2, 3, 4]  # more than there are: all of them
