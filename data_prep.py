@@ -284,7 +284,7 @@ def crop_output_shape(crop="dcgan", image_size=64):
 
 
 def crop_and_resize(image, *, crop="dcgan", image_size=64, crop_size=108):
-    """The seeds' crops on a 178x218 aligned image: a centred `crop_size` square (DCGAN) or the makeover
+    """The reference projects' crops on a 178x218 aligned image: a centred `crop_size` square (DCGAN) or the makeover
     box, resized to `image_size` (area interpolation when shrinking)."""
     height, width = image.shape[:2]
     if crop == "dcgan":

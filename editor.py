@@ -13,7 +13,7 @@ through GRADIO_TEMP_DIR) that it removes on exit. Nothing leaves the machine: Gr
 Face hub look-ups are switched off.
 
 Usage:
-    python editor.py --run runs/reference                    # http://127.0.0.1:7860 (issue 14's `serve`)
+    python editor.py --run runs/reference                    # http://127.0.0.1:7860 (the page, served until Ctrl-C)
     python editor.py --run runs/demo --steps 50 --port 7861   # CPU-sized: fewer projection steps per photo
     python editor.py --run runs/demo --load-test 30 --clients 8   # 8 clients editing for 30 s: latency percentiles
 """

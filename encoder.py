@@ -23,7 +23,7 @@ Usage:
     python encoder.py encode --run runs/demo --method hybrid photos/*.jpg
     python encoder.py encode --run runs/demo --split test --limit 500 --method encoder
     python encoder.py encode --run runs/vae --split test --limit 500         # a VAE's codes, the same layout
-    python scores.py encoders --run runs/demo --vae runs/vae                 # the table of the seeds' question
+    python scores.py encoders --run runs/demo --vae runs/vae                 # GAN codes against VAE codes
     python scores.py encoders --run runs/demo --vae runs/vae --count 32 --steps 50   # CPU-sized
 """
 

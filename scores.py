@@ -244,7 +244,7 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cros
 
 
 def target_checks(rows):
-    """The issue's targets for the first trained row: target rate >= 0.9, collateral <= 0.1, feature distance
+    """The targets for the first trained row: target rate >= 0.9, collateral <= 0.1, feature distance
     below the mean target face's."""
     trained = [row for row in rows if row["kind"] == "trained"]
     if not trained:

@@ -1,4 +1,4 @@
-"""data_prep.py: both CelebA layouts, attribute filters, the seeds' crops, the uint8 cache, the tf.data feed,
+"""data_prep.py: both CelebA layouts, attribute filters, the reference projects' crops, the uint8 cache, the tf.data feed,
 bad input and the command line, checked against the tiny CelebA's known attributes and pixels."""
 
 import os
