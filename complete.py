@@ -19,9 +19,6 @@ import data_prep
 import encoder
 import runs
 
-import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietly)
-import tensorflow as tf  # noqa: E402
-
 MASKS = ("center", "left", "random", "grid", "lowres")  # bamos's dcgan-completion masks
 BLENDS = ("poisson", "feather", "none")
 RANDOM_MASK_FRACTION = 0.2  # bamos: a fifth of the pixels missing

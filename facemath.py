@@ -34,7 +34,6 @@ Usage:
 import argparse
 import dataclasses
 import difflib
-import itertools
 import json
 import os
 import sys
@@ -44,9 +43,9 @@ import numpy as np
 
 import data_prep
 import dcgan
-import runs
 import encoder
 import evaluate
+import runs
 
 ATTRIBUTES = data_prep.CELEBA_ATTRIBUTES
 SUBCOMMANDS = ("demo", "directions")

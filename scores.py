@@ -27,7 +27,7 @@ import encoder
 import evaluate
 import facemath
 import makeover
-import runs  # noqa: F401  (chooses the Keras backend before anything below loads it)
+import runs
 
 COMMANDS = ("encoders", "edits", "analogies", "descriptions", "makeover")
 FACE_MATH = ("edits", "analogies", "descriptions")

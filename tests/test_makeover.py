@@ -17,13 +17,12 @@ import pytest
 import skimage.data
 
 import data_prep
-import dcgan
 import runs
 import scores
 import evaluate
 import encoder
 import makeover
-import keras  # after dcgan, which chooses the TensorFlow backend
+import keras  # after runs (through makeover), which chooses the TensorFlow backend
 from conftest import tiny_celeba_rows
 
 REPO = os.path.dirname(os.path.abspath(makeover.__file__))
