@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 import data_prep
+import dcgan
 import encoder
 import runs
 
@@ -138,7 +139,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     make_mask(args.mask, 8)  # a bad mask name fails before anything loads
-    run = encoder.load_gan_run(args.run)
+    run = dcgan.load_run(args.run, kind="gan")
     faces, names, _ = encoder.input_faces(args, run.config)
     completion = complete(run.generator, run.discriminator, faces, mask=args.mask, blend=args.blend,
                           steps=args.steps, lr=args.lr, lambda_=args.lambda_, loss=args.loss,

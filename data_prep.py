@@ -53,6 +53,7 @@ SPLITS = {"train": 0, "validation": 1, "test": 2}
 # The makeover crop of the seeds: an 80-wide, 100-tall box whose top-left corner is (x=49, y=90).
 MAKEOVER_BOX = (49, 90, 80, 100)
 CROPS = ("dcgan", "makeover")
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @contextlib.contextmanager
@@ -368,9 +369,10 @@ def atomic_write_bytes(path, data):
 
 
 def atomic_save_npy(path, array):
-    """np.save through a temporary file and a rename."""
+    """np.save through a temporary file and a rename; returns the path."""
     with atomic_path(path) as temporary:
         np.save(temporary, array)
+    return path
 
 
 def write_json(path, payload):
@@ -449,6 +451,17 @@ class PreparedImages:
     names: list
     cache_path: str
     from_cache: bool
+
+
+def save_gif(path, frames, *, frame_ms=120, scale=2):
+    """An animated, looping GIF of float [-1, 1] or uint8 frames, written atomically; returns the path."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.kron(to_uint8(frame) if frame.dtype != np.uint8 else frame,
+                                      np.ones((scale, scale, 1), np.uint8))) for frame in frames]
+    with atomic_path(path) as temporary:
+        images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    return path
 
 
 def _cache_key(celeba, names, settings):
@@ -714,6 +727,60 @@ def load_face(path, *, image_size=64, crop="dcgan", crop_size=108, fallback=Fals
     if not return_details:
         return face
     return face, {"aligned": aligned, "landmarks": landmarks, "faces_found": len(faces), "fallback": not faces}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Faces for a trained run: its split, photos, or file names of its data
+
+
+def run_split(config, *, split, filter=None, limit=None):
+    """A split of a run's data in the run's crop, size, filter and cache; `filter` narrows it further."""
+    combined = ",".join(part for part in (config.get("filter"), filter) if part) or None
+    return load_split(config["data"], split=split, image_size=config["image_size"],
+                      crop_size=config.get("crop_size", 108), filter=combined, limit=limit,
+                      cache_dir=config.get("cache_dir"), progress=False)
+
+
+def photo_paths(paths):
+    """Photos named on the command line, folders expanded to the images inside, in order; a name that is neither
+    stays, for read_faces to look up in the run's data."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found += sorted(os.path.join(path, name) for name in os.listdir(path)
+                            if name.lower().endswith(PHOTO_EXTENSIONS))
+        else:
+            found.append(path)
+    if not found:
+        raise DataError("no photos: name photos or folders of photos")
+    return found
+
+
+def read_faces(paths, config, *, fallback=False):
+    """uint8 faces (n, size, size, 3) in a run's crop and size, and their base names, for photos or folders of
+    photos (aligned with load_face) or file names of the run's data (000012.jpg, already aligned). Every face
+    loads before anything is written."""
+    paths, faces, celeba = photo_paths(paths), [], None
+    size, crop_size = config["image_size"], config.get("crop_size", 108)
+    for path in paths:
+        if os.path.isfile(path):
+            faces.append(to_uint8(load_face(path, image_size=size, crop_size=crop_size, fallback=fallback)))
+            continue
+        celeba = celeba or read_celeba(config["data"])
+        in_data = os.path.join(celeba.image_dir, os.path.basename(path))
+        if os.path.basename(path) != path or not os.path.isfile(in_data):
+            raise DataError(f"photo not found: {path} (neither a file nor an image of {config['data']})")
+        faces.append(crop_and_resize(read_image_uint8(in_data), image_size=size, crop_size=crop_size))
+    return np.stack(faces), [os.path.basename(path) for path in paths]
+
+
+def example_faces(config, filters, *, seed=0):
+    """One held-out (test split) face of a run's data per attribute filter, chosen with `seed`; (uint8, names)."""
+    rng = np.random.default_rng(seed)
+    splits = [run_split(config, split="test", filter=text) for text in filters]
+    chosen = [int(rng.integers(len(split.names))) for split in splits]
+    return (np.stack([split.images[index] for split, index in zip(splits, chosen)]),
+            [split.names[index] for split, index in zip(splits, chosen)])
 
 
 # ----------------------------------------------------------------------------------------------------------

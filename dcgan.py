@@ -32,6 +32,7 @@ import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietl
 import tensorflow as tf  # noqa: E402
 
 SUBCOMMANDS = ("plot", "sample")
+NETWORKS = ("generator", "discriminator")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -44,10 +45,6 @@ def weight_init():
     return keras.initializers.RandomNormal(stddev=0.02)
 
 
-def gamma_init():
-    return keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
-
-
 def number_of_blocks(image_size):
     """Up- or down-sampling blocks between 4x4 and image_size: 4 for 64 (the paper), 3 for 32, 5 for 128."""
     if image_size < 8 or image_size & (image_size - 1):
@@ -58,7 +55,8 @@ def number_of_blocks(image_size):
 def batch_norm(name, *, synchronized=False):
     # PyTorch's and carpedm20's momentum (0.9 in Keras terms) and epsilon. `synchronized` computes the statistics
     # over the global batch under tf.distribute, so R replicas train the same network as one device would.
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma_init(),
+    gamma = keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma,
                                            synchronized=synchronized, name=name)
 
 
@@ -103,16 +101,14 @@ def build_generator(*, latent_dim=100, image_size=64, filters=64, kernel_size=5,
     return keras.Model(z, image, name=name)
 
 
-def build_discriminator(*, image_size=64, filters=64, kernel_size=5, minibatch_std=False, spectral_norm=False,
-                        synchronized_batch_norm=False, name="discriminator"):
-    """Strided convolutions with 1x, 2x, 4x, 8x filters, LeakyReLU 0.2, batch norm on all but the first, one logit.
-    Each block's activation is named `down<n>_features` (see discriminator_features); `minibatch_std` appends the
-    batch's spread as a channel before the logit (off in the paper's model). `spectral_norm` (Miyato et al. 2018,
-    SN-GAN) divides every weight matrix by its largest singular value and drops D's batch norm, as SN-GAN does."""
-    blocks = number_of_blocks(image_size)
-    image = keras.Input((image_size, image_size, 3), name="image")
+def conv_stack(image, *, image_size=64, filters=64, kernel_size=5, spectral_norm=False,
+               synchronized_batch_norm=False):
+    """D's body, shared by E and the VAE's encoder: strided convolutions with 1x, 2x, 4x, 8x filters, LeakyReLU
+    0.2, batch norm on all but the first. Each block's activation is named `down<n>_features` (see
+    discriminator_features). `spectral_norm` (Miyato et al. 2018, SN-GAN) divides every weight matrix by its
+    largest singular value and drops the batch norm, as SN-GAN does. (batch, size, size, 3) -> (batch, 4, 4, 8f)."""
     x = image
-    for block in range(blocks):
+    for block in range(number_of_blocks(image_size)):
         convolution = keras.layers.Conv2D(filters * 2 ** block, kernel_size, strides=2, padding="same",
                                           use_bias=block == 0 or spectral_norm, kernel_initializer=weight_init(),
                                           name=f"down{block + 1}_conv" if spectral_norm else f"down{block + 1}")
@@ -122,6 +118,16 @@ def build_discriminator(*, image_size=64, filters=64, kernel_size=5, minibatch_s
             x = batch_norm(f"down{block + 1}_bn", synchronized=synchronized_batch_norm)(x)
         # (batch, size/2^(block+1), size/2^(block+1), filters*2^block)
         x = keras.layers.LeakyReLU(0.2, name=f"down{block + 1}_features")(x)
+    return x
+
+
+def build_discriminator(*, image_size=64, filters=64, kernel_size=5, minibatch_std=False, spectral_norm=False,
+                        synchronized_batch_norm=False, name="discriminator"):
+    """conv_stack, then one logit; `minibatch_std` appends the batch's spread as a channel before the logit (off
+    in the paper's model)."""
+    image = keras.Input((image_size, image_size, 3), name="image")
+    x = conv_stack(image, image_size=image_size, filters=filters, kernel_size=kernel_size,
+                   spectral_norm=spectral_norm, synchronized_batch_norm=synchronized_batch_norm)
     if minibatch_std:
         x = MinibatchStdDev(name="minibatch_std")(x)  # (batch, 4, 4, 8*filters + 1)
     x = keras.layers.Flatten()(x)  # (batch, 4*4*8*filters)
@@ -165,8 +171,7 @@ class DCGAN(keras.Model):
     def __init__(self, generator, discriminator, *, latent_dim=100, latent_distribution="normal",
                  generator_steps=1, label_smoothing=0.0, seed=0, ema=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.generator = generator
-        self.discriminator = discriminator
+        self.generator, self.discriminator = generator, discriminator
         self.latent_dim = latent_dim
         self.latent_distribution = latent_distribution
         self.generator_steps = generator_steps
@@ -324,8 +329,7 @@ def save_epoch_evidence(gan, run_dir, number, *, fixed_z, history, writer=None):
 
 
 def run_recorder(gan, run_dir, *, fixed_z, history, tensorboard_dir=None):
-    """The run's epoch recorder (runs.EpochRecorder: per-step log.csv of finished epochs only, a non-finite loss
-    stops training before its epoch is saved) with this script's evidence saved after each epoch."""
+    """runs.EpochRecorder (log.csv, NaN guard) saving save_epoch_evidence after each epoch."""
     writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
     return runs.EpochRecorder(history, HISTORY_NAMES, log_dir=run_dir, save_epoch=lambda number: save_epoch_evidence(
         gan, run_dir, number, fixed_z=fixed_z, history=history, writer=writer))
@@ -352,11 +356,8 @@ class FreezeDiscriminator(keras.callbacks.Callback):
 def build_gan(config, *, replicas=1):
     """Build G and D and the DCGAN from a run's config (dict with the training flags). With several replicas,
     batch norm is synchronized across them, so the global batch trains the network one device would."""
-    sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"],
-             "synchronized_batch_norm": replicas > 1}
-    generator = build_generator(latent_dim=config["latent_dim"], **sizes)
-    discriminator = build_discriminator(minibatch_std=config.get("minibatch_std", False),
-                                        spectral_norm=config.get("spectral_norm", False), **sizes)
+    generator, discriminator = (build_network(config, network, synchronized_batch_norm=replicas > 1)
+                                for network in NETWORKS)
     gan = DCGAN(generator, discriminator, latent_dim=config["latent_dim"],
                 latent_distribution=config["latent_distribution"], generator_steps=config["g_steps"],
                 label_smoothing=config["label_smoothing"], seed=config["seed"], ema=config.get("ema", 0.0))
@@ -399,9 +400,7 @@ def train(config, run_dir, *, resume=False, verbose=1):
     tensorboard_dir = os.path.join(run_dir, "tensorboard") if config["tensorboard"] else None
     recorder = run_recorder(gan, run_dir, fixed_z=np.load(os.path.join(run_dir, "fixed_z.npy")), history=history,
                             tensorboard_dir=tensorboard_dir)
-    callbacks = []
-    if config["freeze_d_after"] is not None:
-        callbacks.append(FreezeDiscriminator(config["freeze_d_after"]))
+    callbacks = [] if config["freeze_d_after"] is None else [FreezeDiscriminator(config["freeze_d_after"])]
     if config.get("time_budget"):
         callbacks.append(runs.TimeBudget(config["time_budget"]))
     if tensorboard_dir:
@@ -427,12 +426,10 @@ def latent_for_seed(seed, count, latent_dim, distribution="normal"):
     return rng.standard_normal((count, latent_dim)).astype(np.float32)
 
 
-NETWORKS = ("generator", "discriminator")
-
-
-def build_network(config, network):
+def build_network(config, network, *, synchronized_batch_norm=False):
     """An untrained generator or discriminator shaped as a run's config says."""
-    sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"]}
+    sizes = {"image_size": config["image_size"], "filters": config["filters"], "kernel_size": config["kernel"],
+             "synchronized_batch_norm": synchronized_batch_norm}
     if network == "generator":
         return build_generator(latent_dim=config["latent_dim"], **sizes)
     return build_discriminator(minibatch_std=config.get("minibatch_std", False),
@@ -455,21 +452,41 @@ def load_generator(run_dir, *, epoch=None):
 
 @dataclasses.dataclass
 class Run:
-    """A trained run as later scripts use it: where it lives, its config.json and its two networks."""
+    """A trained run as later scripts use it: its directory, config.json and networks (a VAE has no discriminator)."""
 
     directory: str
     config: dict
     generator: keras.Model
-    discriminator: keras.Model
+    discriminator: keras.Model | None
     epoch: int | None  # None: the final networks
 
+    @property
+    def kind(self):
+        return "vae" if self.config.get("kind") == "vae" else "gan"
 
-def load_run(run_dir, *, epoch=None):
-    """The one door to a trained run for encoder.py, facemath.py and makeover.py: config.json, the generator and
-    the discriminator, final or saved after `epoch`. Baselines are refused (they have no discriminator)."""
+
+def load_run(run_dir=None, *, epoch=None, kind=None, runs_dir="runs"):
+    """The one door to a trained run for every later script: config.json, the generator and the discriminator,
+    final or saved after `epoch`. A VAE run (vae.py) comes with its decoder as the generator and no
+    discriminator; `kind="gan"` refuses it. Without `run_dir`, the newest run in `runs_dir`, named on stdout.
+    Baselines and runs without a generator are refused in one line. A Run passes through."""
+    if isinstance(run_dir, Run):
+        return run_dir
+    if run_dir is None:
+        run_dir = runs.newest_run(runs_dir)
+        print(f"using the newest run with a generator: {run_dir}")
     config = runs.read_config(run_dir)
     if config.get("kind") in ("untrained", "noise"):
-        raise ValueError(f"{run_dir} is the {config['kind']} baseline, not a trained run")
+        raise data_prep.DataError(f"{run_dir} is the {config['kind']} baseline, not a trained run")
+    if "latent_dim" not in config:
+        raise data_prep.DataError(f"{run_dir} is not a GAN or VAE run (its config.json has no latent_dim)")
+    if kind == "gan" and config.get("kind") == "vae":
+        raise data_prep.DataError(f"{run_dir} is a VAE run; pass a GAN run as --run (the VAE goes to --vae)")
+    if not os.path.isfile(os.path.join(run_dir, "generator.keras")) and not runs.saved_epochs(run_dir):
+        raise data_prep.DataError(f"{run_dir} has no generator (no generator.keras, no saved epoch); train it with "
+                                  f"`python dcgan.py` first")
+    if config.get("kind") == "vae":
+        return Run(os.path.abspath(run_dir), config, load_generator(run_dir, epoch=epoch), None, epoch)
     networks = {network: load_network(run_dir, network, epoch=epoch) for network in NETWORKS}
     return Run(os.path.abspath(run_dir), config, networks["generator"], networks["discriminator"], epoch)
 
@@ -505,8 +522,7 @@ def slerp(start, end, fraction):
 
 def interpolation_codes(seed_a, seed_b, *, steps=8, latent_dim=100, distribution="normal"):
     """(linear codes, spherical codes), each (steps, latent_dim), from seed_a's z to seed_b's z."""
-    start = latent_for_seed(seed_a, 1, latent_dim, distribution)[0]
-    end = latent_for_seed(seed_b, 1, latent_dim, distribution)[0]
+    start, end = (latent_for_seed(seed, 1, latent_dim, distribution)[0] for seed in (seed_a, seed_b))
     fractions = np.linspace(0.0, 1.0, steps)
     linear = np.stack([(1 - t) * start + t * end for t in fractions])
     spherical = np.stack([slerp(start, end, t) for t in fractions])
@@ -521,7 +537,7 @@ RESUMABLE_OVERRIDES = {"epochs", "tensorboard", "freeze_d_after", "strategy", "s
 
 
 def training_parser():
-    parser = runs.training_parser(__doc__)
+    parser = runs.training_parser(__doc__, name="dcgan")
     add = parser.add_argument
     add("--filter", default=None, help='attribute filter, e.g. "Attractive,-Eyeglasses"')
     add("--limit", type=int, default=None, help="use only the first N training images (e.g. 50000)")
@@ -546,50 +562,27 @@ def training_parser():
     add("--ema", type=float, default=0.0,
         help="keep a moving average of G's weights with this decay per step (e.g. 0.999) and save and sample it; "
              "0: off, as in the paper")
-    add("--precision", default="auto", choices=runs.PRECISIONS,
-        help="compute dtype policy; auto: mixed_bfloat16 where the CPU or GPU runs bfloat16 natively, else float32")
     add("--strategy", default="none", choices=["none", "mirrored", "multiworker"], help="tf.distribute strategy")
     add("--tensorboard", action="store_true", help="write TensorBoard scalars and the epoch grid")
     add("--seed", type=int, default=0, help="seed of weights, z stream, shuffling and the fixed grid")
-    add("--name", default="dcgan", help="run name: the run directory is <runs-dir>/<name>")
     runs.add_run_flags(add)
     add("--time-budget", type=float, default=None,
         help="minutes of training: stop after the last whole epoch that fits (--epochs stays the upper bound)")
-    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
 
 def validate_config(config):
     runs.check_at_least(config, ("epochs", "batch_size", "filters", "kernel", "latent_dim", "g_steps", "crop_size"))
     number_of_blocks(config["image_size"])
-    if not 0.0 <= config["label_smoothing"] < 1.0:
-        raise ValueError(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
-    if not 0.0 <= config.get("ema", 0.0) < 1.0:
-        raise ValueError(f"--ema must be in [0, 1), got {config['ema']}")
+    for name in ("label_smoothing", "ema"):
+        if not 0.0 <= config.get(name, 0.0) < 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {config[name]}")
     if config.get("ema") and config.get("strategy", "none") != "none":
         raise ValueError("--ema is not supported with --strategy (the average is kept on one device)")
     if config["freeze_d_after"] is not None and config["freeze_d_after"] < 0:
         raise ValueError(f"--freeze-d-after must be 0 or more, got {config['freeze_d_after']}")
-
-
-def resolve_config(argv=None):
-    """Flags -> (config, run_dir, resume). config holds every flag; resuming reads config.json, lets only a few
-    flags change, and keeps the library versions the run started with (each resume's are added to a list)."""
-    args = training_parser().parse_args(argv)
-    run_dir = os.path.join(args.runs_dir, args.name)
-    config = vars(args)
-    if args.resume:
-        config = runs.resumed_config(config, run_dir, typed=runs.typed_flags(training_parser(), argv),
-                                     resumable=RESUMABLE_OVERRIDES, defaults=runs.parser_defaults(training_parser()))
-    else:
-        runs.check_new_run(run_dir)
-        config["versions"] = runs.library_versions()
-    validate_config(config)
     if config["filter"]:
         data_prep.parse_filter(config["filter"], list(data_prep.CELEBA_ATTRIBUTES))
-    runs.absolute_paths(config)
-    config["compute_precision"], config["precision_reason"] = runs.resolve_precision(config["precision"])
-    return config, run_dir, args.resume
 
 
 def subcommand_parser(command):
@@ -617,43 +610,36 @@ def run_sample(args):
     config = runs.read_config(args.run)
     if args.count < 1:
         raise ValueError(f"--count must be positive, got {args.count}")
-    outdir = args.outdir or os.path.join(args.run, "generated")
+    stem = os.path.join(args.outdir or os.path.join(args.run, "generated"), f"seed{args.seed:04d}")
     images = make_sampler(args.run, epoch=args.epoch)(args.count, args.seed)
-    grid = data_prep.save_grid(os.path.join(outdir, f"seed{args.seed:04d}.png"), images, columns=8)
-    codes = latent_for_seed(args.seed, args.count, config["latent_dim"], config["latent_distribution"])
-    data_prep.atomic_save_npy(os.path.join(outdir, f"seed{args.seed:04d}_z.npy"), codes)
-    print(f"wrote {grid}")
+    data_prep.atomic_save_npy(stem + "_z.npy", latent_for_seed(args.seed, args.count, config["latent_dim"],
+                                                               config["latent_distribution"]))
+    written = [data_prep.save_grid(stem + ".png", images, columns=8)]
     if args.npy:
-        data_prep.atomic_save_npy(os.path.join(outdir, f"seed{args.seed:04d}.npy"), data_prep.to_uint8(images))
+        written.append(data_prep.atomic_save_npy(stem + ".npy", data_prep.to_uint8(images)))
     if args.interpolate:
         seed_a, seed_b = args.interpolate
-        linear, spherical = interpolation_codes(seed_a, seed_b, steps=args.steps, latent_dim=config["latent_dim"],
-                                                distribution=config["latent_distribution"])
-        generator = load_generator(args.run, epoch=args.epoch)
-        strip = generate(generator, np.concatenate([linear, spherical]))
-        path = data_prep.save_grid(os.path.join(outdir, f"interpolate_{seed_a}_{seed_b}.png"), strip,
-                                   columns=args.steps, row_labels=["linear", "spherical"])
-        print(f"wrote {path}")
-
-
-def run_subcommand(command, argv):
-    if command == "baseline":
-        raise data_prep.DataError("`dcgan.py baseline` moved: run `python evaluate.py baseline` with the same flags")
-    args = subcommand_parser(command).parse_args(argv)
-    if command == "plot":
-        for run_dir in args.runs:
-            runs.read_config(run_dir)
-        out = args.out or os.path.join(args.runs[0], "losses.png")
-        print(f"wrote {runs.plot_runs(args.runs, out, smoothing=args.smoothing)}")
-    elif command == "sample":
-        run_sample(args)
+        codes = interpolation_codes(seed_a, seed_b, steps=args.steps, latent_dim=config["latent_dim"],
+                                    distribution=config["latent_distribution"])
+        strip = generate(load_generator(args.run, epoch=args.epoch), np.concatenate(codes))
+        written.append(data_prep.save_grid(os.path.join(os.path.dirname(stem), f"interpolate_{seed_a}_{seed_b}.png"),
+                                           strip, columns=args.steps, row_labels=["linear", "spherical"]))
+    print("wrote " + ", ".join(str(path) for path in written))
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in (*SUBCOMMANDS, "baseline"):
-        return run_subcommand(argv[0], argv[1:])
-    config, run_dir, resume = resolve_config(argv)
+    if argv and argv[0] == "baseline":
+        raise data_prep.DataError("`dcgan.py baseline` moved: run `python evaluate.py baseline` with the same flags")
+    if argv and argv[0] in SUBCOMMANDS:
+        args = subcommand_parser(argv[0]).parse_args(argv[1:])
+        if argv[0] == "sample":
+            return run_sample(args)
+        out = args.out or os.path.join(args.runs[0], "losses.png")
+        print(f"wrote {runs.plot_runs(args.runs, out, smoothing=args.smoothing)}")
+        return None
+    config, run_dir, resume = runs.training_config(training_parser, argv, resumable=RESUMABLE_OVERRIDES,
+                                                   validate=validate_config)
     config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
     runs.training_job(run_dir, config, resume=resume, train=lambda: train(config, run_dir, resume=resume),
                       result=f"evidence in {run_dir}")

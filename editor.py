@@ -39,6 +39,7 @@ import numpy as np
 
 import data_prep
 import dcgan
+import directions
 import encoder
 import evaluate
 import facemath
@@ -68,7 +69,7 @@ class UploadError(ValueError):
 @dataclasses.dataclass
 class Editor:
     run: dcgan.Run
-    directions: facemath.Directions
+    fitted: directions.Directions
     vectors: dict  # kind -> (40, latent_dim) strength-1 edit vectors, zero where an attribute has none
     varying: list  # attribute indices with a slider, in CELEBA_ATTRIBUTES order
     classifier: object  # the attribute CNN, or None
@@ -86,15 +87,15 @@ class Editor:
         return int(self.run.config["image_size"])
 
 
-def edit_vectors(directions):
+def edit_vectors(fitted):
     """Strength-1 edit vectors of every kind for every varying attribute, computed once so that a slider's move
     costs one small matrix product. A conditional direction with nothing left to edit stays zero (noted)."""
     vectors = {}
-    for kind in facemath.KINDS:
-        table = np.zeros_like(directions.mean)
-        for index in np.flatnonzero(directions.varying):
+    for kind in directions.KINDS:
+        table = np.zeros_like(fitted.mean)
+        for index in np.flatnonzero(fitted.varying):
             try:
-                table[index] = facemath.edit_vector(directions, int(index), kind=kind)
+                table[index] = directions.edit_vector(fitted, int(index), kind=kind)
             except ValueError as error:
                 print(f"note: no {kind} direction for {facemath.ATTRIBUTES[index]}: {error}")
         vectors[kind] = table
@@ -114,19 +115,19 @@ def compiled_renderer(generator, latent_dim):
 def load_editor(run_dir, *, classifier_dir=None, method="auto", steps=200, fit_limit=4000, seed=0):
     """Everything a page needs, loaded once at start: the run, the attribute CNN (when one measures this run's
     data), directions fitted on the run's training codes (or labelled samples) and their edit vectors."""
-    run = facemath.load_math_run(run_dir)
+    run = dcgan.load_run(run_dir)
     classifier = facemath.classifier_or_none(classifier_dir, run) if classifier_dir else None
-    fit_method = facemath.resolve_method(run, method, dataset=True, classifier_ready=classifier is not None)
+    fit_method = directions.resolve_method(run, method, dataset=True, classifier_ready=classifier is not None)
     # The training codes of facemath.py's cache when it holds them; the editor writes nothing into the run.
-    codes = facemath.dataset_codes(run, method=fit_method, split="train", limit=fit_limit, steps=steps, seed=seed,
+    codes = directions.dataset_codes(run, method=fit_method, split="train", limit=fit_limit, steps=steps, seed=seed,
                                    classifier=classifier, save=False)
     fitted_from = f"{len(codes.codes)} {'cached ' if codes.from_cache else ''}{fit_method} codes"
-    directions = facemath.fit_directions(codes.codes, codes.labels, seed=seed)
-    if not directions.varying.any():
+    fitted = directions.fit_directions(codes.codes, codes.labels, seed=seed)
+    if not fitted.varying.any():
         raise data_prep.DataError(f"no attribute varies in {run.directory}'s data; the editor has nothing to edit")
-    photo_method = facemath.resolve_method(run, "auto" if method == "samples" else method)
+    photo_method = directions.resolve_method(run, "auto" if method == "samples" else method)
     latent_dim = int(run.config["latent_dim"])
-    return Editor(run, directions, edit_vectors(directions), [int(i) for i in np.flatnonzero(directions.varying)],
+    return Editor(run, fitted, edit_vectors(fitted), [int(i) for i in np.flatnonzero(fitted.varying)],
                   classifier, photo_method, steps, fitted_from, compiled_renderer(run.generator, latent_dim))
 
 
@@ -137,7 +138,7 @@ def load_editor(run_dir, *, classifier_dir=None, method="auto", steps=200, fit_l
 def edited_code(editor, base, strengths, kind="mean"):
     """The base code plus each varying attribute's strength times its edit vector of `kind`."""
     if kind not in editor.vectors:
-        raise data_prep.DataError(f"unknown kind of direction {kind!r}; expected one of {', '.join(facemath.KINDS)}")
+        raise data_prep.DataError(f"unknown kind of direction {kind!r}; expected one of {', '.join(directions.KINDS)}")
     strengths = np.clip(np.asarray(strengths, np.float32), -STRENGTH_LIMIT, STRENGTH_LIMIT)
     if strengths.shape != (len(editor.varying),):
         raise data_prep.DataError(f"expected {len(editor.varying)} strengths, got {strengths.shape}")
@@ -203,7 +204,7 @@ def encode_photo(editor, path, *, progress=None):
 
 def describe(editor, code, face):
     """Markdown: the code's top five attributes by NVIDIA's score beside the attribute CNN's top five on the face."""
-    scores = facemath.attribute_scores(editor.directions, np.asarray(code, np.float32)[None])[0]
+    scores = facemath.attribute_scores(editor.fitted, np.asarray(code, np.float32)[None])[0]
     top = facemath.top_attributes(scores[None], count=facemath.TOP_COUNT)[0]
     lines = ["| from the code (NVIDIA's score) | | the attribute CNN on the face | |", "|---|---:|---|---:|"]
     if editor.classifier is not None:
@@ -459,7 +460,7 @@ def load_test(url, *, clients=8, seconds=30.0, seed=0):
         strengths = [0.0] * count
         while time.perf_counter() < deadline:
             strengths[int(rng.integers(count))] = round(float(rng.uniform(-STRENGTH_LIMIT, STRENGTH_LIMIT)), 1)
-            kind = str(rng.choice(facemath.KINDS))
+            kind = str(rng.choice(directions.KINDS))
             started = time.perf_counter()
             try:
                 edit_and_fetch(url, strengths, kind)
@@ -540,7 +541,7 @@ def parse_args(argv=None):
     add("--host", default="127.0.0.1", help="address to bind; anything but loopback exposes the page to others")
     add("--port", type=int, default=DEFAULT_PORT, help="port to serve on")
     add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
-    add("--method", default="auto", choices=facemath.METHODS,
+    add("--method", default="auto", choices=directions.METHODS,
         help="how codes are found (facemath.py's --method): for the directions and for uploaded photos")
     add("--steps", type=int, default=200, help="Adam steps of projection for an uploaded photo")
     add("--fit-limit", type=int, default=4000, help="training faces (or samples) whose codes fit the directions")
@@ -568,7 +569,7 @@ def main(argv=None):
     print("editor: " + ", ".join(f"{key} {value}" for key, value in vars(args).items() if value not in (None, False)))
     if args.load_test is not None:
         if args.run is None:
-            args.run = facemath.newest_run()
+            args.run = runs.newest_run()
         return run_load_test(args)
     workdir = tempfile.mkdtemp(prefix="facemath-editor-")
     tempfile.tempdir = workdir  # every later temporary file (TensorFlow's autograph sources too) goes in here

@@ -49,7 +49,6 @@ MOVED = {"vae": "vae.py", "complete": "complete.py", "compare": "scores.py encod
 METHODS = ("random", "encoder", "optimize", "hybrid")  # "random" is the floor: a code that knows nothing
 PIXEL_LOSSES = ("l1", "l2")
 PRIORS = ("gaussian", "sphere", "box", "none")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 GRID_FACES = 8  # faces in the per-epoch and comparison grids
 
 
@@ -57,23 +56,11 @@ GRID_FACES = 8  # faces in the per-epoch and comparison grids
 # Model builders
 
 
-def conv_stack(image, *, image_size=64, filters=64, kernel_size=5):
-    """The discriminator's convolutional stack (dcgan.build_discriminator, same layer names), flattened.
-    (batch, size, size, 3) -> (batch, 4 * 4 * filters * 2^(blocks-1))."""
-    x = image
-    for block in range(dcgan.number_of_blocks(image_size)):
-        x = keras.layers.Conv2D(filters * 2 ** block, kernel_size, strides=2, padding="same", use_bias=block == 0,
-                                kernel_initializer=dcgan.weight_init(), name=f"down{block + 1}")(x)
-        if block > 0:
-            x = dcgan.batch_norm(f"down{block + 1}_bn")(x)
-        x = keras.layers.LeakyReLU(0.2, name=f"down{block + 1}_features")(x)  # (batch, size/2^(block+1), ..)
-    return keras.layers.Flatten(name="flatten")(x)
-
-
 def build_encoder(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="encoder"):
     """E: image -> z, D's stack with a linear head (not DIGITS's sigmoid: our z is Gaussian)."""
     image = keras.Input((image_size, image_size, 3), name="image")
-    features = conv_stack(image, image_size=image_size, filters=filters, kernel_size=kernel_size)
+    features = keras.layers.Flatten(name="flatten")(dcgan.conv_stack(image, image_size=image_size, filters=filters,
+                                                                      kernel_size=kernel_size))
     z = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32", name="z")(features)
     return keras.Model(image, z, name=name)  # (batch, latent_dim)
 
@@ -186,24 +173,6 @@ def generator_fingerprint(generator):
     return digest.hexdigest()[:16]
 
 
-def load_model_run(run):
-    """A dcgan.Run for a GAN run or a VAE run (a VAE run's discriminator is None); a Run passes through."""
-    if isinstance(run, dcgan.Run):
-        return run
-    config = runs.read_config(run)
-    if config.get("kind") == "vae":
-        return dcgan.Run(os.path.abspath(run), config, dcgan.load_generator(run), None, None)
-    return dcgan.load_run(run)
-
-
-def load_gan_run(run_dir):
-    """A trained GAN run, or one line that says why not (a VAE run, a baseline, a missing network)."""
-    config = runs.read_config(run_dir)
-    if config.get("kind") == "vae":
-        raise data_prep.DataError(f"{run_dir} is a VAE run; pass a GAN run as --run (the VAE goes to --vae)")
-    return dcgan.load_run(run_dir)
-
-
 def load_encoder(run):
     """The network that maps faces to codes for a run: E from <run>/encoder/ for a GAN run (refused when it was
     trained for another generator), the VAE's encoder (returning the mean and log-variance) for a VAE run."""
@@ -225,19 +194,12 @@ def load_encoder(run):
 # Training E and the VAE
 
 
-def training_images(config, *, split="train", limit=None):
-    """uint8 faces of a split of a run's data, with the run's crop, size, filter and cache."""
-    return data_prep.load_split(config["data"], split=split, image_size=config["image_size"],
-                                crop_size=config.get("crop_size", 108), filter=config.get("filter"),
-                                limit=limit, cache_dir=config.get("cache_dir"), progress=False).images
-
-
 def fixed_held_out(out_dir, config, *, count=GRID_FACES, seed=0):
     """The held-out faces every epoch's grid reconstructs: chosen once from the test split, kept in
     fixed_images.npy so that a resumed training shows the same faces."""
     path = os.path.join(out_dir, "fixed_images.npy")
     if not os.path.isfile(path):
-        images = training_images(config, split="test")
+        images = data_prep.run_split(config, split="test").images
         chosen = data_prep.seeded_subset(len(images), count, seed=seed)
         data_prep.atomic_save_npy(path, np.asarray(images[chosen]))
     return np.load(path)
@@ -289,7 +251,7 @@ def train_encoder(run, config, *, resume=False, verbose=1):
         runs.save_weights_atomic(trainer.encoder, os.path.join(out_dir, "checkpoints",
                                                                 f"encoder_epoch_{number:03d}.weights.h5"))
 
-    images = training_images(run.config, limit=config["limit"])
+    images = data_prep.run_split(run.config, split="train", limit=config["limit"]).images
     dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
     steps = config["steps_per_epoch"]
     if len(history['loss']) < config["epochs"]:
@@ -450,8 +412,8 @@ def encode(run, images, *, method="hybrid", steps=200, lr=0.05, lambda_=1e-3, lo
     discriminator, so only "random" and "encoder" work on it."""
     if method not in METHODS:
         raise data_prep.DataError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    run = load_model_run(run)
-    kind = "vae" if run.config.get("kind") == "vae" else "gan"
+    run = dcgan.load_run(run)
+    kind = run.kind
     if kind == "vae" and method in ("optimize", "hybrid"):
         raise data_prep.DataError(f"{run.directory} is a VAE run; it has no discriminator to {method} with "
                                   f"(use --method encoder)")
@@ -567,7 +529,7 @@ def resolve_training(parser, argv, out_dir, config):
 
 def run_train(argv):
     args = subcommand_parser("train").parse_args(argv)
-    run = load_gan_run(args.run)
+    run = dcgan.load_run(args.run, kind="gan")
     out_dir = os.path.join(run.directory, "encoder")
     config, resume = resolve_training(subcommand_parser("train"), argv, out_dir, vars(args))
     if resume and config.get("generator_fingerprint") != generator_fingerprint(run.generator):
@@ -585,41 +547,21 @@ def run_train(argv):
                       result=f"E in {out_dir}/encoder.keras")
 
 
-def photo_paths(paths):
-    """Photos named on the command line, folders expanded to the images inside, in order; a missing one fails."""
-    found = []
-    for path in paths:
-        if os.path.isdir(path):
-            found += sorted(os.path.join(path, name) for name in os.listdir(path)
-                            if name.lower().endswith(IMAGE_EXTENSIONS))
-        elif os.path.isfile(path):
-            found.append(path)
-        else:
-            raise data_prep.DataError(f"photo not found: {path}")
-    if not found:
-        raise data_prep.DataError("no photos: name photos or folders, or pass --split")
-    return found
-
-
 def input_faces(args, config):
     """(uint8 faces, names, label) from the photos or the split, every one loaded before anything is written."""
     if args.split and args.photos:
         raise data_prep.DataError("pass photos or --split, not both")
     if args.split:
-        split = data_prep.load_split(config["data"], split=args.split, image_size=config["image_size"],
-                                     crop_size=config.get("crop_size", 108), filter=config.get("filter"),
-                                     limit=args.limit, cache_dir=config.get("cache_dir"), progress=False)
+        split = data_prep.run_split(config, split=args.split, limit=args.limit)
         return split.images, split.names, args.split
-    paths = photo_paths(args.photos)
-    faces = [data_prep.to_uint8(data_prep.load_face(path, image_size=config["image_size"],
-                                                    crop_size=config.get("crop_size", 108),
-                                                    fallback=args.fallback_crop)) for path in paths]
-    return np.stack(faces), [os.path.basename(path) for path in paths], "photos"
+    if not args.photos:
+        raise data_prep.DataError("no photos: name photos or folders, or pass --split")
+    return (*data_prep.read_faces(args.photos, config, fallback=args.fallback_crop), "photos")
 
 
 def run_encode(argv):
     args = subcommand_parser("encode").parse_args(argv)
-    run = load_model_run(args.run)
+    run = dcgan.load_run(args.run)
     if run.config.get("kind") == "vae" and args.method in ("optimize", "hybrid"):
         raise data_prep.DataError(f"{args.run} is a VAE run; use --method encoder (or random)")
     faces, names, label = input_faces(args, run.config)

@@ -500,7 +500,7 @@ def measure(instrument, images, *, discriminator=None):
             "attribute_frequencies": [float(value) for value in frequencies], "d_accuracy": accuracy}
 
 
-def run_kind(run_dir):
+def baseline_kind(run_dir):
     """"trained", "untrained" or "noise", from the run's config.json."""
     return runs.read_config(run_dir).get("kind", "trained")
 
@@ -559,8 +559,8 @@ def write_baseline(run_dir, *, kind="untrained", image_size=64, filters=64, kern
 def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):
     """The run directories plus an untrained generator and uniform noise, written with write_baseline
     (the first trained run's architecture) unless the user passed runs of those kinds."""
-    kinds = {run_kind(run_dir) for run_dir in run_dirs}
-    trained = [runs.read_config(run_dir) for run_dir in run_dirs if run_kind(run_dir) == "trained"]
+    kinds = {baseline_kind(run_dir) for run_dir in run_dirs}
+    trained = [runs.read_config(run_dir) for run_dir in run_dirs if baseline_kind(run_dir) == "trained"]
     like = trained[0] if trained else {}
     sizes = {key: like.get(key, default) for key, default in (("filters", 64), ("kernel", 5), ("latent_dim", 100))}
     added = []
@@ -879,7 +879,7 @@ def run_score(args):
     images = [(path, read_generated_images(path)) for path in args.images]
     for path, array in images:
         check_generated_images(array, path, classifier_settings)
-    trained = [run_dir for run_dir in args.runs if run_kind(run_dir) == "trained"]
+    trained = [run_dir for run_dir in args.runs if baseline_kind(run_dir) == "trained"]
     filter = args.filter if args.filter is not None else (runs.read_config(trained[0]).get("filter")
                                                           if trained else None)
     if args.every_epoch and not trained:

@@ -32,9 +32,6 @@ Usage:
 """
 
 import argparse
-import dataclasses
-import difflib
-import json
 import os
 import sys
 import time
@@ -43,6 +40,7 @@ import numpy as np
 
 import data_prep
 import dcgan
+import directions
 import encoder
 import evaluate
 import runs
@@ -51,14 +49,8 @@ ATTRIBUTES = data_prep.CELEBA_ATTRIBUTES
 SUBCOMMANDS = ("demo", "directions")
 MOVED = {"score-edits": "edits", "score-analogies": "analogies", "score-descriptions": "descriptions"}
 MODES = ("analogy", "edit", "describe", "average", "interpolate", "map")
-KINDS = ("mean", "boundary", "conditional", "partial")  # NVIDIA's mean difference, InterFaceGAN's normal and its
-# conditional, and the partial effect: the attribute's coefficient when the codes are regressed on every label
-METHODS = ("auto", "encoder", "optimize", "hybrid", "samples")  # "samples": G(z) labelled by the attribute CNN
 SCORE_STRENGTHS = (0.5, 1.0, 2.0, 3.0)
 SWEEP_STRENGTHS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
-MIN_GROUP = 10  # faces needed on each side of an attribute before it has a direction
-HELD_OUT_FRACTION = 0.2  # of the fitted codes, kept out of the boundary's fit to measure its accuracy
-CONDITION_COUNT = 3  # a conditional direction leaves alone the attributes most correlated with its own
 TOP_COUNT = 5  # attributes that --describe names
 ANALOGY_PAIRS = (("Male", "Eyeglasses"), ("Male", "Smiling"), ("Male", "Wearing_Hat"), ("Young", "Eyeglasses"),
                  ("Smiling", "Eyeglasses"), ("Male", "Mouth_Slightly_Open"))  # (X, Y): A x!y, B xy, C !x!y, D !xy
@@ -66,122 +58,10 @@ EXAMPLE_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair", "Wearing_Ha
 DEMO_SWEEPS = ("Smiling", "Eyeglasses", "Male", "Wearing_Hat")  # the demo's edit sweep, one row each
 EXAMPLE_FILTERS = ("Male,-Eyeglasses", "Male,Eyeglasses", "-Male,-Eyeglasses")  # --examples: A, B and C
 TRAIN_HINT = "python dcgan.py --epochs 8 --filters 32 --kernel 4 --name demo"
-GIF_FRAME_MS = 120
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Runs and faces
-
-
-def newest_run(runs_dir="runs"):
-    """The run in `runs_dir` whose generator.keras is newest (a GAN or a VAE run; no baselines, no makeovers)."""
-    found = []
-    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-        directory = os.path.join(runs_dir, name)
-        generator = os.path.join(directory, "generator.keras")
-        if os.path.isfile(generator) and os.path.isfile(os.path.join(directory, "config.json")):
-            config = runs.read_config(directory)
-            if "latent_dim" in config and config.get("kind") not in ("untrained", "noise"):
-                found.append((os.path.getmtime(generator), directory))
-    if not found:
-        raise data_prep.DataError(f"no trained run with a generator in {runs_dir}/; train one first: `{TRAIN_HINT}`")
-    return max(found)[1]
-
-
-def load_math_run(run_dir=None, *, runs_dir="runs"):
-    """A dcgan.Run (GAN or VAE) for face math: `run_dir`, or the newest run in `runs_dir`, named on stdout."""
-    if run_dir is None:
-        run_dir = newest_run(runs_dir)
-        print(f"using the newest run with a generator: {run_dir}")
-    config = runs.read_config(run_dir)
-    if config.get("kind") in ("untrained", "noise") or "latent_dim" not in config:
-        raise data_prep.DataError(f"{run_dir} is not a trained GAN or VAE run (kind {config.get('kind', 'other')})")
-    if not os.path.isfile(os.path.join(run_dir, "generator.keras")) and not runs.saved_epochs(run_dir):
-        raise data_prep.DataError(f"{run_dir} has no generator (no generator.keras, no saved epoch); train it with "
-                                  f"`python dcgan.py` first")
-    return encoder.load_model_run(run_dir)
-
-
-def run_kind(run):
-    return "vae" if run.config.get("kind") == "vae" else "gan"
-
-
-def has_encoder(run):
-    """A VAE run always has one; a GAN run when `encoder.py train` made one for this very generator."""
-    if run_kind(run) == "vae":
-        return True
-    try:
-        encoder.load_encoder(run)
-    except ValueError:
-        return False
-    return True
-
-
-def resolve_method(run, method, *, dataset=False, classifier_ready=False):
-    """The encoder.py method behind "auto": E (VAE: its encoder) for a dataset and the hybrid for a few photos
-    when a trained encoder exists; without one, generated samples for a dataset (when the attribute CNN is
-    there to label them) and projection by optimisation for photos. "samples" encodes photos as auto does."""
-    if method != "auto":
-        if run_kind(run) == "vae" and method in ("optimize", "hybrid"):
-            raise data_prep.DataError(f"{run.directory} is a VAE run; its codes come from --method encoder")
-        if method == "samples" and not dataset:  # samples fit the directions; photos are encoded as by auto
-            return resolve_method(run, "auto")
-        return method
-    if has_encoder(run):
-        return "encoder" if dataset or run_kind(run) == "vae" else "hybrid"
-    if dataset:
-        return "samples" if classifier_ready else "optimize"
-    return "optimize"
-
-
-def dataset_face(name, config, celeba=None):
-    """A face of the run's data named by its file name (000012.jpg), already aligned, in the run's crop; None when
-    the data has no such file."""
-    celeba = celeba or data_prep.read_celeba(config["data"])
-    path = os.path.join(celeba.image_dir, os.path.basename(name))
-    if os.path.basename(name) != name or not os.path.isfile(path):
-        return None
-    image = data_prep.read_image_uint8(path)
-    return data_prep.crop_and_resize(image, image_size=config["image_size"], crop_size=config.get("crop_size", 108))
-
-
-def read_faces(paths, config, *, fallback=False):
-    """uint8 faces (n, size, size, 3) for photos (aligned with data_prep.load_face) or file names of the run's
-    data; names are the files' base names. Everything loads before anything is written."""
-    faces, celeba = [], None
-    for path in paths:
-        if os.path.isfile(path):
-            face = data_prep.load_face(path, image_size=config["image_size"], crop_size=config.get("crop_size", 108),
-                                       fallback=fallback)
-            faces.append(data_prep.to_uint8(face))
-            continue
-        celeba = celeba or data_prep.read_celeba(config["data"])
-        face = dataset_face(path, config, celeba)
-        if face is None:
-            raise data_prep.DataError(f"photo not found: {path} (neither a file nor an image of {config['data']})")
-        faces.append(face)
-    return np.stack(faces), [os.path.basename(path) for path in paths]
-
-
-def example_faces(config, *, filters=EXAMPLE_FILTERS, seed=0):
-    """One held-out (test split) face per filter, chosen with `seed`: by default A a man without glasses, B a man
-    with glasses, C a woman without glasses. Returns (uint8 faces, names)."""
-    rng = np.random.default_rng(seed)
-    faces, names = [], []
-    for text in filters:
-        split = load_faces_split(config, split="test", filter=text)
-        index = int(rng.integers(len(split.names)))
-        faces.append(split.images[index])
-        names.append(split.names[index])
-    return np.stack(faces), names
-
-
-def load_faces_split(config, *, split, filter=None, limit=None):
-    """A split of the run's data (its crop, size, cache), with an extra attribute filter when given."""
-    combined = ",".join(part for part in (config.get("filter"), filter) if part) or None
-    return data_prep.load_split(config["data"], split=split, image_size=config["image_size"],
-                                crop_size=config.get("crop_size", 108), filter=combined, limit=limit,
-                                cache_dir=config.get("cache_dir"), progress=False)
 
 
 def encode_faces(run, faces, *, method, steps=200, seed=0):
@@ -191,253 +71,6 @@ def encode_faces(run, faces, *, method, steps=200, seed=0):
         raise data_prep.DataError(f"encoder.py's {method} gave non-finite codes on {run.directory}; try another "
                                   f"--method (encoder, hybrid) or fewer --steps")
     return encoding
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Codes of a dataset, computed once and cached beside the run
-
-
-@dataclasses.dataclass
-class Codes:
-    codes: np.ndarray  # (n, latent_dim) float32
-    names: list  # file names (or sample names) of the faces
-    labels: np.ndarray  # (n, 40) float32 in {0, 1}, CELEBA_ATTRIBUTES order
-    method: str
-    split: str
-    run: str
-    from_cache: bool = False  # read from <run>/facemath/ rather than computed now
-
-
-def codes_path(run, *, method, split, limit):
-    return os.path.join(run.directory, "facemath", f"codes-{method}-{split}-{limit or 'all'}.npz")
-
-
-def cache_key(run, *, method, split, limit, steps, seed):
-    """What the cached codes depend on: the generator's weights, the method and its settings, the split."""
-    key = {"generator": encoder.generator_fingerprint(run.generator), "method": method, "split": split,
-           "limit": limit or 0, "data": os.path.abspath(run.config["data"]), "seed": seed}
-    if method in ("optimize", "hybrid"):
-        key["steps"] = steps
-    if method in ("encoder", "hybrid") and run_kind(run) == "gan":  # a retrained E gives other codes
-        key["encoder"] = os.path.getmtime(os.path.join(run.directory, "encoder", "encoder.keras"))
-    return json.dumps(key, sort_keys=True)
-
-
-def read_cached_codes(path, key):
-    if not os.path.isfile(path):
-        return None
-    with np.load(path) as archive:
-        if str(archive["key"]) != key:
-            return None
-        return archive["codes"], [str(name) for name in archive["names"]], archive["labels"]
-
-
-def sample_codes(run, *, count, seed, classifier):
-    """InterFaceGAN's recipe: codes drawn from the prior, labelled by the attribute CNN's view of G(z)."""
-    codes = dcgan.latent_for_seed(seed, count, run.config["latent_dim"],
-                                  run.config.get("latent_distribution", "normal"))
-    labels = (evaluate.predict_attributes(classifier, dcgan.generate(run.generator, codes)) > 0.5).astype(np.float32)
-    return codes, [f"sample-{index:06d}" for index in range(count)], labels
-
-
-def dataset_codes(run, *, method, split="train", limit=4000, steps=200, seed=0, classifier=None, save=True):
-    """Codes and labels of a split of the run's data (or of `limit` generated samples with method "samples"),
-    from <run>/facemath/ when cached for this generator, method, split and limit, else computed and cached
-    (with `save=False` computed in memory only, leaving the run as it is)."""
-    path = codes_path(run, method=method, split=f"seed{seed}" if method == "samples" else split, limit=limit)
-    key = cache_key(run, method=method, split=split, limit=limit, steps=steps, seed=seed)
-    cached = read_cached_codes(path, key)
-    if cached is not None:
-        return Codes(*cached, method, split, run.directory, from_cache=True)
-    started = time.perf_counter()
-    if method == "samples":
-        if classifier is None:
-            raise data_prep.DataError("--method samples needs the attribute CNN (python evaluate.py classifier)")
-        codes, names, labels = sample_codes(run, count=limit or 4000, seed=seed, classifier=classifier)
-    else:
-        images, names, labels = load_faces_split(run.config, split=split, limit=limit)
-        later = (f"cached for later in {path}" if save
-                 else f"`python facemath.py directions --run {run.directory}` caches them for next time")
-        print(f"encoding {len(names)} {split} faces with {method} ({later})")
-        codes = encoder.encode(run, images, method=method, steps=steps, seed=seed).codes
-    if save:
-        with data_prep.atomic_path(path) as temporary:
-            np.savez(temporary, codes=codes, names=np.asarray(names, dtype=str), labels=labels, key=key,
-                     method=method, split=split, run=run.directory)
-    print(f"{len(names)} codes ({method}, {split}) in {time.perf_counter() - started:.1f} s"
-          + (f": {path}" if save else ""))
-    return Codes(codes.astype(np.float32), list(names), np.asarray(labels, np.float32), method, split, run.directory)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Attribute directions
-
-
-@dataclasses.dataclass
-class Directions:
-    """Per attribute (rows in CELEBA_ATTRIBUTES order): the mean codes with and without it, the boundary's unit
-    normal and its held-out accuracy, and the label correlations that pick a conditional direction's conditions."""
-
-    mean_with: np.ndarray  # (40, latent_dim)
-    mean_without: np.ndarray  # (40, latent_dim)
-    normals: np.ndarray  # (40, latent_dim) unit normals of the logistic-regression boundaries, towards "with"
-    accuracy: np.ndarray  # (40,) held-out accuracy of each boundary (nan where it does not vary)
-    majority: np.ndarray  # (40,) held-out accuracy of always guessing the majority label
-    varying: np.ndarray  # (40,) bool: at least MIN_GROUP faces on each side
-    correlation: np.ndarray  # (40, 40) correlation of the labels
-    count: int
-    partial: np.ndarray = None  # (40, latent_dim) least-squares coefficients of the codes on all varying labels
-
-    @property
-    def mean(self):
-        """NVIDIA's attribute vectors: mean code with minus mean code without. (40, latent_dim)"""
-        return self.mean_with - self.mean_without
-
-
-def boundary_normal(codes, labels, *, train, held_out):
-    """InterFaceGAN's boundary: logistic regression (balanced classes) on the codes; its unit normal and its
-    accuracy on the held-out codes."""
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
-    model.fit(codes[train], labels[train])
-    normal = model.coef_[0] / max(np.linalg.norm(model.coef_[0]), 1e-12)
-    return normal.astype(np.float32), float(model.score(codes[held_out], labels[held_out]))
-
-
-def fit_directions(codes, labels, *, seed=0, held_out_fraction=HELD_OUT_FRACTION, min_group=MIN_GROUP):
-    """Mean-difference vectors and boundary normals for every attribute that varies in `labels` (n, 40)."""
-    codes, labels = np.asarray(codes, np.float64), np.asarray(labels) > 0.5
-    count, latent_dim = codes.shape
-    order = np.random.default_rng(seed).permutation(count)
-    held_out, train = order[:int(round(held_out_fraction * count))], order[int(round(held_out_fraction * count)):]
-    shape = (len(ATTRIBUTES), latent_dim)
-    mean_with, mean_without, normals = np.zeros(shape), np.zeros(shape), np.zeros(shape, np.float32)
-    accuracy, majority = np.full(len(ATTRIBUTES), np.nan), np.full(len(ATTRIBUTES), np.nan)
-    positives = labels.sum(axis=0)
-    varying = (positives >= min_group) & (count - positives >= min_group)
-    for index in np.flatnonzero(varying):
-        column = labels[:, index]
-        mean_with[index], mean_without[index] = codes[column].mean(axis=0), codes[~column].mean(axis=0)
-        both = len(np.unique(column[train])) == 2 and len(held_out) > 0
-        if both:
-            normals[index], accuracy[index] = boundary_normal(codes, column, train=train, held_out=held_out)
-            majority[index] = max(column[held_out].mean(), 1 - column[held_out].mean())
-        else:
-            difference = mean_with[index] - mean_without[index]
-            normals[index] = difference / np.linalg.norm(difference)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        correlation = np.nan_to_num(np.corrcoef(labels.T.astype(np.float64)))
-    return Directions(mean_with.astype(np.float32), mean_without.astype(np.float32), normals, accuracy, majority,
-                      varying, correlation, count, partial_effects(codes, labels, varying))
-
-
-def partial_effects(codes, labels, varying):
-    """(40, latent_dim): the mean change of the code when one attribute turns on and every other varying one stays
-    as it is, the coefficients of codes ~ 1 + labels (least squares); zero rows where an attribute does not vary.
-    Unlike the mean difference, it leaves out what correlated attributes add (Male's beard in Goatee's vector)."""
-    design = np.column_stack([np.ones(len(codes)), labels[:, varying].astype(np.float64)])  # (n, 1 + varying)
-    coefficients = np.linalg.lstsq(design, codes, rcond=None)[0]  # (1 + varying, latent_dim)
-    partial = np.zeros((len(ATTRIBUTES), codes.shape[1]), np.float32)
-    partial[varying] = coefficients[1:]
-    return partial
-
-
-def conditional_direction(vectors, target, conditions):
-    """InterFaceGAN's conditional manipulation: the target's direction with its components along every
-    condition's direction removed (Gram-Schmidt on the conditions), as a unit vector."""
-    vector = np.asarray(vectors[target], np.float64)
-    if len(conditions):
-        basis, _ = np.linalg.qr(np.asarray(vectors[list(conditions)], np.float64).T)  # (latent_dim, k)
-        vector = vector - basis @ (basis.T @ vector)
-    norm = np.linalg.norm(vector)
-    if norm < 1e-8:
-        names = ", ".join(ATTRIBUTES[index] for index in conditions)
-        raise data_prep.DataError(f"{ATTRIBUTES[target]}'s direction lies within {names}'s; nothing is left to edit")
-    return (vector / norm).astype(np.float32)
-
-
-def correlated_attributes(directions, target, *, count=CONDITION_COUNT):
-    """The `count` varying attributes whose labels correlate most (either sign) with the target's."""
-    strength = np.abs(directions.correlation[target]).copy()
-    strength[~directions.varying] = -1
-    strength[target] = -1
-    return [int(index) for index in np.argsort(-strength)[:count] if strength[index] > 0]
-
-
-def direction_unit(directions, target, *, kind="mean", conditions=None):
-    """The unit vector of a kind of direction. "conditional" (or explicit conditions) projects the conditions'
-    directions of the same kind out of the target's (boundary normals for "conditional"); by default the
-    conditions are the CONDITION_COUNT attributes whose labels correlate most with the target's."""
-    if kind not in KINDS:
-        raise data_prep.DataError(f"unknown kind of direction {kind!r}; expected one of {', '.join(KINDS)}")
-    check_varying(directions, [target, *(conditions or [])])
-    bases = {"mean": directions.mean, "partial": directions.partial}
-    if kind == "conditional" or conditions:
-        conditions = correlated_attributes(directions, target) if conditions is None else conditions
-        return conditional_direction(bases.get(kind, directions.normals), target, conditions)
-    vector = bases.get(kind, directions.normals)[target]
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
-
-
-def edit_vector(directions, target, *, kind="mean", conditions=None):
-    """The strength-1 edit: the unit direction times the mean distance between the faces with and without the
-    attribute along it (mean-difference strength 1 adds exactly NVIDIA's vector). For `partial` that distance is
-    measured with every other label held, which is the coefficient itself: the plain groups' distance along it can
-    be small or even negative when a correlated attribute pulls the other way (Goatee on men)."""
-    if kind == "partial" and not conditions:
-        check_varying(directions, [target])
-        return np.asarray(directions.partial[target], np.float32)
-    unit = direction_unit(directions, target, kind=kind, conditions=conditions)
-    return (float(directions.mean[target] @ unit) * unit).astype(np.float32)
-
-
-def check_varying(directions, indices):
-    for index in indices:
-        if not directions.varying[index]:
-            raise data_prep.DataError(f"{ATTRIBUTES[index]} does not vary in the codes' faces (fewer than "
-                                      f"{MIN_GROUP} with or without it), so it has no direction")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Attribute names and edits on the command line
-
-
-def attribute_index(name):
-    """The index of an attribute name (any case), or one line with the closest match."""
-    for index, known in enumerate(ATTRIBUTES):
-        if known.lower() == name.strip().lower():
-            return index
-    close = difflib.get_close_matches(name.strip(), ATTRIBUTES, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of CelebA's 40: {', '.join(ATTRIBUTES)}"
-    raise data_prep.DataError(f"unknown attribute {name.strip()!r}{hint}")
-
-
-def parse_direction(text):
-    """'Smiling' or 'Smiling|Male,Eyeglasses' -> (target index, condition indices or None)."""
-    target, bar, conditions = text.partition("|")
-    parsed = [attribute_index(name) for name in conditions.split(",") if name.strip()] if bar else None
-    return attribute_index(target), parsed
-
-
-def parse_edit(text):
-    """'Smiling=1.5' or 'Smiling|Male=-1' -> (target, conditions, strength)."""
-    name, equals, value = text.rpartition("=")
-    if not equals or not name.strip():
-        raise data_prep.DataError(f"--add {text!r}: expected ATTRIBUTE=STRENGTH, for instance Smiling=1.5")
-    target, conditions = parse_direction(name)
-    try:
-        strength = float(value)
-    except ValueError:
-        raise data_prep.DataError(f"--add {text!r}: the strength {value!r} is not a number") from None
-    if not np.isfinite(strength):
-        raise data_prep.DataError(f"--add {text!r}: the strength must be finite")
-    return target, conditions, strength
-
-
-def edit_label(target, conditions, strength):
-    condition = "|" + ",".join(ATTRIBUTES[index] for index in conditions) if conditions else ""
-    return f"{ATTRIBUTES[target]}{condition} {strength:+g}"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -481,25 +114,25 @@ def analogy_grid(a, b, c, *, size=8, spherical=True):
     return np.stack(rows)
 
 
-def apply_edits(code, edits, directions, *, kind="mean"):
-    """code + sum of strength x edit vector over (target, conditions, strength) edits."""
+def apply_edits(code, edits, fitted, *, kind="mean"):
+    """code + sum of strength x edit vector over (target, conditions, strength) edits of fitted Directions."""
     code = np.asarray(code, np.float32).copy()
     for target, conditions, strength in edits:
-        code += strength * edit_vector(directions, target, kind=kind, conditions=conditions)
+        code += strength * directions.edit_vector(fitted, target, kind=kind, conditions=conditions)
     return code
 
 
-def attribute_scores(directions, codes):
+def attribute_scores(fitted, codes):
     """NVIDIA's description: each code's projection on each normalised mean-difference vector, centred midway
     between the two groups and divided by their distance, so 0 is halfway and +0.5 is the typical face with the
     attribute (the strength unit). (n, 40), nan where the attribute does not vary."""
-    difference = directions.mean
+    difference = fitted.mean
     lengths = np.linalg.norm(difference, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         units = difference / lengths[:, None]
-        midpoint = 0.5 * (directions.mean_with + directions.mean_without)
+        midpoint = 0.5 * (fitted.mean_with + fitted.mean_without)
         scores = (np.asarray(codes, np.float32) @ units.T - np.sum(midpoint * units, axis=1)) / lengths
-    scores[:, ~directions.varying] = np.nan
+    scores[:, ~fitted.varying] = np.nan
     return scores
 
 
@@ -510,17 +143,6 @@ def top_attributes(scores, *, count=TOP_COUNT):
 
 # ----------------------------------------------------------------------------------------------------------
 # Writing what was made
-
-
-def save_gif(path, frames, *, frame_ms=GIF_FRAME_MS, scale=2):
-    """An animated, looping GIF of float [-1, 1] or uint8 frames, written atomically; returns the path."""
-    from PIL import Image
-
-    images = [Image.fromarray(np.kron(data_prep.to_uint8(frame) if frame.dtype != np.uint8 else frame,
-                                      np.ones((scale, scale, 1), np.uint8))) for frame in frames]
-    with data_prep.atomic_path(path) as temporary:
-        images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
-    return path
 
 
 def serpentine(grid):
@@ -603,12 +225,12 @@ def write_projector(out_dir, codes, names, labels, thumbnails):
 def add_run_flags(add):
     add("--run", default=None, help="the run (GAN or VAE); default: the newest run in --runs-dir with a generator")
     add("--runs-dir", default="runs", help="where runs are looked for when --run is not given")
-    add("--method", default="auto", choices=METHODS,
+    add("--method", default="auto", choices=directions.METHODS,
         help="how codes are found: auto picks E (a VAE: its encoder) when trained, else projection for photos and "
              "generated samples labelled by the attribute CNN for directions")
     add("--steps", type=int, default=200, help="Adam steps of projection by optimisation (optimize, hybrid)")
     add("--fit-limit", type=int, default=4000, help="training faces (or samples) whose codes fit the directions")
-    add("--kind", default="mean", choices=KINDS, help="kind of direction for edits, sweeps and example grids")
+    add("--kind", default="mean", choices=directions.KINDS, help="kind of direction for edits, sweeps and example grids")
     add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
     add("--seed", type=int, default=0, help="seed of every choice and of projection's starting codes")
     add("--out", default=None, help="output directory (default: <run>/facemath)")
@@ -678,11 +300,8 @@ def classifier_or_none(path, run):
 
 
 def directions_for(run, args, *, classifier=None):
-    """(Directions, Codes) fitted on the training split's codes (or samples), cached codes reused."""
-    method = resolve_method(run, args.method, dataset=True, classifier_ready=classifier is not None)
-    codes = dataset_codes(run, method=method, split="train", limit=args.fit_limit, steps=args.steps, seed=args.seed,
-                          classifier=classifier)
-    return fit_directions(codes.codes, codes.labels, seed=args.seed), codes
+    return directions.fit_for_run(run, method=args.method, limit=args.fit_limit, steps=args.steps, seed=args.seed,
+                                  classifier=classifier)
 
 
 def output_dir(run, args):
@@ -700,11 +319,11 @@ def input_faces(run, args, paths, *, count=3):
     if args.examples:
         if paths:
             raise data_prep.DataError("--examples picks the faces itself; name no faces with it")
-        faces, names = example_faces(run.config, filters=EXAMPLE_FILTERS[:count], seed=args.seed)
+        faces, names = data_prep.example_faces(run.config, EXAMPLE_FILTERS[:count], seed=args.seed)
         print("--examples: " + ", ".join(f"{name} ({text})" for name, text in zip(names, EXAMPLE_FILTERS)))
     else:
-        faces, names = read_faces(paths, run.config, fallback=args.fallback_crop)
-    method = resolve_method(run, args.method)
+        faces, names = data_prep.read_faces(paths, run.config, fallback=args.fallback_crop)
+    method = directions.resolve_method(run, args.method)
     encoding = encode_faces(run, faces, method=method, steps=args.steps, seed=args.seed)
     return faces, names, encoding, method
 
@@ -726,7 +345,7 @@ def run_analogy(run, args):
         np.savez(temporary, grid=grid, a=encoding.codes[0], b=encoding.codes[1], c=encoding.codes[2],
                  d=grid[-1, -1], names=np.asarray(names), run=run.directory, method=method, seed=args.seed,
                  interpolation=interpolation)
-    save_gif(stem + ".gif", serpentine(images.reshape(size, size, *images.shape[1:])))
+    data_prep.save_gif(stem + ".gif", serpentine(images.reshape(size, size, *images.shape[1:])))
     write_record(stem + ".json", record(run, args, command="analogy", inputs=names, method=method, size=size,
                                        interpolation=interpolation, reconstruction_mse=encoding.losses.tolist()))
     print(f"analogy D = C + B - A with A {names[0]}, B {names[1]}, C {names[2]} ({run.directory}, {method}, "
@@ -739,28 +358,28 @@ def run_edit(run, args):
         raise data_prep.DataError(f"--edit takes one photo (or --examples), got {len(args.edit)}")
     if not args.add and not args.sweep:
         raise data_prep.DataError("--edit needs at least one --add ATTR=STRENGTH or --sweep ATTR")
-    edits = [parse_edit(text) for text in args.add]
-    sweeps = [parse_direction(text) for text in args.sweep]
+    edits = [directions.parse_edit(text) for text in args.add]
+    sweeps = [directions.parse_direction(text) for text in args.sweep]
     faces, names, encoding, method = input_faces(run, args, args.edit, count=1)
-    directions, codes = directions_for(run, args, classifier=classifier_or_none(args.classifier, run))
+    fitted, codes = directions_for(run, args, classifier=classifier_or_none(args.classifier, run))
     code = encoding.codes[0]
     stem = os.path.join(output_dir(run, args), f"edit-{file_stem(names)}-{method}-{args.kind}-seed{args.seed}")
     outputs = []
     if edits:
-        rows = [apply_edits(code, [edit], directions, kind=args.kind) for edit in edits]
-        labels = [edit_label(*edit) for edit in edits]
+        rows = [apply_edits(code, [edit], fitted, kind=args.kind) for edit in edits]
+        labels = [directions.edit_label(*edit) for edit in edits]
         if len(edits) > 1:
-            rows.append(apply_edits(code, edits, directions, kind=args.kind))
+            rows.append(apply_edits(code, edits, fitted, kind=args.kind))
             labels.append("all together")
         images = np.stack([np.stack([data_prep.to_float(faces[0]), encoding.reconstructions[0], image])
                            for image in dcgan.generate(run.generator, np.stack(rows))])
         outputs.append(data_prep.save_grid(stem + ".png", images.reshape(-1, *images.shape[2:]), columns=3,
                                            row_labels=labels, column_labels=["photo", "G(z)", "edited"]))
     if sweeps:
-        rows = [np.stack([apply_edits(code, [(target, conditions, s)], directions, kind=args.kind)
+        rows = [np.stack([apply_edits(code, [(target, conditions, s)], fitted, kind=args.kind)
                           for s in SWEEP_STRENGTHS]) for target, conditions in sweeps]
         images = dcgan.generate(run.generator, np.concatenate(rows))
-        labels = [edit_label(target, conditions, 0.0).rsplit(" ", 1)[0] for target, conditions in sweeps]
+        labels = [directions.edit_label(target, conditions, 0.0).rsplit(" ", 1)[0] for target, conditions in sweeps]
         outputs.append(data_prep.save_grid(stem + "-sweep.png", images, columns=len(SWEEP_STRENGTHS),
                                            row_labels=labels, column_labels=[f"{s:+g}" for s in SWEEP_STRENGTHS]))
     write_record(stem + ".json", record(run, args, command="edit", inputs=names, method=method, kind=args.kind,
@@ -775,8 +394,8 @@ def run_edit(run, args):
 def run_describe(run, args):
     faces, names, encoding, method = input_faces(run, args, args.describe)
     classifier = classifier_or_none(args.classifier, run)
-    directions, codes = directions_for(run, args, classifier=classifier)
-    scores = attribute_scores(directions, encoding.codes)
+    fitted, codes = directions_for(run, args, classifier=classifier)
+    scores = attribute_scores(fitted, encoding.codes)
     top = top_attributes(scores)
     cnn = None
     if classifier is not None:
@@ -835,7 +454,7 @@ def run_interpolate(run, args):
     stem = os.path.join(output_dir(run, args),
                         f"interpolate-{file_stem(names)}-{method}-{interpolation}-seed{args.seed}")
     data_prep.save_grid(stem + ".png", images, columns=len(images))
-    save_gif(stem + ".gif", np.concatenate([images, images[::-1]]))
+    data_prep.save_gif(stem + ".gif", np.concatenate([images, images[::-1]]))
     with data_prep.atomic_path(stem + ".npz") as temporary:
         np.savez(temporary, codes=codes, names=np.asarray(names), run=run.directory, method=method, seed=args.seed,
                  interpolation=interpolation)
@@ -846,12 +465,12 @@ def run_interpolate(run, args):
 
 
 def run_map(run, args):
-    colour_index = attribute_index(args.color_by)
-    method = resolve_method(run, args.method, dataset=True)
+    colour_index = directions.attribute_index(args.color_by)
+    method = directions.resolve_method(run, args.method, dataset=True)
     if method == "samples":
         raise data_prep.DataError("--map maps the codes of real faces; pass --method encoder, optimize or hybrid")
-    codes = dataset_codes(run, method=method, split=args.split, limit=args.limit, steps=args.steps, seed=args.seed)
-    thumbnails = load_faces_split(run.config, split=args.split, limit=args.limit).images
+    codes = directions.dataset_codes(run, method=method, split=args.split, limit=args.limit, steps=args.steps, seed=args.seed)
+    thumbnails = data_prep.run_split(run.config, split=args.split, limit=args.limit).images
     if len(codes.codes) < 5:
         raise data_prep.DataError(f"--map needs at least 5 faces, the {args.split} split gives {len(codes.codes)}")
     layouts = {"PCA": embed_2d(codes.codes, how="pca", seed=args.seed),
@@ -868,34 +487,15 @@ def run_map(run, args):
 
 
 def run_directions(run, args):
-    classifier = classifier_or_none(args.classifier, run)
-    directions, codes = directions_for(run, args, classifier=classifier)
-    out = output_dir(run, args)
-    path = os.path.join(out, f"directions-{codes.method}.npz")
-    with data_prep.atomic_path(path) as temporary:
-        np.savez(temporary, mean=directions.mean, mean_with=directions.mean_with, mean_without=directions.mean_without,
-                 normals=directions.normals, partial=directions.partial, accuracy=directions.accuracy,
-                 majority=directions.majority,
-                 varying=directions.varying, attributes=np.asarray(ATTRIBUTES), run=run.directory,
-                 method=codes.method, seed=args.seed, faces=directions.count)
-    lines = [f"Directions of {run.directory} from {directions.count} {codes.method} codes (train split); boundary "
-             f"accuracy on a held-out {HELD_OUT_FRACTION:.0%} of them.", "",
-             "| attribute | faces with it | boundary accuracy | majority | mean-difference length |",
-             "|---|---:|---:|---:|---:|"]
-    for index in np.flatnonzero(directions.varying):
-        lines.append(f"| {ATTRIBUTES[index]} | {int(codes.labels[:, index].sum())} | {directions.accuracy[index]:.3f} "
-                     f"| {directions.majority[index]:.3f} | {np.linalg.norm(directions.mean[index]):.3f} |")
-    markdown = "\n".join(lines) + "\n"
-    data_prep.atomic_write_bytes(os.path.join(out, f"directions-{codes.method}.md"), markdown.encode())
-    print(markdown + f"wrote {path} and directions-{codes.method}.md")
-    return path
+    fitted, codes = directions_for(run, args, classifier=classifier_or_none(args.classifier, run))
+    return directions.save_directions(output_dir(run, args), fitted, codes, run=run, seed=args.seed)
 
 
 def demo_encoder(run, args):
     """A short E for a GAN run that has none (encoder.py train, CPU-sized), so that the demo's directions come from
     codes of real training faces in seconds rather than from an hour of projection. An unfinished E of the demo's
     own settings (an interrupted demo) is resumed; any other training in <run>/encoder is left alone, in one line."""
-    if run_kind(run) == "vae" or has_encoder(run) or args.method not in ("auto", "encoder", "hybrid"):
+    if run.kind == "vae" or directions.has_encoder(run) or args.method not in ("auto", "encoder", "hybrid"):
         return
     out_dir = os.path.join(run.directory, "encoder")
     settings = {"generator_fingerprint": encoder.generator_fingerprint(run.generator), "epochs": args.encoder_epochs,
@@ -926,7 +526,7 @@ def run_demo(run, args):
         raise data_prep.DataError("--encoder-epochs and --encoder-steps must be positive")
     sweeps = args.sweep or list(DEMO_SWEEPS)
     for name in sweeps:
-        parse_direction(name)  # an unknown attribute fails before anything is trained
+        directions.parse_direction(name)  # an unknown attribute fails before anything is trained
     started = time.perf_counter()
     demo_encoder(run, args)
     shared = ["--examples", "--run", run.directory, "--method", args.method, "--steps", str(args.steps),
@@ -941,8 +541,8 @@ def run_demo(run, args):
 
 def main(argv=None):
     command, args = parse_args(argv)
-    run = load_math_run(args.run, runs_dir=args.runs_dir)
-    print(f"{command} on {run.directory} ({run_kind(run)}), " + ", ".join(
+    run = dcgan.load_run(args.run, runs_dir=args.runs_dir)
+    print(f"{command} on {run.directory} ({run.kind}), " + ", ".join(
         f"{key} {value}" for key, value in vars(args).items() if value not in (None, False, [])))
     if command != "math":
         return {"demo": run_demo, "directions": run_directions}[command](run, args)

@@ -30,7 +30,6 @@ import argparse
 import os
 import sys
 
-import cv2
 import numpy as np
 
 import data_prep
@@ -50,11 +49,8 @@ OUTPUT_CLIP = 0.995  # the input is clipped to +-this before atanh; so the untra
 IDENTITY_TOLERANCE = 0.01  # max |G(x) - x| of an untrained translator, batch norm in either mode (tested)
 STEP_COLUMNS = ("d_loss", "g_loss", "pixel_loss", "adversarial_loss", "cycle_loss", "identity_loss", "d_real",
                 "d_fake", "pixel_weight", "adversarial_weight", "keep_loss", "smooth_loss")  # train_step's, log.csv's
-HISTORY_NAMES = {"d_loss": "d_losses", "g_loss": "g_losses", "pixel_loss": "pixel_losses",
-                 "adversarial_loss": "adversarial_losses", "cycle_loss": "cycle_losses",
-                 "identity_loss": "identity_losses", "d_real": "d_real", "d_fake": "d_fake",
-                 "pixel_weight": "pixel_weights", "adversarial_weight": "adversarial_weights",
-                 "keep_loss": "keep_losses", "smooth_loss": "smooth_losses"}
+HISTORY_NAMES = {name: name + {"loss": "es", "weight": "s"}.get(name.rsplit("_", 1)[1], "")
+                 for name in STEP_COLUMNS}  # the per-epoch arrays: d_loss -> d_losses.npy, d_real -> d_real.npy
 LAST_VALUE = ("pixel_weight", "adversarial_weight")  # saved per epoch as the value in force at its last step
 
 
@@ -453,10 +449,6 @@ def keep_classifiers(config):
     return [paths] if isinstance(paths, str) else list(paths)
 
 
-def resolved_keepers(config):
-    return [os.path.realpath(path) for path in keep_classifiers(config)]
-
-
 def check_keepers(config):
     """The keep loss's attribute CNNs must exist and see the run's crop, size and data."""
     for path in keep_classifiers(config):
@@ -466,21 +458,10 @@ def check_keepers(config):
             raise ValueError(str(error).replace("--classifier DIR", "--keep-classifier DIR")) from None
 
 
-def read_makeover_config(run_dir):
-    """config.json of a makeover run; a missing run or a run of another script is one clear error."""
-    if not os.path.isdir(run_dir):
-        raise data_prep.DataError(f"run not found: {run_dir} (train one with `python makeover.py --name NAME`)")
-    config = runs.read_config(run_dir)
-    if config.get("model") != "makeover":
-        raise data_prep.DataError(f"{run_dir} is not a makeover run (its config.json has no \"model\": "
-                                  f"\"makeover\")")
-    return config
-
-
 def load_translator(run_dir, *, epoch=None):
     """A run's translator: the final translator.keras, or the weights saved after `epoch` (default: the newest
     saved epoch when the run has no final translator yet)."""
-    config = read_makeover_config(run_dir)
+    config = runs.read_config(run_dir, model="makeover")
     return runs.load_saved_network(run_dir, "translator", lambda: build_translator(
         image_shape=image_shape(config), filters=config["filters"]), epoch=epoch)
 
@@ -513,7 +494,7 @@ def makeover_photo(translator, path, *, config, paste=False, fallback=False, det
 def apply_run(run_dir, photos, *, out_dir=None, crop=None, paste=False, fallback=False, epoch=None):
     """`python makeover.py apply`: each photo's input beside output (and the pasted photo) under out_dir
     (default <run>/applied). A --crop other than the run's is refused. Returns the written paths."""
-    config = read_makeover_config(run_dir)
+    config = runs.read_config(run_dir, model="makeover")
     if crop is not None and crop != config["crop"]:
         raise data_prep.DataError(f"{run_dir} was trained with the {config['crop']} crop, not {crop}; "
                                   f"drop --crop (apply reads the run's crop from config.json)")
@@ -553,7 +534,7 @@ RESUMABLE_OVERRIDES = {"epochs", "steps_per_epoch", "cache_dir", "data", "resume
 
 
 def training_parser():
-    parser = runs.training_parser(__doc__)
+    parser = runs.training_parser(__doc__, name="makeover")
     add = parser.add_argument
     add("--source", default=DEFAULT_SOURCE, help="attribute filter of the faces to translate")
     add("--target", default=DEFAULT_TARGET, help="attribute filter of the faces to translate into")
@@ -578,12 +559,8 @@ def training_parser():
     add("--smooth-weight", type=float, default=0.0, help="weight of the total variation of the change G(x) - x")
     add("--flip", action="store_true", help="random horizontal flips of both populations")
     add("--grid-count", type=int, default=16, help="held-out source faces in each epoch's grid")
-    add("--precision", default="auto", choices=runs.PRECISIONS,
-        help="compute dtype policy; auto: mixed_bfloat16 where bfloat16 is native, else float32")
     add("--seed", type=int, default=0, help="seed of weights, shuffling and the grid's faces")
-    add("--name", default="makeover", help="run name: the run directory is <runs-dir>/<name>")
     runs.add_run_flags(add)
-    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     return parser
 
 
@@ -613,26 +590,13 @@ def validate_config(config):
 
 
 def resolve_config(argv=None):
-    """Flags -> (config, run_dir, resume), as dcgan.resolve_config: resuming reads config.json and lets only a
-    few flags change."""
-    argv = join_filter_values(sys.argv[1:] if argv is None else argv)
-    args = training_parser().parse_args(argv)
-    run_dir = os.path.join(args.runs_dir, args.name)
-    config = {"model": "makeover", **vars(args)}
-    if args.resume:
-        read_makeover_config(run_dir)
-        same_keepers = (lambda key, saved, config: resolved_keepers(saved) == resolved_keepers(config)
-                        if key == "keep_classifier" else None)
-        config = runs.resumed_config(config, run_dir, typed=runs.typed_flags(training_parser(), argv),
-                                     resumable=RESUMABLE_OVERRIDES, defaults=runs.parser_defaults(training_parser()),
-                                     same=same_keepers)
-    else:
-        runs.check_new_run(run_dir)
-        config["versions"] = runs.library_versions()
-    validate_config(config)
-    runs.absolute_paths(config)
-    config["compute_precision"], config["precision_reason"] = runs.resolve_precision(config["precision"])
-    return config, run_dir, args.resume
+    """Flags -> (config, run_dir, resume), with runs.training_config; a resumed run's keep-loss CNNs compare by path."""
+    same_keepers = (lambda key, saved, config: [os.path.realpath(path) for path in keep_classifiers(saved)]
+                    == [os.path.realpath(path) for path in keep_classifiers(config)] if key == "keep_classifier"
+                    else None)
+    return runs.training_config(training_parser, join_filter_values(sys.argv[1:] if argv is None else argv),
+                                resumable=RESUMABLE_OVERRIDES, validate=validate_config, model="makeover",
+                                same=same_keepers)
 
 
 def subcommand_parser(command):

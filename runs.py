@@ -58,20 +58,46 @@ def typed_flags(parser, argv):
     return set(vars(parser.parse_args(argv)))
 
 
-def training_parser(doc):
-    """A training script's parser: its docstring's first paragraph as the description, defaults shown, --data."""
+def training_parser(doc, *, name):
+    """A training script's parser: its docstring's first paragraph as the description, defaults shown, --data and
+    --name (the run directory is <runs-dir>/<name>)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", default=None, help="CelebA directory (either layout); default: the synthetic CelebA")
+    parser.add_argument("--name", default=name, help="run name: the run directory is <runs-dir>/<name>")
     return parser
 
 
 def add_run_flags(add):
-    """The flags every resumable training shares: where its run directory lives, resuming it, the image cache."""
+    """The flags every resumable training shares: where its run directory lives, resuming it, the image cache, the
+    precision it computes in."""
     add("--runs-dir", default="runs", help="where run directories live")
     add("--resume", action="store_true", help="continue the run after its last finished epoch")
     add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
     add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
+    add("--precision", default="auto", choices=PRECISIONS,
+        help="compute dtype policy; auto: mixed_bfloat16 where the CPU or GPU runs bfloat16 natively, else float32")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
+
+
+def training_config(make_parser, argv, *, resumable, validate, model=None, same=None):
+    """Flags -> (config, run_dir, resume) for a training script. A new run refuses a directory that holds one and
+    records the library versions; a resumed one reads config.json and lets only the `resumable` flags change
+    (`same` as in resumed_config). Then `validate(config)`, absolute paths, and the precision the run computes in."""
+    args = make_parser().parse_args(argv)
+    run_dir = os.path.join(args.runs_dir, args.name)
+    config = {"model": model, **vars(args)} if model else vars(args)
+    if args.resume:
+        read_config(run_dir, model=model)
+        config = resumed_config(config, run_dir, typed=typed_flags(make_parser(), argv), resumable=resumable,
+                                defaults=parser_defaults(make_parser()), same=same)
+    else:
+        check_new_run(run_dir)
+        config["versions"] = library_versions()
+    validate(config)
+    absolute_paths(config)
+    config["compute_precision"], config["precision_reason"] = resolve_precision(config["precision"])
+    return config, run_dir, args.resume
 
 
 def parser_defaults(parser):
@@ -138,12 +164,33 @@ def absolute_paths(config):
 # Run directories, configs and checkpoints
 
 
-def read_config(run_dir):
+def read_config(run_dir, *, model=None):
+    """A run's config.json; with `model` ("makeover"), one line when the run is missing or of another script."""
     path = os.path.join(run_dir, "config.json")
+    if model and not os.path.isdir(run_dir):
+        raise data_prep.DataError(f"run not found: {run_dir} (train one with `python {model}.py --name NAME`)")
     if not os.path.isfile(path):
         raise data_prep.DataError(f"not a run directory (no config.json): {run_dir}")
     with open(path) as handle:
-        return json.load(handle)
+        config = json.load(handle)
+    if model and config.get("model") != model:
+        raise data_prep.DataError(f"{run_dir} is not a {model} run (its config.json has no \"model\": \"{model}\")")
+    return config
+
+
+def newest_run(runs_dir="runs"):
+    """The run in `runs_dir` whose generator.keras is newest (a GAN or a VAE run; no baselines, no makeovers)."""
+    found = []
+    for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        generator = os.path.join(runs_dir, name, "generator.keras")
+        if os.path.isfile(generator) and os.path.isfile(os.path.join(runs_dir, name, "config.json")):
+            config = read_config(os.path.join(runs_dir, name))
+            if "latent_dim" in config and config.get("kind") not in ("untrained", "noise"):
+                found.append((os.path.getmtime(generator), os.path.join(runs_dir, name)))
+    if not found:
+        raise data_prep.DataError(f"no trained run with a generator in {runs_dir}/; train one first: "
+                                  f"`python dcgan.py --epochs 8 --filters 32 --kernel 4 --name demo`")
+    return max(found)[1]
 
 
 def write_config(run_dir, config):
@@ -304,6 +351,8 @@ def smooth(values, weight=0.98):
 
 def plot_runs(run_dirs, out_path, *, smoothing=0.98):
     """D and G loss per epoch, smoothed per step, and D(x), D(G(z)) per step, for one run or several overlaid."""
+    for run_dir in run_dirs:
+        read_config(run_dir)  # a directory that is not a run fails in one line, before matplotlib loads
     import matplotlib
 
     matplotlib.use("Agg")

@@ -23,6 +23,7 @@ from skimage.metrics import structural_similarity
 
 import data_prep
 import dcgan
+import directions
 import encoder
 import evaluate
 import facemath
@@ -97,17 +98,15 @@ def compare_markdown(rows, settings):
 
 def run_encoders(argv):
     args = subcommand_parser("encoders").parse_args(argv)
-    run = encoder.load_gan_run(args.run)
+    run = dcgan.load_run(args.run, kind="gan")
     classifier_config = evaluate.classifier_config(args.classifier)
     evaluate.check_run(args.run, classifier_config)
-    vae = encoder.load_model_run(args.vae) if args.vae else None
+    vae = dcgan.load_run(args.vae) if args.vae else None
     if vae is not None and (vae.config.get("kind") != "vae" or vae.config["image_size"] != run.config["image_size"]
                             or os.path.realpath(vae.config["data"]) != os.path.realpath(run.config["data"])):
         raise data_prep.DataError(f"--vae {args.vae} is not a VAE trained on {run.config['data']} at "
                                   f"{run.config['image_size']} pixels")
-    test = data_prep.load_split(run.config["data"], split="test", image_size=run.config["image_size"],
-                                crop_size=run.config.get("crop_size", 108), cache_dir=run.config.get("cache_dir"),
-                                progress=False)
+    test = data_prep.run_split(run.config, split="test")
     if not 0 < args.count <= len(test.images):
         raise data_prep.DataError(f"--count must be 1 to {len(test.images)} (the test split), got {args.count}")
     chosen = data_prep.seeded_subset(len(test.images), args.count, seed=args.seed)
@@ -192,7 +191,7 @@ def default_classifier(config):
 def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cross_checks=()):
     """The score table's rows: the identity and the mean target face (the trivial baselines), then each run, all
     on the same held-out (test split) source faces; plus the settings and the images of the grid."""
-    configs = [makeover.read_makeover_config(run_dir) for run_dir in run_dirs]
+    configs = [runs.read_config(run_dir, model="makeover") for run_dir in run_dirs]
     check_comparable(configs)
     for run_dir, run_config in zip(run_dirs, configs):
         evaluate.check_run(run_dir, evaluate.classifier_config(classifier_dir))
@@ -285,7 +284,7 @@ def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, e
               cross_checks=()):
     """`python scores.py makeover`: scores.md, scores.json and grid.png (columns: 8 held-out faces; rows: the
     input, each baseline's and each run's output) in out_dir (default <run>/scores). Returns (rows, out_dir)."""
-    config = makeover.read_makeover_config(run_dir)
+    config = runs.read_config(run_dir, model="makeover")
     classifier_dir = classifier_dir or default_classifier(config)
     rows, settings, examples = score_rows([run_dir, *compare], classifier_dir=classifier_dir, count=count,
                                           seed=seed, epoch=epoch, cross_checks=cross_checks)
@@ -320,15 +319,15 @@ def edit_measures(probabilities, features, start_probabilities, start_features, 
             "identity_distance": float(np.mean(np.linalg.norm(features - start_features, axis=1)))}
 
 
-def edit_rows(run, directions, held, *, classifier, kinds, strengths, count, seed=0, label="gan", attributes=None):
+def edit_rows(run, fitted, held, *, classifier, kinds, strengths, count, seed=0, label="gan", attributes=None):
     """`scores.py edits` for one run: per attribute (`attributes`, default every varying one), kind, sense (add to
     held-out faces without it, remove from faces with it; the same faces for every kind) and strength, the
     figures of edit_measures; strength 0 is the unedited reconstruction (the rate at which it already has it)."""
     rng = np.random.default_rng(seed)
     start_probabilities, start_features = cnn_outputs(classifier, dcgan.generate(run.generator, held.codes))
     rows = []
-    for target in np.flatnonzero(directions.varying) if attributes is None else attributes:
-        others = directions.varying.copy()
+    for target in np.flatnonzero(fitted.varying) if attributes is None else attributes:
+        others = fitted.varying.copy()
         others[target] = False
         groups = {sense: rng.permutation(np.flatnonzero((held.labels[:, target] > 0.5) == present))[:count]
                   for sense, present in (("add", False), ("remove", True))}
@@ -337,7 +336,7 @@ def edit_rows(run, directions, held, *, classifier, kinds, strengths, count, see
         if not jobs:
             continue
         for kind in kinds:
-            vector = facemath.edit_vector(directions, int(target), kind=kind)
+            vector = directions.edit_vector(fitted, int(target), kind=kind)
             codes = np.concatenate([held.codes[faces] + (strength if sense == "add" else -strength) * vector
                                     for sense, strength, faces in jobs])
             probabilities, features = cnn_outputs(classifier, dcgan.generate(run.generator, codes))
@@ -373,7 +372,7 @@ def edits_summary(rows, *, strength=TARGET_STRENGTH):
 
 
 def edits_markdown(rows, summary, settings):
-    kinds = sorted({row["kind"] for row in rows}, key=facemath.KINDS.index)
+    kinds = sorted({row["kind"] for row in rows}, key=directions.KINDS.index)
     lines = [f"Adding each attribute at strength {TARGET_STRENGTH:g} to held-out faces without it: flip rate / "
              f"collateral per kind; the bar is flip >= {FLIP_TARGET} with collateral <= {COLLATERAL_TARGET}.", "",
              "| run | attribute | " + " | ".join(kinds) + " | best | meets |",
@@ -391,7 +390,7 @@ def edits_markdown(rows, summary, settings):
                   + ", ".join(f"{kind} {wins[kind]}" for kind in kinds)]
     lines += ["", "| run | kind | sense | strength | flip rate | probability change | collateral | identity distance |",
               "|---|---|---|---:|---:|---:|---:|---:|"]
-    for key, group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], facemath.KINDS.index(row["kind"]),
+    for key, group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], directions.KINDS.index(row["kind"]),
                                                                      row["sense"], row["strength"])),
                                         key=lambda row: (row["run"], row["kind"], row["sense"], row["strength"])):
         group = list(group)
@@ -426,19 +425,19 @@ def plot_edit_scores(rows, path):
     return data_prep.save_figure(figure, path)
 
 
-def edit_examples(run, directions, held, *, kind, attributes=facemath.EXAMPLE_ATTRIBUTES,
+def edit_examples(run, fitted, held, *, kind, attributes=facemath.EXAMPLE_ATTRIBUTES,
                   strengths=facemath.SWEEP_STRENGTHS, seed=0):
     """A grid: for each of `attributes` that varies (the first eight varying ones when none does), one held-out
     face without it, swept through `strengths`."""
     rng = np.random.default_rng(seed)
     rows, labels = [], []
-    chosen = [facemath.attribute_index(name) for name in attributes if directions.varying[facemath.attribute_index(name)]]
-    for target in chosen or np.flatnonzero(directions.varying)[:8]:
+    chosen = [directions.attribute_index(name) for name in attributes if fitted.varying[directions.attribute_index(name)]]
+    for target in chosen or np.flatnonzero(fitted.varying)[:8]:
         without = np.flatnonzero(held.labels[:, target] < 0.5)
         if len(without) == 0:
             continue
         code = held.codes[int(rng.choice(without))]
-        vector = facemath.edit_vector(directions, int(target), kind=kind)
+        vector = directions.edit_vector(fitted, int(target), kind=kind)
         rows.append(np.stack([code + strength * vector for strength in strengths]))
         labels.append(facemath.ATTRIBUTES[target][:14])
     images = dcgan.generate(run.generator, np.concatenate(rows))
@@ -448,7 +447,7 @@ def edit_examples(run, directions, held, *, kind, attributes=facemath.EXAMPLE_AT
 def analogy_triples(labels, pair, *, count, seed=0):
     """Up to `count` (a, b, c) index triples of faces for the attribute pair (X, Y): A has X and not Y, B has
     both, C has neither; the expected D has Y and not X."""
-    x, y = facemath.attribute_index(pair[0]), facemath.attribute_index(pair[1])
+    x, y = directions.attribute_index(pair[0]), directions.attribute_index(pair[1])
     has = np.asarray(labels) > 0.5
     groups = [np.flatnonzero(has[:, x] & ~has[:, y]), np.flatnonzero(has[:, x] & has[:, y]),
               np.flatnonzero(~has[:, x] & ~has[:, y])]
@@ -468,7 +467,7 @@ def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, coun
             print(f"skipping {pair[0]}/{pair[1]}: the held-out faces lack one of its three groups")
             continue
         a, b, c = (held.codes[triples[:, column]] for column in range(3))
-        x, y = facemath.attribute_index(pair[0]), facemath.attribute_index(pair[1])
+        x, y = directions.attribute_index(pair[0]), directions.attribute_index(pair[1])
         row = {"x": pair[0], "y": pair[1], "triples": int(len(triples))}
         for name, codes in (("analogy", facemath.analogy_corner(a, b, c)), ("c_alone", c)):
             said = evaluate.predict_attributes(classifier, dcgan.generate(run.generator, codes)) > 0.5
@@ -490,11 +489,11 @@ def analogies_markdown(rows, settings):
     return "\n".join(lines) + f"\n\n{described}\n"
 
 
-def score_descriptions(directions, held, *, train_labels, classifier=None, images=None, count=facemath.TOP_COUNT):
+def score_descriptions(fitted, held, *, train_labels, classifier=None, images=None, count=facemath.TOP_COUNT):
     """Precision of the top `count` attributes named from each held-out code, against its true labels, beside
     always naming the `count` most frequent training attributes (and the attribute CNN on the photo itself)."""
     truth = np.asarray(held.labels) > 0.5
-    named = facemath.top_attributes(facemath.attribute_scores(directions, held.codes), count=count)
+    named = facemath.top_attributes(facemath.attribute_scores(fitted, held.codes), count=count)
     frequent = np.argsort(-np.asarray(train_labels).mean(axis=0))[:count]
     result = {"faces": int(len(truth)), "top": count,
               "precision": float(np.take_along_axis(truth, named, axis=1).mean()),
@@ -516,34 +515,34 @@ def held_out_for(run, args, *, classifier):
     """Codes of held-out faces for the scores: the test split's, encoded as the directions' codes were (E when
     the directions come from samples and E exists); with samples and no E, fresh samples (another seed)
     labelled by the attribute CNN, as InterFaceGAN measures its edits."""
-    method = facemath.resolve_method(run, args.method, dataset=True, classifier_ready=classifier is not None)
-    if method == "samples" and facemath.has_encoder(run):
+    method = directions.resolve_method(run, args.method, dataset=True, classifier_ready=classifier is not None)
+    if method == "samples" and directions.has_encoder(run):
         method = "encoder"
     if method == "samples":
         print(f"held-out faces: {args.test_limit} fresh samples (seed {args.seed + 1}) labelled by the attribute CNN")
-    return facemath.dataset_codes(run, method=method, split="test", limit=args.test_limit, steps=args.steps,
+    return directions.dataset_codes(run, method=method, split="test", limit=args.test_limit, steps=args.steps,
                          seed=args.seed + 1 if method == "samples" else args.seed, classifier=classifier)
 
 
 def run_score_edits(run, args):
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
     for kind in kinds:
-        if kind not in facemath.KINDS:
-            raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(facemath.KINDS)}")
-    attributes = [facemath.attribute_index(name) for name in args.attributes.split(",") if name.strip()] or None
+        if kind not in directions.KINDS:
+            raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(directions.KINDS)}")
+    attributes = [directions.attribute_index(name) for name in args.attributes.split(",") if name.strip()] or None
     classifier = classifier_for_scores(args.classifier, run)
-    sources = [("gan" if facemath.run_kind(run) == "gan" else "vae", run)]
+    sources = [(run.kind, run)]
     if args.vae:
-        sources.append(("vae", facemath.load_math_run(args.vae)))
+        sources.append(("vae", dcgan.load_run(args.vae)))
     rows, started, settings = [], time.perf_counter(), {"run": run.directory, "vae": args.vae}
     out = facemath.output_dir(run, args)
     for label, source in sources:
-        directions, codes = facemath.directions_for(source, args, classifier=classifier)
+        fitted, codes = facemath.directions_for(source, args, classifier=classifier)
         held = held_out_for(source, args, classifier=classifier)
         settings[f"{label}_codes"] = f"{codes.method} ({len(codes.names)} fitted), {held.method} (held out)"
-        rows += edit_rows(source, directions, held, classifier=classifier, kinds=kinds, strengths=facemath.SCORE_STRENGTHS,
+        rows += edit_rows(source, fitted, held, classifier=classifier, kinds=kinds, strengths=facemath.SCORE_STRENGTHS,
                           count=args.count, seed=args.seed, label=label, attributes=attributes)
-        images, labels = edit_examples(source, directions, held, kind=kinds[0], seed=args.seed)
+        images, labels = edit_examples(source, fitted, held, kind=kinds[0], seed=args.seed)
         data_prep.save_grid(os.path.join(out, f"edit-scores-examples-{label}.png"), images,
                             columns=len(facemath.SWEEP_STRENGTHS), row_labels=labels,
                             column_labels=[f"{s:+g}" for s in facemath.SWEEP_STRENGTHS])
@@ -573,12 +572,12 @@ def run_score_analogies(run, args):
 
 def run_score_descriptions(run, args):
     classifier = classifier_for_scores(args.classifier, run)
-    directions, codes = facemath.directions_for(run, args, classifier=classifier)
+    fitted, codes = facemath.directions_for(run, args, classifier=classifier)
     held = held_out_for(run, args, classifier=classifier)
     # Sampled faces' labels are the CNN's own view, so the CNN is compared only on real held-out photos.
-    images = None if held.method == "samples" else facemath.load_faces_split(run.config, split="test",
+    images = None if held.method == "samples" else data_prep.run_split(run.config, split="test",
                                                                     limit=args.test_limit).images
-    result = score_descriptions(directions, held, train_labels=codes.labels, classifier=classifier, images=images)
+    result = score_descriptions(fitted, held, train_labels=codes.labels, classifier=classifier, images=images)
     result.update(run=run.directory, codes=f"{codes.method} (directions), {held.method} (held out)", seed=args.seed)
     out = facemath.output_dir(run, args)
     data_prep.write_json(os.path.join(out, "description-scores.json"), result)
@@ -609,7 +608,7 @@ def subcommand_parser(command):
         facemath.add_run_flags(add)
         add("--test-limit", type=int, default=1000, help="held-out (test split) faces encoded for the scores")
         if command == "edits":
-            add("--kinds", default=",".join(facemath.KINDS), help="comma-separated kinds of direction to score")
+            add("--kinds", default=",".join(directions.KINDS), help="comma-separated kinds of direction to score")
             add("--count", type=int, default=200, help="held-out faces per attribute, sense and kind")
             add("--vae", default=None, help="a VAE run on the same data, scored the same way (GAN codes against VAE)")
             add("--attributes", default="",
@@ -644,7 +643,7 @@ def main(argv=None):
     argv = [command, *rest]
     if command in FACE_MATH:
         args = subcommand_parser(command).parse_args(argv[1:])
-        run = facemath.load_math_run(args.run, runs_dir=args.runs_dir)
+        run = dcgan.load_run(args.run, runs_dir=args.runs_dir)
         score = {"edits": run_score_edits, "analogies": run_score_analogies, "descriptions": run_score_descriptions}
         return score[command](run, args)
     {"encoders": run_encoders, "makeover": run_makeover}[command](argv[1:])

@@ -32,7 +32,8 @@ import tensorflow as tf  # noqa: E402
 def build_vae_encoder(*, latent_dim=100, image_size=64, filters=64, kernel_size=5, name="vae_encoder"):
     """The VAE's encoder: E's stack with two linear heads, the posterior's mean and log-variance."""
     image = keras.Input((image_size, image_size, 3), name="image")
-    features = encoder.conv_stack(image, image_size=image_size, filters=filters, kernel_size=kernel_size)
+    features = keras.layers.Flatten(name="flatten")(dcgan.conv_stack(image, image_size=image_size, filters=filters,
+                                                                      kernel_size=kernel_size))
     mean = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32",
                               name="mean")(features)  # (batch, latent_dim)
     log_variance = keras.layers.Dense(latent_dim, kernel_initializer=dcgan.weight_init(), dtype="float32",
@@ -137,7 +138,7 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
         runs.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
                                                               f"generator_epoch_{number:03d}.weights.h5"))
 
-    images = encoder.training_images(config, limit=config["limit"])
+    images = data_prep.run_split(config, split="train", limit=config["limit"]).images
     dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
     steps = config["steps_per_epoch"]
     encoder.fit_with_evidence(vae, dataset.repeat() if steps else dataset, run_dir, epochs=config["epochs"],
@@ -194,7 +195,7 @@ def vae_config(args, argv):
         for key in ("data", "image_size", "crop_size", "filters", "kernel", "latent_dim", "batch_size", "filter",
                     "limit", "cache_dir", "steps_per_epoch", "compute_precision"):
             config[key] = gan.get(key, config.get(key))
-        count = len(encoder.training_images(config, limit=config["limit"]))
+        count = len(data_prep.run_split(config, split="train", limit=config["limit"]).images)
         config["gan_image_steps"] = image_steps(gan, args.like, train_count=count)
         typed = runs.typed_flags(make_parser(), argv)
         if "steps_per_epoch" in typed:  # a smaller budget than the GAN's, on purpose: image_steps records it
@@ -212,7 +213,7 @@ def main(argv=None):
     args = parse_args(argv)
     run_dir = os.path.join(args.runs_dir, args.name)
     config, resume = encoder.resolve_training(make_parser(), argv, run_dir, vae_config(args, argv))
-    count = len(encoder.training_images(config, limit=config["limit"]))
+    count = len(data_prep.run_split(config, split="train", limit=config["limit"]).images)
     steps = config["steps_per_epoch"] or count // config["batch_size"]
     config["image_steps"] = int(config["epochs"] * steps * config["batch_size"])
     config["versions"] = config.get("versions") or runs.library_versions()

@@ -14,7 +14,9 @@ import pytest
 import skimage.data
 
 from conftest import train_settled_tiny_run
+import data_prep
 import dcgan
+import directions
 import editor
 import facemath
 
@@ -42,11 +44,11 @@ def tiny_run(tiny_celeba, workspace):
 def cached_codes(tiny_run, tiny_celeba):
     """Codes for the directions as facemath.py caches them (random codes, the training faces' labels), so that
     neither the editor here nor the server spends a minute projecting 160 faces on a loaded machine."""
-    run = facemath.load_math_run(tiny_run)
-    split = facemath.load_faces_split(run.config, split="train", limit=FIT_LIMIT)
+    run = dcgan.load_run(tiny_run)
+    split = data_prep.run_split(run.config, split="train", limit=FIT_LIMIT)
     codes = dcgan.latent_for_seed(7, len(split.names), LATENT)
-    key = facemath.cache_key(run, method="optimize", split="train", limit=FIT_LIMIT, steps=STEPS, seed=0)
-    path = facemath.codes_path(run, method="optimize", split="train", limit=FIT_LIMIT)
+    key = directions.cache_key(run, method="optimize", split="train", limit=FIT_LIMIT, steps=STEPS, seed=0)
+    path = directions.codes_path(run, method="optimize", split="train", limit=FIT_LIMIT)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez(path, codes=codes, names=np.asarray(split.names), labels=split.labels, key=key)
     return path
@@ -68,14 +70,14 @@ def files_under(directory):
 
 
 def test_sliders_are_the_varying_attributes_and_zero_strength_keeps_the_face(tiny_editor):
-    assert tiny_editor.varying == [int(i) for i in np.flatnonzero(tiny_editor.directions.varying)]
-    smiling = tiny_editor.varying.index(facemath.attribute_index("Smiling"))
+    assert tiny_editor.varying == [int(i) for i in np.flatnonzero(tiny_editor.fitted.varying)]
+    smiling = tiny_editor.varying.index(directions.attribute_index("Smiling"))
     base = editor.seed_code(tiny_editor, 0)
     strengths = np.zeros(len(tiny_editor.varying))
     assert np.array_equal(editor.edited_code(tiny_editor, base, strengths), base)
     strengths[smiling] = 2.0
-    for kind in facemath.KINDS:
-        expected = base + 2.0 * facemath.edit_vector(tiny_editor.directions, tiny_editor.varying[smiling],
+    for kind in directions.KINDS:
+        expected = base + 2.0 * directions.edit_vector(tiny_editor.fitted, tiny_editor.varying[smiling],
                                                             kind=kind)
         assert np.allclose(editor.edited_code(tiny_editor, base, strengths, kind), expected, atol=1e-5)
     strengths[smiling] = 99.0  # beyond the slider's range: clipped to 3
@@ -98,7 +100,7 @@ def test_description_names_five_attributes_beside_the_attribute_cnn(tiny_editor)
     table = editor.describe(tiny_editor, code, editor.render(tiny_editor, code)[0])
     rows = table.splitlines()[2:]
     assert len(rows) == 5
-    scores = facemath.attribute_scores(tiny_editor.directions, code[None])[0]
+    scores = facemath.attribute_scores(tiny_editor.fitted, code[None])[0]
     best = facemath.ATTRIBUTES[int(np.nanargmax(scores))]
     assert rows[0].startswith(f"| {best} |")
     assert all(float(row.split("|")[4]) >= 0 for row in rows)  # the CNN's probabilities

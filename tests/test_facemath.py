@@ -13,6 +13,7 @@ import skimage.data
 import data_prep
 from conftest import train_settled_tiny_run
 import dcgan
+import directions
 import runs
 import scores
 import facemath
@@ -58,10 +59,10 @@ def planted_codes(count=3000, latent_dim=16, seed=0):
     """Gaussian codes whose Smiling faces are shifted by 1.5 along a known unit direction; other labels random."""
     rng = np.random.default_rng(seed)
     labels = (rng.random((count, 40)) < 0.4).astype(np.float32)
-    labels[:, facemath.attribute_index("Wavy_Hair")] = 0  # never present: no direction
+    labels[:, directions.attribute_index("Wavy_Hair")] = 0  # never present: no direction
     planted = rng.standard_normal(latent_dim)
     planted /= np.linalg.norm(planted)
-    codes = rng.standard_normal((count, latent_dim)) + 1.5 * labels[:, [facemath.attribute_index("Smiling")]] * planted
+    codes = rng.standard_normal((count, latent_dim)) + 1.5 * labels[:, [directions.attribute_index("Smiling")]] * planted
     return codes.astype(np.float32), labels, planted
 
 
@@ -92,17 +93,17 @@ def test_linear_grid_is_bilinear_and_slerp_keeps_the_norm_between_orthogonal_cod
 
 def test_mean_difference_and_boundary_recover_a_planted_direction():
     codes, labels, planted = planted_codes()
-    directions = facemath.fit_directions(codes, labels, seed=0)
-    smiling = facemath.attribute_index("Smiling")
-    mean = directions.mean[smiling]
+    fitted = directions.fit_directions(codes, labels, seed=0)
+    smiling = directions.attribute_index("Smiling")
+    mean = fitted.mean[smiling]
     assert mean @ planted / np.linalg.norm(mean) > 0.97
     assert np.linalg.norm(mean) == pytest.approx(1.5, abs=0.15)
-    assert directions.normals[smiling] @ planted > 0.9
-    assert directions.accuracy[smiling] > directions.majority[smiling] + 0.1
+    assert fitted.normals[smiling] @ planted > 0.9
+    assert fitted.accuracy[smiling] > fitted.majority[smiling] + 0.1
     # A random attribute has no direction worth the name, and an absent one has none at all.
-    male = facemath.attribute_index("Male")
-    assert abs(directions.mean[male] @ planted) / np.linalg.norm(directions.mean[male]) < 0.5
-    assert not directions.varying[facemath.attribute_index("Wavy_Hair")]
+    male = directions.attribute_index("Male")
+    assert abs(fitted.mean[male] @ planted) / np.linalg.norm(fitted.mean[male]) < 0.5
+    assert not fitted.varying[directions.attribute_index("Wavy_Hair")]
 
 
 def test_partial_effect_leaves_out_what_a_correlated_attribute_adds():
@@ -111,19 +112,19 @@ def test_partial_effect_leaves_out_what_a_correlated_attribute_adds():
     # along e0. The partial effect is Goatee's own shift: e1.
     rng = np.random.default_rng(0)
     count, labels = 6000, np.zeros((6000, 40), np.float32)
-    male, goatee = facemath.attribute_index("Male"), facemath.attribute_index("Goatee")
+    male, goatee = directions.attribute_index("Male"), directions.attribute_index("Goatee")
     labels[:, male] = rng.random(count) < 0.5
     labels[:, goatee] = labels[:, male] * (rng.random(count) < 0.5)
     codes = 0.1 * rng.standard_normal((count, 4)) + 2.0 * labels[:, [male]] * np.eye(4)[0] \
         + labels[:, [goatee]] * np.eye(4)[1]
-    directions = facemath.fit_directions(codes.astype(np.float32), labels)
-    np.testing.assert_allclose(directions.mean[goatee], [4 / 3, 1, 0, 0], atol=0.05)
-    np.testing.assert_allclose(directions.partial[goatee], [0, 1, 0, 0], atol=0.02)
-    np.testing.assert_allclose(directions.partial[male], [2, 0, 0, 0], atol=0.02)
-    unit = facemath.direction_unit(directions, goatee, kind="partial")
+    fitted = directions.fit_directions(codes.astype(np.float32), labels)
+    np.testing.assert_allclose(fitted.mean[goatee], [4 / 3, 1, 0, 0], atol=0.05)
+    np.testing.assert_allclose(fitted.partial[goatee], [0, 1, 0, 0], atol=0.02)
+    np.testing.assert_allclose(fitted.partial[male], [2, 0, 0, 0], atol=0.02)
+    unit = directions.direction_unit(fitted, goatee, kind="partial")
     np.testing.assert_allclose(unit, [0, 1, 0, 0], atol=0.02)
     # Strength 1 is the groups' distance with Male held: the goatee's own shift of 1.
-    np.testing.assert_allclose(facemath.edit_vector(directions, goatee, kind="partial"), [0, 1, 0, 0], atol=0.02)
+    np.testing.assert_allclose(directions.edit_vector(fitted, goatee, kind="partial"), [0, 1, 0, 0], atol=0.02)
 
 
 def test_partial_edit_adds_the_attribute_even_when_a_correlated_one_pulls_the_other_way():
@@ -131,74 +132,74 @@ def test_partial_edit_adds_the_attribute_even_when_a_correlated_one_pulls_the_ot
     # along e0 is 1 - 3 * (1 - 1/3) = -1, so scaling the unit vector by it would take the goatee away.
     rng = np.random.default_rng(1)
     labels = np.zeros((6000, 40), np.float32)
-    male, goatee = facemath.attribute_index("Male"), facemath.attribute_index("Goatee")
+    male, goatee = directions.attribute_index("Male"), directions.attribute_index("Goatee")
     labels[:, male] = rng.random(6000) < 0.5
     labels[:, goatee] = labels[:, male] * (rng.random(6000) < 0.5)
     codes = 0.1 * rng.standard_normal((6000, 3)) + (labels[:, [goatee]] - 3.0 * labels[:, [male]]) * np.eye(3)[0]
-    directions = facemath.fit_directions(codes.astype(np.float32), labels)
-    assert directions.mean[goatee][0] == pytest.approx(-1.0, abs=0.05)
-    np.testing.assert_allclose(facemath.edit_vector(directions, goatee, kind="partial"), [1, 0, 0], atol=0.02)
+    fitted = directions.fit_directions(codes.astype(np.float32), labels)
+    assert fitted.mean[goatee][0] == pytest.approx(-1.0, abs=0.05)
+    np.testing.assert_allclose(directions.edit_vector(fitted, goatee, kind="partial"), [1, 0, 0], atol=0.02)
 
 
 def test_directions_have_one_row_per_attribute_and_unit_normals():
     codes, labels, _ = planted_codes(count=400, latent_dim=LATENT)
-    directions = facemath.fit_directions(codes, labels)
-    for matrix in (directions.mean, directions.normals, directions.mean_with, directions.mean_without,
-                   directions.partial):
+    fitted = directions.fit_directions(codes, labels)
+    for matrix in (fitted.mean, fitted.normals, fitted.mean_with, fitted.mean_without,
+                   fitted.partial):
         assert matrix.shape == (40, LATENT)
-    assert directions.accuracy.shape == directions.varying.shape == (40,)
-    assert directions.correlation.shape == (40, 40)
-    assert np.allclose(np.linalg.norm(directions.normals[directions.varying], axis=1), 1.0, atol=1e-5)
-    wavy = facemath.attribute_index("Wavy_Hair")
-    assert np.isnan(directions.accuracy[wavy]) and not directions.normals[wavy].any()
+    assert fitted.accuracy.shape == fitted.varying.shape == (40,)
+    assert fitted.correlation.shape == (40, 40)
+    assert np.allclose(np.linalg.norm(fitted.normals[fitted.varying], axis=1), 1.0, atol=1e-5)
+    wavy = directions.attribute_index("Wavy_Hair")
+    assert np.isnan(fitted.accuracy[wavy]) and not fitted.normals[wavy].any()
 
 
 def test_conditional_direction_is_orthogonal_to_the_ones_it_leaves_alone():
     codes, labels, _ = planted_codes(count=600, latent_dim=LATENT)
-    directions = facemath.fit_directions(codes, labels)
-    smiling, male, glasses = (facemath.attribute_index(name) for name in ("Smiling", "Male", "Eyeglasses"))
-    unit = facemath.direction_unit(directions, smiling, kind="boundary", conditions=[male, glasses])
+    fitted = directions.fit_directions(codes, labels)
+    smiling, male, glasses = (directions.attribute_index(name) for name in ("Smiling", "Male", "Eyeglasses"))
+    unit = directions.direction_unit(fitted, smiling, kind="boundary", conditions=[male, glasses])
     assert np.linalg.norm(unit) == pytest.approx(1.0, abs=1e-5)
-    assert abs(unit @ directions.normals[male]) < 1e-5 and abs(unit @ directions.normals[glasses]) < 1e-5
-    assert unit @ directions.normals[smiling] > 0  # still the target's side
-    default = facemath.direction_unit(directions, smiling, kind="conditional")
-    for condition in facemath.correlated_attributes(directions, smiling):
-        assert abs(default @ directions.normals[condition]) < 1e-5
+    assert abs(unit @ fitted.normals[male]) < 1e-5 and abs(unit @ fitted.normals[glasses]) < 1e-5
+    assert unit @ fitted.normals[smiling] > 0  # still the target's side
+    default = directions.direction_unit(fitted, smiling, kind="conditional")
+    for condition in directions.correlated_attributes(fitted, smiling):
+        assert abs(default @ fitted.normals[condition]) < 1e-5
 
 
 def test_strength_one_is_the_group_distance_along_the_direction():
     codes, labels, _ = planted_codes(count=600, latent_dim=LATENT)
-    directions = facemath.fit_directions(codes, labels)
-    smiling = facemath.attribute_index("Smiling")
-    assert np.allclose(facemath.edit_vector(directions, smiling, kind="mean"), directions.mean[smiling], atol=1e-5)
-    boundary = facemath.edit_vector(directions, smiling, kind="boundary")
-    normal = directions.normals[smiling]
-    assert np.allclose(boundary, (directions.mean[smiling] @ normal) * normal, atol=1e-5)
-    edited = facemath.apply_edits(codes[0], [(smiling, None, 2.0)], directions, kind="mean")
-    assert np.allclose(edited, codes[0] + 2.0 * directions.mean[smiling], atol=1e-5)
+    fitted = directions.fit_directions(codes, labels)
+    smiling = directions.attribute_index("Smiling")
+    assert np.allclose(directions.edit_vector(fitted, smiling, kind="mean"), fitted.mean[smiling], atol=1e-5)
+    boundary = directions.edit_vector(fitted, smiling, kind="boundary")
+    normal = fitted.normals[smiling]
+    assert np.allclose(boundary, (fitted.mean[smiling] @ normal) * normal, atol=1e-5)
+    edited = facemath.apply_edits(codes[0], [(smiling, None, 2.0)], fitted, kind="mean")
+    assert np.allclose(edited, codes[0] + 2.0 * fitted.mean[smiling], atol=1e-5)
 
 
 def test_description_scores_are_zero_midway_and_a_half_at_the_group_mean():
     codes, labels, _ = planted_codes(count=600, latent_dim=LATENT)
-    directions = facemath.fit_directions(codes, labels)
-    smiling = facemath.attribute_index("Smiling")
-    probes = np.stack([directions.mean_with[smiling], 0.5 * (directions.mean_with[smiling]
-                                                              + directions.mean_without[smiling])])
-    scores = facemath.attribute_scores(directions, probes)
+    fitted = directions.fit_directions(codes, labels)
+    smiling = directions.attribute_index("Smiling")
+    probes = np.stack([fitted.mean_with[smiling], 0.5 * (fitted.mean_with[smiling]
+                                                              + fitted.mean_without[smiling])])
+    scores = facemath.attribute_scores(fitted, probes)
     assert scores[:, smiling] == pytest.approx([0.5, 0.0], abs=1e-4)
-    assert np.isnan(scores[0, facemath.attribute_index("Wavy_Hair")])
+    assert np.isnan(scores[0, directions.attribute_index("Wavy_Hair")])
     assert facemath.top_attributes(scores[:1], count=5).shape == (1, 5)
 
 
 def test_edit_and_direction_parsing():
-    assert facemath.parse_edit("smiling=1.5") == (facemath.attribute_index("Smiling"), None, 1.5)
-    target, conditions, strength = facemath.parse_edit("Smiling|Male,Eyeglasses=-2")
-    assert conditions == [facemath.attribute_index("Male"), facemath.attribute_index("Eyeglasses")]
+    assert directions.parse_edit("smiling=1.5") == (directions.attribute_index("Smiling"), None, 1.5)
+    target, conditions, strength = directions.parse_edit("Smiling|Male,Eyeglasses=-2")
+    assert conditions == [directions.attribute_index("Male"), directions.attribute_index("Eyeglasses")]
     assert strength == -2.0
     with pytest.raises(ValueError, match="did you mean 'Eyeglasses'"):
-        facemath.parse_edit("Eyeglases=1")
+        directions.parse_edit("Eyeglases=1")
     with pytest.raises(ValueError, match="not a number"):
-        facemath.parse_edit("Smiling=lots")
+        directions.parse_edit("Smiling=lots")
 
 
 def test_projector_export_has_codes_labels_sprite_and_config(tmp_path):
@@ -283,25 +284,25 @@ def test_map_writes_a_chart_and_a_projector(tiny_run, tmp_path):
 
 
 def test_codes_are_cached_and_rebuilt_when_the_method_changes(tiny_run):
-    run = facemath.load_math_run(tiny_run)
-    first = facemath.dataset_codes(run, method="optimize", split="test", limit=5, steps=2)
-    path = facemath.codes_path(run, method="optimize", split="test", limit=5)
+    run = dcgan.load_run(tiny_run)
+    first = directions.dataset_codes(run, method="optimize", split="test", limit=5, steps=2)
+    path = directions.codes_path(run, method="optimize", split="test", limit=5)
     modified = os.path.getmtime(path)
-    again = facemath.dataset_codes(run, method="optimize", split="test", limit=5, steps=2)
+    again = directions.dataset_codes(run, method="optimize", split="test", limit=5, steps=2)
     assert os.path.getmtime(path) == modified and np.array_equal(first.codes, again.codes)
     assert again.labels.shape == (5, 40) and again.names == first.names
-    facemath.dataset_codes(run, method="optimize", split="test", limit=5, steps=3)  # other settings: rebuilt
+    directions.dataset_codes(run, method="optimize", split="test", limit=5, steps=3)  # other settings: rebuilt
     assert os.path.getmtime(path) != modified
 
 
 def test_unsaved_codes_read_the_cache_but_write_nothing(tiny_run):
-    run = facemath.load_math_run(tiny_run)
-    path = facemath.codes_path(run, method="optimize", split="test", limit=4)
-    unsaved = facemath.dataset_codes(run, method="optimize", split="test", limit=4, steps=2, save=False)
+    run = dcgan.load_run(tiny_run)
+    path = directions.codes_path(run, method="optimize", split="test", limit=4)
+    unsaved = directions.dataset_codes(run, method="optimize", split="test", limit=4, steps=2, save=False)
     assert not os.path.exists(path) and not unsaved.from_cache and unsaved.codes.shape == (4, LATENT)
-    saved = facemath.dataset_codes(run, method="optimize", split="test", limit=4, steps=2)
+    saved = directions.dataset_codes(run, method="optimize", split="test", limit=4, steps=2)
     assert os.path.isfile(path) and not saved.from_cache
-    cached = facemath.dataset_codes(run, method="optimize", split="test", limit=4, steps=2, save=False)
+    cached = directions.dataset_codes(run, method="optimize", split="test", limit=4, steps=2, save=False)
     assert cached.from_cache and np.array_equal(cached.codes, saved.codes) and cached.names == saved.names
 
 
@@ -340,7 +341,7 @@ def test_demo_trains_a_short_encoder_then_writes_an_analogy_and_a_sweep(tiny_run
     assert cv2.imread(analogy + ".png").shape[1] > 8 * 32
     record = json.loads(open(edit + ".json").read())
     assert record["sweeps"] == ["Smiling", "Male"] and record["directions_from"] == "encoder"
-    held_out_men = facemath.load_faces_split(runs.read_config(tiny_run), split="test", filter="Male").names
+    held_out_men = data_prep.run_split(runs.read_config(tiny_run), split="test", filter="Male").names
     assert record["inputs"][0] in held_out_men
     assert cv2.imread(edit + "-sweep.png").shape[1] > 7 * 32
     (run / "encoder" / "encoder.keras").unlink()  # an unfinished E of other settings is not the demo's to resume
@@ -348,7 +349,7 @@ def test_demo_trains_a_short_encoder_then_writes_an_analogy_and_a_sweep(tiny_run
 
 
 def test_newest_run_is_used_without_run_and_a_missing_one_says_how_to_train(tiny_run, workspace, tmp_path, capsys):
-    assert facemath.newest_run(os.path.dirname(tiny_run)) == tiny_run
+    assert runs.newest_run(os.path.dirname(tiny_run)) == tiny_run
     error = cli_error(["--analogy", *TEST_FACES, "--runs-dir", str(tmp_path / "empty")], capsys)
     assert "no trained run" in error and "python dcgan.py" in error
 

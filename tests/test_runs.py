@@ -1,7 +1,6 @@
 """The run module: the bookkeeping every training shares, tested once here on a model of two weights."""
 
 import argparse
-import os
 
 import numpy as np
 import pytest
