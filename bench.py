@@ -10,16 +10,20 @@ Usage:
     python bench.py --precisions float32,mixed_bfloat16   # both precisions side by side (about twice as long)
     python bench.py --with-tests          # also time the test suite (about 5 more minutes)
     python bench.py --tiny --out /tmp/b.json   # seconds: small shapes, for the tests
+    python bench.py editor --run runs/demo --seconds 30 --clients 8   # the face editor under load
 """
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 import numpy as np
 
@@ -439,6 +443,151 @@ def format_table(results):
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The face editor under load: clients moving sliders through Gradio's HTTP API, as a browser's events do
+
+
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+
+
+def call(url, api_name, data, *, timeout=60.0):
+    """One event through Gradio's REST API (POST /gradio_api/call/NAME, then read its event stream); returns
+    the outputs, or raises RuntimeError with the server's message."""
+    request = urllib.request.Request(f"{url}/gradio_api/call/{api_name}", data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with LOOPBACK.open(request, timeout=timeout) as response:
+        event_id = json.load(response)["event_id"]
+    with LOOPBACK.open(f"{url}/gradio_api/call/{api_name}/{event_id}", timeout=timeout) as response:
+        stream = response.read().decode()
+    event, payload = None, None
+    for line in stream.splitlines():
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            payload = line.split(":", 1)[1].strip()
+    if event != "complete":
+        raise RuntimeError(f"{api_name}: {event} {payload}")
+    return json.loads(payload)
+
+
+def slider_count(url):
+    """How many strengths the page's edit event takes (its parameters are the kind, then one per slider)."""
+    with LOOPBACK.open(f"{url}/gradio_api/info", timeout=30) as response:
+        info = json.load(response)
+    return len(info["named_endpoints"]["/edit"]["parameters"]) - 1
+
+
+def edit_and_fetch(url, strengths, kind="mean"):
+    """One slider move as a browser makes it: the edit event, then the image it returns."""
+    outputs = call(url, "edit", [kind, *strengths])
+    with LOOPBACK.open(outputs[0]["url"], timeout=60) as response:
+        image = response.read()
+    if not image.startswith(b"\x89PNG"):
+        raise RuntimeError("the edit returned something that is not a PNG")
+    return len(image)
+
+
+def load_test(url, *, clients=8, seconds=30.0, seed=0):
+    """`clients` threads, each moving one random slider at a time as fast as the page answers, for `seconds`.
+    Returns the count of responses, errors (with the first messages) and the latency percentiles in ms."""
+    import directions  # here: bench's own figures start without the encoder stack
+
+    count = slider_count(url)
+    latencies, errors, lock = [], [], threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def client(number):
+        rng = np.random.default_rng(seed + number)
+        strengths = [0.0] * count
+        while time.perf_counter() < deadline:
+            strengths[int(rng.integers(count))] = round(float(rng.uniform(-3.0, 3.0)), 1)  # the sliders' range
+            kind = str(rng.choice(directions.KINDS))
+            started = time.perf_counter()
+            try:
+                edit_and_fetch(url, strengths, kind)
+                with lock:
+                    latencies.append(1000 * (time.perf_counter() - started))
+            except Exception as error:  # every failure is counted and reported, none stops the test
+                with lock:
+                    errors.append(f"{type(error).__name__}: {error}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    percentiles = np.percentile(latencies, [50, 90, 99]) if latencies else [float("nan")] * 3
+    return {"clients": clients, "seconds": round(elapsed, 1), "responses": len(latencies), "errors": len(errors),
+            "first_errors": errors[:3], "per_second": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(float(percentiles[0]), 1), "p90_ms": round(float(percentiles[1]), 1),
+            "p99_ms": round(float(percentiles[2]), 1), "max_ms": round(max(latencies, default=float("nan")), 1)}
+
+
+def wait_for_page(url, process, *, timeout=300.0):
+    """Poll until the page answers; fail at once if the server process has exited."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the editor exited with code {process.returncode} before serving")
+        try:
+            with LOOPBACK.open(url, timeout=5):
+                return url
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the editor did not answer at {url} within {timeout:.0f} s")
+
+
+def free_port(host="127.0.0.1"):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def run_editor_load(args):
+    """`python bench.py editor`: start `python editor.py` for the run in a process of its own, load it for
+    --seconds with --clients clients, stop it, print the figures (and write them to --out)."""
+    if args.seconds <= 0 or args.clients < 1:
+        raise data_prep.DataError("--seconds and --clients must be positive")
+    port = free_port()
+    command = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "editor.py"),
+               "--port", str(port), "--steps", "5", "--fit-limit", str(args.fit_limit),
+               "--classifier", args.classifier, "--method", args.method] + (["--run", args.run] if args.run else [])
+    server = subprocess.Popen(command)
+    try:
+        url = wait_for_page(f"http://127.0.0.1:{port}", server)
+        edit_and_fetch(url, [0.0] * slider_count(url))  # warm-up: the first event builds the compiled graph
+        result = load_test(url, clients=args.clients, seconds=args.seconds)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    print(f"load test, {result['clients']} clients for {result['seconds']} s on {url}: {result['responses']} "
+          f"responses ({result['per_second']}/s), {result['errors']} errors; latency p50 {result['p50_ms']} ms, "
+          f"p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, max {result['max_ms']} ms")
+    for message in result["first_errors"]:
+        print(f"  error: {message}")
+    if args.out:
+        data_prep.write_json(args.out, result)
+    return result
+
+
+def editor_parser():
+    parser = argparse.ArgumentParser(prog="bench.py editor", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     description="The face editor under load: latency percentiles of slider moves.")
+    add = parser.add_argument
+    add("--run", default=None, help="the run (GAN or VAE); default: the newest run in runs/ with a generator")
+    add("--seconds", type=float, default=30.0, help="how long the clients edit")
+    add("--clients", type=int, default=8, help="simultaneous clients")
+    add("--fit-limit", type=int, default=4000, help="training faces (or samples) whose codes fit the directions")
+    add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
+    add("--method", default="auto", help="how codes are found (facemath.py's --method)")
+    add("--out", default=None, help="also write the figures to this JSON file")
+    return parser
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -455,6 +604,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "editor":
+        return run_editor_load(editor_parser().parse_args(argv[1:]))
     args = parse_args(argv)
     precisions = []
     for name in (name.strip() for name in args.precisions.split(",") if name.strip()):

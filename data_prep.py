@@ -381,6 +381,13 @@ def write_json(path, payload):
     return path
 
 
+def write_report(stem, markdown, payload):
+    """A measurement's two files: <stem>.md (the table a person reads) and <stem>.json (the figures behind it)."""
+    atomic_write_bytes(stem + ".md", markdown.encode())
+    write_json(stem + ".json", payload)
+    return stem + ".md", stem + ".json"
+
+
 def save_figure(figure, path, *, dpi=100):
     """Save a matplotlib figure as PNG atomically and close it; returns the path."""
     import matplotlib.pyplot as plt

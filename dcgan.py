@@ -161,7 +161,7 @@ def sample_latent(count, latent_dim, *, distribution="normal", seed=None):
     raise ValueError(f"unknown latent distribution {distribution!r}; expected 'normal' or 'uniform'")
 
 
-class DCGAN(keras.Model):
+class DCGAN(runs.TrainingModel):
     """Owns G, D, their optimizers and loss trackers; one D step then `generator_steps` G steps per batch. With
     `ema` > 0 it also keeps an exponential moving average of G's weights (Karras et al. 2018, Yazici et al. 2019),
     updated after every step: `sampling_generator`, the network that is saved and sampled. Its batch norm
@@ -170,7 +170,7 @@ class DCGAN(keras.Model):
 
     def __init__(self, generator, discriminator, *, latent_dim=100, latent_distribution="normal",
                  generator_steps=1, label_smoothing=0.0, seed=0, ema=0.0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(STEP_COLUMNS, **kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.latent_dim = latent_dim
         self.latent_distribution = latent_distribution
@@ -183,17 +183,11 @@ class DCGAN(keras.Model):
             self.average_generator = keras.models.clone_model(generator)
             self.average_generator.set_weights(generator.get_weights())
             self.average_updates = keras.Variable(0.0, trainable=False, name="average_updates")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("d_loss", "g_loss", "d_real", "d_fake")}
-        self.built = True  # G and D are built functional models; there is no call() for Keras to trace
 
     def compile(self, d_optimizer, g_optimizer, **kwargs):
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     @property
     def sampling_generator(self):
@@ -547,12 +541,10 @@ def training_parser():
     add("--kernel", type=int, default=5, help="kernel size: 5 as carpedm20 and NVIDIA, 4 as PyTorch's example")
     add("--latent-dim", type=int, default=100, help="size of z")
     add("--latent-distribution", default="normal", choices=["normal", "uniform"], help="prior of z")
-    add("--batch-size", type=int, default=64, help="global batch, split across replicas")
-    add("--epochs", type=int, default=25, help="epochs to train in all (the paper's CelebA run: 60)")
-    add("--learning-rate", type=float, default=2e-4, help="Adam learning rate of G and D")
+    runs.add_optimizer_flags(add, epochs=25, batch_size=64, what="G and D", batch_help="global batch, split across "
+                             "replicas", epochs_help="epochs to train in all (the paper's CelebA run: 60)")
     add("--d-learning-rate", type=float, default=None, help="D's own rate (two time-scales); default --learning-rate")
     add("--g-learning-rate", type=float, default=None, help="G's own rate; default --learning-rate")
-    add("--beta1", type=float, default=0.5, help="Adam beta_1")
     add("--g-steps", type=int, default=1, help="generator steps per discriminator step (carpedm20: 2)")
     add("--label-smoothing", type=float, default=0.0, help="one-sided: real labels become 1 - this")
     add("--flip", action="store_true", help="random horizontal flips of the real images")

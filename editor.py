@@ -15,7 +15,7 @@ Face hub look-ups are switched off.
 Usage:
     python editor.py --run runs/reference                    # http://127.0.0.1:7860 (the page, served until Ctrl-C)
     python editor.py --run runs/demo --steps 50 --port 7861   # CPU-sized: fewer projection steps per photo
-    python editor.py --run runs/demo --load-test 30 --clients 8   # 8 clients editing for 30 s: latency percentiles
+    python bench.py editor --run runs/demo --seconds 30 --clients 8   # 8 clients editing: latency percentiles
 """
 
 import os
@@ -25,15 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups (they block for 
 
 import argparse
 import dataclasses
-import json
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 
 import numpy as np
 
@@ -405,131 +401,6 @@ def serve(editor, *, host="127.0.0.1", port=DEFAULT_PORT, workdir, max_upload_mb
 
 
 # ----------------------------------------------------------------------------------------------------------
-# A load test: clients moving sliders through Gradio's HTTP API, as a browser's events do
-
-
-LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-
-
-def call(url, api_name, data, *, timeout=60.0):
-    """One event through Gradio's REST API (POST /gradio_api/call/NAME, then read its event stream); returns
-    the outputs, or raises RuntimeError with the server's message."""
-    request = urllib.request.Request(f"{url}/gradio_api/call/{api_name}", data=json.dumps({"data": data}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with LOOPBACK.open(request, timeout=timeout) as response:
-        event_id = json.load(response)["event_id"]
-    with LOOPBACK.open(f"{url}/gradio_api/call/{api_name}/{event_id}", timeout=timeout) as response:
-        stream = response.read().decode()
-    event, payload = None, None
-    for line in stream.splitlines():
-        if line.startswith("event:"):
-            event = line.split(":", 1)[1].strip()
-        elif line.startswith("data:"):
-            payload = line.split(":", 1)[1].strip()
-    if event != "complete":
-        raise RuntimeError(f"{api_name}: {event} {payload}")
-    return json.loads(payload)
-
-
-def slider_count(url):
-    """How many strengths the page's edit event takes (its parameters are the kind, then one per slider)."""
-    with LOOPBACK.open(f"{url}/gradio_api/info", timeout=30) as response:
-        info = json.load(response)
-    return len(info["named_endpoints"]["/edit"]["parameters"]) - 1
-
-
-def edit_and_fetch(url, strengths, kind="mean"):
-    """One slider move as a browser makes it: the edit event, then the image it returns."""
-    outputs = call(url, "edit", [kind, *strengths])
-    with LOOPBACK.open(outputs[0]["url"], timeout=60) as response:
-        image = response.read()
-    if not image.startswith(b"\x89PNG"):
-        raise RuntimeError("the edit returned something that is not a PNG")
-    return len(image)
-
-
-def load_test(url, *, clients=8, seconds=30.0, seed=0):
-    """`clients` threads, each moving one random slider at a time as fast as the page answers, for `seconds`.
-    Returns the count of responses, errors (with the first messages) and the latency percentiles in ms."""
-    count = slider_count(url)
-    latencies, errors, lock = [], [], threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def client(number):
-        rng = np.random.default_rng(seed + number)
-        strengths = [0.0] * count
-        while time.perf_counter() < deadline:
-            strengths[int(rng.integers(count))] = round(float(rng.uniform(-STRENGTH_LIMIT, STRENGTH_LIMIT)), 1)
-            kind = str(rng.choice(directions.KINDS))
-            started = time.perf_counter()
-            try:
-                edit_and_fetch(url, strengths, kind)
-                with lock:
-                    latencies.append(1000 * (time.perf_counter() - started))
-            except Exception as error:  # every failure is counted and reported, none stops the test
-                with lock:
-                    errors.append(f"{type(error).__name__}: {error}")
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    percentiles = np.percentile(latencies, [50, 90, 99]) if latencies else [float("nan")] * 3
-    return {"clients": clients, "seconds": round(elapsed, 1), "responses": len(latencies), "errors": len(errors),
-            "first_errors": errors[:3], "per_second": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(float(percentiles[0]), 1), "p90_ms": round(float(percentiles[1]), 1),
-            "p99_ms": round(float(percentiles[2]), 1), "max_ms": round(max(latencies, default=float("nan")), 1)}
-
-
-def wait_for_page(url, process, *, timeout=300.0):
-    """Poll until the page answers; fail at once if the server process has exited."""
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the editor exited with code {process.returncode} before serving")
-        try:
-            with LOOPBACK.open(url, timeout=5):
-                return url
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"the editor did not answer at {url} within {timeout:.0f} s")
-
-
-def free_port(host="127.0.0.1"):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def run_load_test(args):
-    """Start `python editor.py` for the run in a process of its own, load it, stop it, print the figures."""
-    port = args.port if args.port != DEFAULT_PORT else free_port()
-    command = [sys.executable, os.path.abspath(__file__), "--run", args.run, "--port", str(port), "--steps", "5",
-               "--fit-limit", str(args.fit_limit), "--classifier", args.classifier, "--method", args.method]
-    server = subprocess.Popen(command)
-    try:
-        url = wait_for_page(f"http://127.0.0.1:{port}", server)
-        edit_and_fetch(url, [0.0] * slider_count(url))  # warm-up: the first event builds the compiled graph
-        result = load_test(url, clients=args.clients, seconds=args.load_test)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    print(f"load test, {result['clients']} clients for {result['seconds']} s on {url}: {result['responses']} "
-          f"responses ({result['per_second']}/s), {result['errors']} errors; latency p50 {result['p50_ms']} ms, "
-          f"p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, max {result['max_ms']} ms")
-    for message in result["first_errors"]:
-        print(f"  error: {message}")
-    if args.load_out:
-        data_prep.write_json(args.load_out, result)
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -547,10 +418,9 @@ def parse_args(argv=None):
     add("--fit-limit", type=int, default=4000, help="training faces (or samples) whose codes fit the directions")
     add("--seed", type=int, default=0, help="seed of the directions' fit and of projection's starting codes")
     add("--max-upload-mb", type=float, default=MAX_UPLOAD_MB, help="uploads larger than this are refused")
-    add("--load-test", type=float, default=None, metavar="SECONDS",
-        help="instead of serving: start the editor, let --clients clients edit for SECONDS, print the latencies")
-    add("--clients", type=int, default=8, help="--load-test: simultaneous clients")
-    add("--load-out", default=None, help="--load-test: also write the figures to this JSON file")
+    add("--load-test", type=float, default=None, metavar="SECONDS", help="moved: `python bench.py editor`")
+    add("--clients", type=int, default=8, help="moved with --load-test")
+    add("--load-out", default=None, help="moved with --load-test")
     add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
@@ -568,9 +438,8 @@ def main(argv=None):
     args = parse_args(argv)
     print("editor: " + ", ".join(f"{key} {value}" for key, value in vars(args).items() if value not in (None, False)))
     if args.load_test is not None:
-        if args.run is None:
-            args.run = runs.newest_run()
-        return run_load_test(args)
+        raise data_prep.DataError(f"`editor.py --load-test` moved: run `python bench.py editor --run RUN --seconds "
+                                  f"{args.load_test:g} --clients {args.clients}`")
     workdir = tempfile.mkdtemp(prefix="facemath-editor-")
     tempfile.tempdir = workdir  # every later temporary file (TensorFlow's autograph sources too) goes in here
     os.environ["GRADIO_TEMP_DIR"] = os.path.join(workdir, "gradio")  # Gradio's uploads and outputs go here

@@ -101,7 +101,7 @@ def pixel_mse(images, targets):
 # The trainers
 
 
-class EncoderTrainer(keras.Model):
+class EncoderTrainer(runs.WeightedLossModel):
     """Owns E, the frozen G and D's feature model, E's optimizer and loss trackers. Each step E learns to give
     back z from G(z) (fresh z, loss on z), and to give a z whose G(z) matches a real batch in pixels and in D's
     features; the three weights choose the mix (a weight of 0 leaves its part out of the gradient)."""
@@ -110,25 +110,14 @@ class EncoderTrainer(keras.Model):
 
     def __init__(self, encoder, generator, features, *, weights, pixel_loss="l2", latent_distribution="normal",
                  seed=0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__({part: weights[part] for part in self.PARTS}, trained=(encoder,), **kwargs)
         self.encoder, self.generator, self.features = encoder, generator, features
         self.generator.trainable = False
         self.features.trainable = False
-        self.weights_by_part = dict(weights)  # {"latent": 1.0, "pixel": 1.0, "feature": 0.1}
         self.pixel_loss = pixel_loss
         self.latent_dim = encoder.output_shape[-1]
         self.latent_distribution = latent_distribution
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *self.PARTS)}
-        self.built = True
-
-    def compile(self, optimizer, **kwargs):
-        super().compile(**kwargs)
-        self.encoder_optimizer = optimizer
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     def parts(self, real_images, *, training):
         """The three losses of one batch (scalars): z from G(z), and G(E(x)) against x in pixels and features."""
@@ -143,22 +132,9 @@ class EncoderTrainer(keras.Model):
                                            - tf.cast(self.features(real_images, training=False), tf.float32)))
         return {"latent": latent, "pixel": pixel, "feature": feature}
 
-    def train_step(self, real_images):
-        real_images = runs.to_float_batch(real_images)
-        with tf.GradientTape() as tape:
-            parts = self.parts(real_images, training=True)
-            loss = tf.add_n([weight * parts[name] for name, weight in self.weights_by_part.items() if weight])
-        variables = self.encoder.trainable_variables
-        gradients = tape.gradient(loss, [variable.value for variable in variables])
-        self.encoder_optimizer.apply_gradients(zip(gradients, variables))
-        step = {"loss": loss, **parts}
-        for name, value in step.items():
-            self.trackers[name].update_state(value)
-        return step
-
     def state_variables(self):
         """Every variable a resumed training needs, in a fixed order: E, its optimizer, the z stream."""
-        return self.encoder.weights + self.encoder_optimizer.variables + [self.seed_generator.state]
+        return self.encoder.weights + self.loss_optimizer.variables + [self.seed_generator.state]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -229,7 +205,6 @@ def make_encoder_trainer(run, config):
     trainer = EncoderTrainer(encoder, run.generator, features, weights=weights, pixel_loss=config["pixel_loss"],
                              latent_distribution=run.config["latent_distribution"], seed=config["seed"])
     trainer.compile(keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
-    trainer.encoder_optimizer.build(encoder.trainable_variables)
     return trainer
 
 
@@ -493,11 +468,9 @@ def subcommand_parser(command):
     if command in ("train", "encode"):
         add("--run", required=True, help="the GAN run directory (encode also takes a VAE run)")
     if command == "train":
-        add("--epochs", type=int, default=10, help="epochs to train E in all")
+        runs.add_optimizer_flags(add, epochs=10, batch_size=64, what="E",
+                                 batch_help="batch of real images, and of (z, G(z)) pairs")
         add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
-        add("--batch-size", type=int, default=64, help="batch of real images, and of (z, G(z)) pairs")
-        add("--learning-rate", type=float, default=2e-4, help="Adam learning rate of E")
-        add("--beta1", type=float, default=0.5, help="Adam beta_1")
         add("--latent-weight", type=float, default=1.0, help="weight of |E(G(z)) - z|^2 on generated pairs")
         add("--pixel-weight", type=float, default=1.0, help="weight of the pixel loss of G(E(x)) against real x")
         add("--feature-weight", type=float, default=0.1, help="weight of the loss in D's features on real x")

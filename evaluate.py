@@ -362,6 +362,11 @@ def predict_attributes(classifier, images, batch_size=256):
     return scipy.special.expit(_run_batches(classifier, images, batch_size).astype(np.float64))
 
 
+def prediction_flips(before, after):
+    """(n, 40) bool: where the CNN's 0/1 prediction (probability > 0.5) differs between two sets of probabilities."""
+    return (np.asarray(before) > 0.5) != (np.asarray(after) > 0.5)
+
+
 def feature_model(classifier):
     """The classifier cut at its "features" layer; a model without one (InceptionV3's) is its own features."""
     names = {layer.name for layer in classifier.layers}
@@ -899,10 +904,9 @@ def run_score(args):
                 "kid_subsets": args.kid_subsets, "k": args.k,
                 "kid_subset_size": min(args.kid_subset_size, len(instrument.real_images))}
     markdown = scores_markdown(rows, settings)
-    data_prep.atomic_write_bytes(os.path.join(out, "scores.md"), markdown.encode())
-    data_prep.write_json(os.path.join(out, "scores.json"), {"settings": settings, "rows": rows,
-                                                   "real_frequencies": instrument.real_frequencies.tolist(),
-                                                   "attributes": list(data_prep.CELEBA_ATTRIBUTES)})
+    data_prep.write_report(os.path.join(out, "scores"), markdown, {
+        "settings": settings, "rows": rows, "real_frequencies": instrument.real_frequencies.tolist(),
+        "attributes": list(data_prep.CELEBA_ATTRIBUTES)})
     plot_scores(rows, os.path.join(out, "scores.png"))
     print(markdown)
     print(f"wrote {out}/scores.md, scores.json, scores.png")

@@ -195,7 +195,7 @@ def _l1(first, second):
     return tf.reduce_mean(tf.abs(tf.cast(first, tf.float32) - tf.cast(second, tf.float32)))
 
 
-class Makeover(keras.Model):
+class Makeover(runs.TrainingModel):
     """Owns the translator G (source -> target), its PatchGAN D, optionally the translator back F and its
     discriminator (cycle consistency), both optimizers and the loss trackers. One step updates D and G together
     on the same translated batch; the loss weights come from loss_weights(G's optimizer step)."""
@@ -203,7 +203,7 @@ class Makeover(keras.Model):
     def __init__(self, translator, discriminator, *, back_translator=None, source_discriminator=None,
                  schedule=None, cycle_weight=0.0, identity_weight=0.0, keepers=(), keep_columns=(),
                  keep_weight=0.0, smooth_weight=0.0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(STEP_COLUMNS, **kwargs)
         self.translator, self.discriminator = translator, discriminator
         self.back_translator, self.source_discriminator = back_translator, source_discriminator
         self.schedule = dict(schedule or {})
@@ -211,16 +211,10 @@ class Makeover(keras.Model):
         self.keepers, self.keep_weight = list(keepers), float(keep_weight)  # frozen attribute CNNs, not trained here
         self.keep_columns = tf.constant(list(keep_columns), tf.int32)  # the attributes it must not see change
         self.smooth_weight = float(smooth_weight)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in STEP_COLUMNS}
-        self.built = True  # the networks are built functional models; there is no call() to trace
 
     def compile(self, d_optimizer, g_optimizer, **kwargs):
         super().compile(**kwargs)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     @property
     def generators(self):
@@ -544,10 +538,9 @@ def training_parser():
     add("--crop-size", type=int, default=108, help="side of the DCGAN centre crop (--crop dcgan only)")
     add("--limit", type=int, default=None, help="use only the first N training images of each population")
     add("--filters", type=int, default=64, help="base filters of translator and discriminator")
-    add("--batch-size", type=int, default=16, help="faces of each population per step (deep-makeover: 16)")
-    add("--epochs", type=int, default=20, help="epochs in all; an epoch is one pass over the source faces")
-    add("--learning-rate", type=float, default=2e-4, help="Adam learning rate of both networks")
-    add("--beta1", type=float, default=0.5, help="Adam beta_1")
+    runs.add_optimizer_flags(add, epochs=20, batch_size=16, what="both networks",
+                             epochs_help="epochs in all; an epoch is one pass over the source faces",
+                             batch_help="faces of each population per step (deep-makeover: 16)")
     add("--anneal-start", type=int, default=0, help="step at which the adversarial weight starts rising")
     add("--anneal-steps", type=int, default=2000, help="steps of the linear hand-over (0: a switch at the start)")
     add("--anneal-end", type=float, default=1.0, help="adversarial weight after the hand-over (pixel: 1 - it)")

@@ -80,6 +80,15 @@ def add_run_flags(add):
     add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
 
 
+def add_optimizer_flags(add, *, epochs, batch_size, what, epochs_help="epochs to train in all",
+                        batch_help="images per step", learning_rate=2e-4, beta1=0.5):
+    """--epochs, --batch-size and Adam's --learning-rate and --beta1, with a training's own defaults."""
+    add("--epochs", type=int, default=epochs, help=epochs_help)
+    add("--batch-size", type=int, default=batch_size, help=batch_help)
+    add("--learning-rate", type=float, default=learning_rate, help=f"Adam learning rate of {what}")
+    add("--beta1", type=float, default=beta1, help="Adam beta_1")
+
+
 def training_config(make_parser, argv, *, resumable, validate, model=None, same=None):
     """Flags -> (config, run_dir, resume) for a training script. A new run refuses a directory that holds one and
     records the library versions; a resumed one reads config.json and lets only the `resumable` flags change
@@ -385,6 +394,54 @@ def plot_runs(run_dirs, out_path, *, smoothing=0.98):
 
 # ----------------------------------------------------------------------------------------------------------
 # The epoch recorder and the training driver
+
+
+class TrainingModel(keras.Model):
+    """The base of every trainer here (DCGAN, Makeover, EncoderTrainer, VAE): networks built before it, as functional
+    models, so there is no call() for Keras to trace; and a Mean tracker per figure train_step reports, which fit()
+    shows and resets each epoch."""
+
+    def __init__(self, figures, **kwargs):
+        super().__init__(**kwargs)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in figures}
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+
+class WeightedLossModel(TrainingModel):
+    """A trainer with one optimizer whose loss is a weighted sum of named parts (E's training, the VAE): the subclass
+    gives `parts(images, training=)` (a dict of scalar losses) and the networks it trains; train_step does the
+    rest and reports the loss and every part."""
+
+    def __init__(self, weights, *, trained, **kwargs):
+        super().__init__(("loss", *weights), **kwargs)
+        self.part_weights = dict(weights)
+        self.trained = trained  # the networks whose variables the optimizer updates
+
+    def compile(self, optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.loss_optimizer = optimizer
+        self.loss_optimizer.build(self.trained_variables)  # slots now, so that a checkpoint can restore them
+
+    @property
+    def trained_variables(self):
+        return [variable for network in self.trained for variable in network.trainable_variables]
+
+    def train_step(self, images):
+        images = to_float_batch(images)
+        with tf.GradientTape() as tape:
+            parts = self.parts(images, training=True)
+            loss = tf.add_n([weight * parts[name] for name, weight in self.part_weights.items() if weight])
+        variables = self.trained_variables
+        gradients = tape.gradient(loss, [variable.value for variable in variables])
+        self.loss_optimizer.apply_gradients(zip(gradients, variables))
+        step = {"loss": loss, **parts}
+        for name, value in step.items():
+            self.trackers[name].update_state(value)
+        return step
 
 
 class TrainingStopped(RuntimeError):

@@ -48,10 +48,9 @@ def varying_attributes(labels):
 def attribute_agreement(classifier, originals, reconstructions, *, varying):
     """Per image, the fraction of the varying attributes on which the attribute CNN says the same (p > 0.5) of
     the original and its reconstruction. (n,)"""
-
-    said = evaluate.predict_attributes(classifier, originals) > 0.5
-    said_again = evaluate.predict_attributes(classifier, reconstructions) > 0.5
-    return (said == said_again)[:, varying].mean(axis=1)
+    flips = evaluate.prediction_flips(evaluate.predict_attributes(classifier, originals),
+                                      evaluate.predict_attributes(classifier, reconstructions))
+    return (~flips)[:, varying].mean(axis=1)
 
 
 def reconstruction_scores(originals, reconstructions, *, classifier, varying):
@@ -120,8 +119,8 @@ def run_encoders(argv):
                 "seed": args.seed, "varying_attributes": int(varying_attributes(test.labels).sum()),
                 "seconds": round(time.perf_counter() - started, 1)}
     out = args.out or os.path.join(run.directory, "encoder", "compare")
-    data_prep.write_json(os.path.join(out, "compare.json"), {"settings": settings, "rows": rows})
-    data_prep.atomic_write_bytes(os.path.join(out, "compare.md"), compare_markdown(rows, settings).encode())
+    data_prep.write_report(os.path.join(out, "compare"), compare_markdown(rows, settings),
+                           {"settings": settings, "rows": rows})
     grid = [images[:encoder.GRID_FACES]] + [reconstructions[label][:encoder.GRID_FACES] for label in reconstructions]
     data_prep.save_grid(os.path.join(out, "compare.png"), np.concatenate(grid),
                         columns=min(encoder.GRID_FACES, len(images)),
@@ -150,7 +149,7 @@ def target_rate(probabilities, terms):
 
 def flip_rates(probabilities_in, probabilities_out, columns):
     """Per column, the fraction of images whose 0/1 prediction (probability > 0.5) differs between input and output."""
-    return ((np.asarray(probabilities_in) > 0.5) != (np.asarray(probabilities_out) > 0.5))[:, columns].mean(0)
+    return evaluate.prediction_flips(probabilities_in, probabilities_out)[:, columns].mean(0)
 
 
 def translation_scores(classifier, inputs, outputs, *, terms, collateral, target_features):
@@ -290,9 +289,8 @@ def score_run(run_dir, *, compare=(), classifier_dir=None, count=None, seed=0, e
                                           seed=seed, epoch=epoch, cross_checks=cross_checks)
     out_dir = out_dir or os.path.join(run_dir, "scores")
     markdown = scores_markdown(rows, settings)
-    data_prep.atomic_write_bytes(os.path.join(out_dir, "scores.md"), markdown.encode())
-    data_prep.write_json(os.path.join(out_dir, "scores.json"),
-                         {"settings": settings, "rows": rows, "targets": target_checks(rows)})
+    data_prep.write_report(os.path.join(out_dir, "scores"), markdown,
+                           {"settings": settings, "rows": rows, "targets": target_checks(rows)})
     labels = ["input"] + [row["name"] for row in rows]
     data_prep.save_grid(os.path.join(out_dir, "grid.png"), np.concatenate([examples[0], *examples]), columns=8,
                         row_labels=labels, scale=2)
@@ -549,9 +547,8 @@ def run_score_edits(run, args):
     settings.update(count=args.count, seed=args.seed, seconds=round(time.perf_counter() - started, 1))
     summary = edits_summary(rows)
     markdown = edits_markdown(rows, summary, settings)
-    data_prep.write_json(os.path.join(out, "edit-scores.json"), {"settings": settings, "summary": summary,
-                                                                "rows": rows})
-    data_prep.atomic_write_bytes(os.path.join(out, "edit-scores.md"), markdown.encode())
+    data_prep.write_report(os.path.join(out, "edit-scores"), markdown,
+                           {"settings": settings, "summary": summary, "rows": rows})
     plot_edit_scores(rows, os.path.join(out, "edit-scores.png"))
     print(markdown + f"wrote {out}/edit-scores.{{md,json,png}} and edit-scores-examples-*.png")
     return out
@@ -564,8 +561,7 @@ def run_score_analogies(run, args):
     settings = {"run": run.directory, "codes": held.method, "held_out_faces": len(held.names), "seed": args.seed}
     out = facemath.output_dir(run, args)
     markdown = analogies_markdown(rows, settings)
-    data_prep.write_json(os.path.join(out, "analogy-scores.json"), {"settings": settings, "rows": rows})
-    data_prep.atomic_write_bytes(os.path.join(out, "analogy-scores.md"), markdown.encode())
+    data_prep.write_report(os.path.join(out, "analogy-scores"), markdown, {"settings": settings, "rows": rows})
     print(markdown + f"wrote {out}/analogy-scores.{{md,json}}")
     return out
 

@@ -40,6 +40,7 @@ def build_vae_encoder(*, latent_dim=100, image_size=64, filters=64, kernel_size=
                                       name="log_variance")(features)  # (batch, latent_dim)
     return keras.Model(image, [mean, log_variance], name=name)
 
+
 def kl_divergence(mean, log_variance):
     """KL(N(mean, exp(log_variance)) || N(0, 1)) per example, summed over dimensions (Kingma and Welling's
     appendix B): 0.5 * sum(exp(lv) + mean^2 - 1 - lv). (batch,)"""
@@ -47,27 +48,17 @@ def kl_divergence(mean, log_variance):
     log_variance = keras.ops.cast(log_variance, "float32")
     return 0.5 * keras.ops.sum(keras.ops.exp(log_variance) + mean ** 2 - 1.0 - log_variance, axis=-1)
 
-class VAE(keras.Model):
+
+class VAE(runs.WeightedLossModel):
     """A VAE whose decoder is the DCGAN generator: per image, the squared error summed over pixels (a Gaussian
     decoder of variance 1/2 on [-1, 1] pixels) plus beta times the KL term; one optimizer for both halves."""
 
     PARTS = ("reconstruction", "kl")
 
     def __init__(self, encoder, generator, *, beta=1.0, seed=0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__({"reconstruction": 1.0, "kl": beta}, trained=(encoder, generator), **kwargs)
         self.encoder, self.generator = encoder, generator
-        self.beta = beta
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *self.PARTS)}
-        self.built = True
-
-    def compile(self, optimizer, **kwargs):
-        super().compile(**kwargs)
-        self.vae_optimizer = optimizer
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     def parts(self, images, *, training):
         mean, log_variance = self.encoder(images, training=training)  # (batch, latent_dim) each
@@ -78,21 +69,8 @@ class VAE(keras.Model):
         return {"reconstruction": tf.reduce_mean(reconstruction),
                 "kl": tf.reduce_mean(kl_divergence(mean, log_variance))}
 
-    def train_step(self, images):
-        images = runs.to_float_batch(images)
-        with tf.GradientTape() as tape:
-            parts = self.parts(images, training=True)
-            loss = parts["reconstruction"] + self.beta * parts["kl"]
-        variables = self.encoder.trainable_variables + self.generator.trainable_variables
-        gradients = tape.gradient(loss, [variable.value for variable in variables])
-        self.vae_optimizer.apply_gradients(zip(gradients, variables))
-        step = {"loss": loss, **parts}
-        for name, value in step.items():
-            self.trackers[name].update_state(value)
-        return step
-
     def state_variables(self):
-        return (self.encoder.weights + self.generator.weights + self.vae_optimizer.variables
+        return (self.encoder.weights + self.generator.weights + self.loss_optimizer.variables
                 + [self.seed_generator.state])
 
 
@@ -107,6 +85,7 @@ def image_steps(config, run_dir, *, train_count):
     steps = config.get("steps_per_epoch") or train_count // config["batch_size"]
     return int(epochs * steps * config["batch_size"])
 
+
 def make_vae(config):
     with runs.dtype_policy(config["compute_precision"]):
         sizes = {"latent_dim": config["latent_dim"], "image_size": config["image_size"],
@@ -114,8 +93,8 @@ def make_vae(config):
         vae = VAE(build_vae_encoder(**sizes), dcgan.build_generator(**sizes), beta=config["beta"],
                   seed=config["seed"])
     vae.compile(keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
-    vae.vae_optimizer.build(vae.encoder.trainable_variables + vae.generator.trainable_variables)
     return vae
+
 
 def train_vae(config, run_dir, *, resume=False, verbose=1):
     """Train (or resume) the VAE of `config` into run_dir, a run directory that dcgan.load_generator reads."""
@@ -164,14 +143,12 @@ def make_parser():
     add("--filters", type=int, default=64, help="base filters of encoder and decoder (with --like: the GAN's)")
     add("--kernel", type=int, default=5, help="kernel size (with --like: the GAN's)")
     add("--latent-dim", type=int, default=100, help="size of z (with --like: the GAN's)")
-    add("--batch-size", type=int, default=64, help="batch size (with --like: the GAN's)")
-    add("--epochs", type=int, default=10,
-        help="epochs (with --like: as many as the GAN's image-steps, unless typed)")
+    runs.add_optimizer_flags(add, epochs=10, batch_size=64, what="the VAE", learning_rate=1e-3, beta1=0.9,
+                             epochs_help="epochs (with --like: as many as the GAN's image-steps, unless typed)",
+                             batch_help="batch size (with --like: the GAN's)")
     add("--steps-per-epoch", type=int, default=None,
         help="cap the steps of an epoch (with --like: the GAN's, unless typed)")
     add("--limit", type=int, default=None, help="train on only the first N images (with --like: the GAN's)")
-    add("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
-    add("--beta1", type=float, default=0.9, help="Adam beta_1")
     add("--beta", type=float, default=1.0, help="weight of the KL term (1: the VAE's bound)")
     add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
     add("--seed", type=int, default=0, help="seed of weights, noise and shuffling")
@@ -208,6 +185,7 @@ def vae_config(args, argv):
         config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
     config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
     return config
+
 
 def main(argv=None):
     args = parse_args(argv)

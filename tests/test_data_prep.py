@@ -1,6 +1,7 @@
 """data_prep.py: both CelebA layouts, attribute filters, the reference projects' crops, the uint8 cache, the tf.data feed,
 bad input and the command line, checked against the tiny CelebA's known attributes and pixels."""
 
+import json
 import os
 import subprocess
 import sys
@@ -554,3 +555,10 @@ def test_a_seeded_subset_is_sorted_distinct_and_the_same_for_a_seed():
     assert all(0 <= index < 10 for index in chosen)
     np.testing.assert_array_equal(chosen, data_prep.seeded_subset(10, 4, seed=3))
     assert sorted(data_prep.seeded_subset(5, 9).tolist()) == [0, 1, 2, 3, 4]  # more than there are: all of them
+
+
+def test_a_report_is_its_markdown_and_its_json(tmp_path):
+    written = data_prep.write_report(str(tmp_path / "out" / "scores"), "| a |\n", {"rows": [1, 2]})
+    assert written == (str(tmp_path / "out" / "scores.md"), str(tmp_path / "out" / "scores.json"))
+    assert (tmp_path / "out" / "scores.md").read_text() == "| a |\n"
+    assert json.loads((tmp_path / "out" / "scores.json").read_text()) == {"rows": [1, 2]}

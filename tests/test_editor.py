@@ -14,6 +14,7 @@ import pytest
 import skimage.data
 
 from conftest import train_settled_tiny_run
+import bench
 import data_prep
 import dcgan
 import directions
@@ -159,7 +160,7 @@ def server(tiny_run, classifier_dir, cached_codes, workspace):
     latency that the astronaut test prints is measured on a real run (`-s` shows it)."""
     temporary = workspace / "server-tmp"
     temporary.mkdir()
-    port = editor.free_port()
+    port = bench.free_port()
     log = open(workspace / "server.log", "w")
     environment = dict(os.environ, TMPDIR=str(temporary), PYTHONUNBUFFERED="1")
     chosen = os.environ.get("EDITOR_TEST_RUN")
@@ -170,7 +171,7 @@ def server(tiny_run, classifier_dir, cached_codes, workspace):
                                 *flags], cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        editor.wait_for_page(url, process, timeout=READY_SECONDS)
+        bench.wait_for_page(url, process, timeout=READY_SECONDS)
     except RuntimeError:
         process.kill()
         log.close()
@@ -263,7 +264,7 @@ def test_a_file_that_is_not_a_photo_gets_a_message_on_the_page(page, tmp_path):
 
 
 def test_eight_clients_editing_at_once_all_get_their_faces(server):
-    result = editor.load_test(server["url"], clients=8, seconds=4.0)
+    result = bench.load_test(server["url"], clients=8, seconds=4.0)
     print(f"\nload test (8 clients, 4 s): {result}")
     assert result["errors"] == 0, result["first_errors"]
     assert result["responses"] >= 8
@@ -275,3 +276,9 @@ def test_the_server_writes_only_its_own_temporary_directory_and_removes_it(serve
     process.wait(timeout=60)
     assert files_under(server["temporary"]) == [], files_under(server["temporary"])
     assert files_under(server["run"]) == server["run_files"]
+
+
+def test_the_load_test_moved_to_bench(capsys):
+    with pytest.raises(SystemExit):
+        data_prep.run_cli(editor.main, ["--run", "runs/x", "--load-test", "30"])
+    assert "python bench.py editor --run RUN --seconds 30 --clients 8" in capsys.readouterr().err

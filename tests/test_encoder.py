@@ -196,7 +196,7 @@ def test_training_writes_evidence_and_resume_continues(encoded_run, tmp_path):
     run = dcgan.load_run(copy)
     trainer = encoder.make_encoder_trainer(run, runs.read_config(os.path.join(copy, "encoder")))
     runs.load_checkpoint(os.path.join(copy, "encoder"), trainer.state_variables())
-    assert int(trainer.encoder_optimizer.iterations) == 9
+    assert int(trainer.loss_optimizer.iterations) == 9
     assert os.path.isfile(os.path.join(copy, "encoder", "samples", "epoch_003.png"))
 
 

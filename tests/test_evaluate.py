@@ -475,3 +475,11 @@ def test_fewer_images_than_the_rows_sample_count_is_a_clean_error(classifier_dir
 def test_score_without_runs_or_images_is_a_clean_error(classifier_dir, capsys):
     error = run_cli_error(["score", "--classifier", str(classifier_dir)], capsys)
     assert "at least one run directory or --images" in error
+
+
+def test_prediction_flips_are_where_the_0_1_prediction_changes():
+    before = np.array([[0.9, 0.2, 0.5], [0.1, 0.7, 0.51]])
+    after = np.array([[0.6, 0.8, 0.49], [0.4, 0.2, 0.9]])
+    # 0.5 is "absent" (p > 0.5 is present): 0.5 -> 0.49 is no flip, 0.51 -> 0.9 is none either
+    np.testing.assert_array_equal(evaluate.prediction_flips(before, after), [[False, True, False],
+                                                                             [False, True, False]])

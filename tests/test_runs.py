@@ -1,6 +1,7 @@
 """The run module: the bookkeeping every training shares, tested once here on a model of two weights."""
 
 import argparse
+import os
 
 import numpy as np
 import pytest
@@ -149,3 +150,23 @@ def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
     budget.on_epoch_begin(1)
     budget.on_epoch_end(1)
     assert budget.model.stop_training
+
+
+def test_the_newest_run_is_the_one_whose_generator_was_written_last(tmp_path):
+    for name, when, config in (("old", 100, {"latent_dim": 8}), ("new", 200, {"latent_dim": 8}),
+                               ("noise", 300, {"latent_dim": 8, "kind": "noise"}), ("makeover", 400, {})):
+        runs.write_config(tmp_path / name, config)
+        (tmp_path / name / "generator.keras").write_bytes(b"")
+        os.utime(tmp_path / name / "generator.keras", (when, when))
+    assert runs.newest_run(str(tmp_path)) == str(tmp_path / "new")  # baselines and makeover runs are passed over
+    with pytest.raises(data_prep.DataError, match="no trained run with a generator in .*; train one first"):
+        runs.newest_run(str(tmp_path / "empty"))
+
+
+def test_a_run_of_another_script_is_refused_in_one_line(tmp_path):
+    runs.write_config(tmp_path / "gan", {"latent_dim": 8})
+    assert runs.read_config(tmp_path / "gan") == {"latent_dim": 8}
+    with pytest.raises(data_prep.DataError, match="is not a makeover run"):
+        runs.read_config(tmp_path / "gan", model="makeover")
+    with pytest.raises(data_prep.DataError, match="run not found: .*python makeover.py --name NAME"):
+        runs.read_config(tmp_path / "missing", model="makeover")
