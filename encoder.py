@@ -562,4 +562,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    data_prep.run_cli(main)
+    runs.run_cli(main)

@@ -32,15 +32,20 @@ with data_prep.quiet_tensorflow_start(verbose=SHOW_TENSORFLOW_START):
     import keras  # noqa: E402  (after the backend is chosen)
     import tensorflow as tf  # noqa: E402
 
-    # TensorFlow's first device query prints a CUDA probe's lines on machines without a GPU; it is made here, once,
-    # inside the quiet block, so that no later call writes them.
-    tf.config.list_physical_devices()
-
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The command line
+
+
+def run_cli(main_function, argv=None):
+    """A script's main() as data_prep.run_cli runs it (bad input: one line and exit 2), after TensorFlow's first
+    device query, made quietly: on a machine without a GPU it prints a CUDA probe's lines, which would otherwise
+    come with the script's first TensorFlow operation. Importing a script queries nothing."""
+    with data_prep.quiet_tensorflow_start(verbose=SHOW_TENSORFLOW_START):
+        tf.config.list_physical_devices()
+    return data_prep.run_cli(main_function, argv)
 
 
 class OneLineParser(argparse.ArgumentParser):
