@@ -583,3 +583,18 @@ def test_the_standard_fid_network_where_it_is_installed():
     assert features.shape == (6, 2048) and np.isfinite(features).all()
     np.testing.assert_allclose(evaluate.extract_features(network, images[::-1]), features[::-1], atol=1e-4)
     assert not np.allclose(features[0], features[1])
+
+
+def test_the_default_classifier_trains_on_artifacts_and_flip_only_does_not(tiny_celeba, tmp_path, monkeypatch):
+    assert evaluate.parse_args(["classifier"]).augment == "artifacts"
+    traced = []
+    original = evaluate.add_artifacts
+    monkeypatch.setattr(evaluate, "add_artifacts", lambda images, generator: traced.append(1) or original(
+        images, generator))
+    options = {"data_dir": tiny_celeba, "image_size": 32, "filters": (4, 8, 8, 8), "feature_dim": 8, "epochs": 1,
+               "steps_per_epoch": 1, "batch_size": 8, "cache_dir": str(tmp_path / "cache"), "progress": False,
+               "verbose": 0}
+    evaluate.train_classifier(augment="flip", **options)
+    assert not traced
+    evaluate.train_classifier(**options)
+    assert traced  # the training pipeline maps every batch through add_artifacts
