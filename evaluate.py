@@ -1130,9 +1130,8 @@ def run_controls(args):
     test = data_prep.load_split(config["data"], split="test", crop=config.get("crop", "dcgan"),
                                 image_size=config["image_size"], crop_size=config["crop_size"],
                                 cache_dir=args.cache_dir or config.get("cache_dir"), progress=False)
-    train_labels = data_prep.load_split(config["data"], split="train", crop=config.get("crop", "dcgan"),
-                                        image_size=config["image_size"], crop_size=config["crop_size"],
-                                        cache_dir=args.cache_dir or config.get("cache_dir"), progress=False).labels
+    celeba = data_prep.read_celeba(config["data"])  # the training split's labels only, not its images
+    train_labels = data_prep.attribute_labels(celeba, data_prep.select_files(celeba, split="train"))
     accuracy = {**degraded_accuracy(instrument.classifier, test.images, test.labels, train_labels=train_labels),
                 "test_images": int(len(test.images))}
     settings = {**config["scoring"], "data": config["data"], "image_size": config["image_size"],

@@ -247,7 +247,7 @@ def render_face(attributes, rng):
 
 
 def _render_chunk(job):
-    """Render, encode and write faces start..stop-1 (1-based file names); returns their label rows."""
+    """Render, encode and write the faces numbered first to last - 1 (1-based file names); returns their label rows."""
     image_dir, seed, start, stop = job
     rows = []
     for index in range(start, stop):
