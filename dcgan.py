@@ -25,6 +25,7 @@ import sys
 
 import numpy as np
 
+import augmentations
 import data_prep
 import runs
 
@@ -33,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 
 SUBCOMMANDS = ("plot", "sample")
 NETWORKS = ("generator", "discriminator")
+LOSSES = ("bce", "hinge")  # the paper's cross-entropy with the non-saturating G loss; the hinge loss
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -166,17 +168,28 @@ class DCGAN(runs.TrainingModel):
     `ema` > 0 it also keeps an exponential moving average of G's weights (Karras et al. 2018, Yazici et al. 2019),
     updated after every step: `sampling_generator`, the network that is saved and sampled. Its batch norm
     statistics are measured anew on its own outputs before it is used (`refresh_average_statistics`, BigGAN's
-    "standing statistics"): averaged weights do not match averaged statistics, and the pair paints flat grey."""
+    "standing statistics"): averaged weights do not match averaged statistics, and the pair paints flat grey.
+
+    `loss`: "bce", the paper's cross-entropy with the non-saturating G loss, or "hinge" (Lim and Ye 2017, as in
+    SN-GAN and BigGAN). `diff_augment`: DiffAugment's transforms on every D input. `r1` > 0: the R1 penalty
+    r1/2 E||grad_x D(x)||^2 on real images (Mescheder et al. 2018), lazily, every `r1_every` D steps with its
+    weight multiplied by `r1_every` (Karras et al. 2020), so it costs one extra pass in `r1_every`."""
 
     def __init__(self, generator, discriminator, *, latent_dim=100, latent_distribution="normal",
-                 generator_steps=1, label_smoothing=0.0, seed=0, ema=0.0, **kwargs):
+                 generator_steps=1, label_smoothing=0.0, seed=0, ema=0.0, loss="bce", diff_augment=(),
+                 r1=0.0, r1_every=16, **kwargs):
         super().__init__(STEP_COLUMNS, **kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.latent_dim = latent_dim
         self.latent_distribution = latent_distribution
         self.generator_steps = generator_steps
         self.real_label = 1.0 - label_smoothing  # one-sided: only real labels are smoothed
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+        self.loss, self.diff_augment, self.r1, self.r1_every = loss, tuple(diff_augment), r1, r1_every
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.augment_seed = keras.random.SeedGenerator(seed + 1)
+        self.d_steps = keras.Variable(0, dtype="int64", trainable=False, name="d_steps")
         self.ema = ema
         self.average_generator = None
         if ema > 0:
@@ -232,18 +245,42 @@ class DCGAN(runs.TrainingModel):
         logits = tf.cast(logits, tf.float32)
         return tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)[:, 0]
 
+    def _judge(self, images, *, training):
+        """D's logits (float32) for images, through DiffAugment's transforms when they are on."""
+        if self.diff_augment:
+            images = augmentations.diff_augment(images, self.diff_augment, self.augment_seed)
+        return tf.cast(self.discriminator(images, training=training), tf.float32)
+
     def _discriminator_losses(self, real_images, fake_images, *, training):
         """Per-example D losses (real + fake). Real and fake batches go through D separately, as in the paper, so
         batch norm sees one kind at a time."""
-        real_logits = self.discriminator(real_images, training=training)
-        fake_logits = self.discriminator(fake_images, training=training)
-        per_example = self._cross_entropy(self.real_label, real_logits) + self._cross_entropy(0.0, fake_logits)
+        real_logits = self._judge(real_images, training=training)
+        fake_logits = self._judge(fake_images, training=training)
+        if self.loss == "hinge":
+            per_example = tf.nn.relu(1.0 - real_logits[:, 0]) + tf.nn.relu(1.0 + fake_logits[:, 0])
+        else:
+            per_example = self._cross_entropy(self.real_label, real_logits) + self._cross_entropy(0.0, fake_logits)
         return per_example, real_logits, fake_logits
 
     def _generator_losses(self, fake_images):
-        # Non-saturating loss: G maximises log D(G(z)) instead of minimising log(1 - D(G(z))).
-        fake_logits = self.discriminator(fake_images, training=self.discriminator.trainable)
-        return self._cross_entropy(1.0, fake_logits)
+        # Non-saturating loss: G maximises log D(G(z)) instead of minimising log(1 - D(G(z))); hinge: -D(G(z)).
+        fake_logits = self._judge(fake_images, training=self.discriminator.trainable)
+        return -fake_logits[:, 0] if self.loss == "hinge" else self._cross_entropy(1.0, fake_logits)
+
+    def _r1_penalty(self, real_images):
+        """Per-example ||grad_x D(x)||^2 on the real images, in float32."""
+        with tf.GradientTape() as tape:
+            tape.watch(real_images)
+            total = tf.reduce_sum(self._judge(real_images, training=True))
+        gradients = tf.cast(tape.gradient(total, real_images), tf.float32)
+        return tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3])
+
+    def _lazy_r1(self, real_images):
+        """r1/2 * r1_every * the penalty on D steps 0, r1_every, 2 r1_every, ...; zeros on the others."""
+        weight = 0.5 * self.r1 * self.r1_every
+        return tf.cond(tf.equal(self.d_steps % self.r1_every, 0),
+                       lambda: weight * self._r1_penalty(real_images),
+                       lambda: tf.zeros([tf.shape(real_images)[0]], tf.float32))
 
     @staticmethod
     def _apply(optimizer, tape, loss, variables):
@@ -265,8 +302,10 @@ class DCGAN(runs.TrainingModel):
                 with tf.GradientTape() as discriminator_tape:
                     d_losses, real_logits, fake_logits = self._discriminator_losses(
                         real_images, tf.stop_gradient(fake_images), training=True)
-                    d_loss = self._average(d_losses)
+                    penalty = self._lazy_r1(real_images) if self.r1 > 0 else 0.0
+                    d_loss = self._average(d_losses + penalty)
                 self._apply(self.d_optimizer, discriminator_tape, d_loss, self.discriminator.trainable_variables)
+                self.d_steps.assign_add(1)
             else:  # frozen (the degenerate-generator experiment): D is only scored, never updated
                 d_losses, real_logits, fake_logits = self._discriminator_losses(real_images, fake_images,
                                                                                  training=False)
@@ -292,8 +331,9 @@ class DCGAN(runs.TrainingModel):
         the generator's average when there is one."""
         average = ([] if self.average_generator is None
                    else self.average_generator.weights + [self.average_updates])
+        augment = [self.augment_seed.state, self.d_steps] if self.diff_augment or self.r1 else []
         return (self.generator.weights + self.discriminator.weights + self.d_optimizer.variables
-                + self.g_optimizer.variables + [self.seed_generator.state] + average)
+                + self.g_optimizer.variables + [self.seed_generator.state] + average + augment)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -354,7 +394,9 @@ def build_gan(config, *, replicas=1):
                                 for network in NETWORKS)
     gan = DCGAN(generator, discriminator, latent_dim=config["latent_dim"],
                 latent_distribution=config["latent_distribution"], generator_steps=config["g_steps"],
-                label_smoothing=config["label_smoothing"], seed=config["seed"], ema=config.get("ema", 0.0))
+                label_smoothing=config["label_smoothing"], seed=config["seed"], ema=config.get("ema", 0.0),
+                loss=config.get("loss", "bce"), diff_augment=augmentations.parse_diff_augment(config.get("diff_augment")),
+                r1=config.get("r1", 0.0), r1_every=config.get("r1_every", 16))
     d_rate = config.get("d_learning_rate") or config["learning_rate"]
     g_rate = config.get("g_learning_rate") or config["learning_rate"]
     gan.compile(d_optimizer=keras.optimizers.Adam(d_rate, beta_1=config["beta1"]),
@@ -551,6 +593,11 @@ def training_parser():
     add("--freeze-d-after", type=int, default=None, help="stop updating D after this many epochs")
     add("--minibatch-std", action="store_true", help="D sees the batch's spread (Karras et al. 2018), against collapse")
     add("--spectral-norm", action="store_true", help="spectral normalisation in D instead of its batch norm (SN-GAN)")
+    add("--loss", default="bce", choices=LOSSES, help="adversarial loss: the paper's cross-entropy, or the hinge")
+    add("--diff-augment", default="", metavar="POLICY",
+        help="DiffAugment on every D input, e.g. color,translation,cutout (Zhao et al. 2020); empty: off")
+    add("--r1", type=float, default=0.0, help="R1 penalty weight gamma on real images (e.g. 1); 0: off")
+    add("--r1-every", type=int, default=16, help="apply the R1 penalty lazily, every this many D steps")
     add("--ema", type=float, default=0.0,
         help="keep a moving average of G's weights with this decay per step (e.g. 0.999) and save and sample it; "
              "0: off, as in the paper")
@@ -564,7 +611,11 @@ def training_parser():
 
 
 def validate_config(config):
-    runs.check_at_least(config, ("epochs", "batch_size", "filters", "kernel", "latent_dim", "g_steps", "crop_size"))
+    runs.check_at_least(config, ("epochs", "batch_size", "filters", "kernel", "latent_dim", "g_steps", "crop_size",
+                                 "r1_every"))
+    augmentations.parse_diff_augment(config.get("diff_augment"))
+    if config.get("r1", 0.0) < 0:
+        raise ValueError(f"--r1 must be 0 or more, got {config['r1']}")
     number_of_blocks(config["image_size"])
     for name in ("label_smoothing", "ema"):
         if not 0.0 <= config.get(name, 0.0) < 1.0:

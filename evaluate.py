@@ -52,6 +52,7 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
+import augmentations
 import data_prep
 import dcgan
 import runs
@@ -302,66 +303,9 @@ def attribute_frequency_distance(reference, candidate):
 # The classifier: data, training, accuracy, saving and loading
 
 
-# What a generator's or a camera's pixels do to a face that a person still reads the same: each training image
-# gets each artifact with its probability, at a strength drawn from the range (pixel noise and colour as fractions
-# of the 0-1 range). The controls' degradations (blur 0.5 and 1, JPEG 30, 3% noise, 32 pixels and back) lie inside.
-ARTIFACTS = {"noise": (0.4, (0.0, 0.05)), "blur": (0.25, (0.3, 1.5)), "jpeg": (0.25, (20, 95)),
-             "resize": (0.2, (0.4, 0.8)), "colour": (0.5, (0.1, 0.2)), "shift": (0.5, (3, 0.1))}
 DEGRADATIONS = {"blur 0.5": ("blur", 0.5), "blur 1": ("blur", 1.0), "JPEG 30": ("jpeg", 30),
                 "3% noise": ("noise", 0.03), "32 pixels and back": ("resize", 32)}  # the controls' degraded reals
 AUGMENTATIONS = ("artifacts", "flip")  # "flip": the horizontal flips alone (the classifiers made before artifacts)
-
-
-def gaussian_blur(images, sigma, *, radius=4):
-    """Separable Gaussian blur of a float batch (n, h, w, c) with one standard deviation (pixels), reflected edges."""
-    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
-    weights = tf.exp(-0.5 * tf.square(offsets / sigma))
-    weights /= tf.reduce_sum(weights)
-    channels = tf.shape(images)[-1]
-    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    rows = tf.tile(tf.reshape(weights, [-1, 1, 1, 1]), [1, 1, channels, 1])  # (9, 1, c, 1)
-    blurred = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
-    return tf.nn.depthwise_conv2d(blurred, tf.transpose(rows, [1, 0, 2, 3]), [1, 1, 1, 1], "VALID")
-
-
-def add_artifacts(images, generator):
-    """A float [-1, 1] batch with ARTIFACTS applied, each image drawing its own (tf.random.Generator `generator`):
-    the texture-robust classifier's training input."""
-    count, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
-
-    def chosen(name):  # (count, 1, 1, 1) bool: the images that get this artifact
-        return generator.uniform([count, 1, 1, 1]) < ARTIFACTS[name][0]
-
-    def strength(name, shape=()):
-        low, high = ARTIFACTS[name][1]
-        return generator.uniform(shape, low, high)
-
-    pixels = (images + 1.0) / 2.0  # [0, 1]
-    low, high = ARTIFACTS["colour"][1]
-    brightness = generator.uniform([count, 1, 1, 1], -low, low)
-    contrast = generator.uniform([count, 1, 1, 1], 1.0 - high, 1.0 + high)
-    grey = tf.reduce_mean(pixels, axis=-1, keepdims=True)
-    saturation = generator.uniform([count, 1, 1, 1], 1.0 - high, 1.0 + high)
-    coloured = grey + saturation * (pixels - grey)
-    coloured = tf.reduce_mean(coloured, axis=[1, 2, 3], keepdims=True) * (1 - contrast) + contrast * coloured
-    pixels = tf.where(chosen("colour"), coloured + brightness, pixels)
-    shift, scale = ARTIFACTS["shift"][1]
-    size = tf.cast(tf.cast(tf.stack([height, width]), tf.float32) * generator.uniform([], 1 - scale, 1 + scale),
-                   tf.int32)
-    moved = tf.image.resize_with_crop_or_pad(tf.image.resize(pixels, size), height, width)
-    moved = tf.roll(moved, generator.uniform([2], -shift, shift + 1, dtype=tf.int32), axis=[1, 2])
-    pixels = tf.where(chosen("shift"), moved, pixels)
-    pixels = tf.where(chosen("blur"), gaussian_blur(pixels, strength("blur")), pixels)
-    small = tf.cast(tf.cast(tf.stack([height, width]), tf.float32) * strength("resize"), tf.int32)
-    resized = tf.image.resize(tf.image.resize(pixels, small, antialias=True), [height, width])
-    pixels = tf.where(chosen("resize"), resized, pixels)
-    qualities = tf.cast(strength("jpeg", [count]), tf.int32)
-    compressed = tf.map_fn(lambda pair: tf.image.adjust_jpeg_quality(tf.clip_by_value(pair[0], 0.0, 1.0), pair[1]),
-                           (pixels, qualities), fn_output_signature=tf.float32)
-    pixels = tf.where(chosen("jpeg"), tf.reshape(compressed, tf.shape(pixels)), pixels)
-    noisy = pixels + strength("noise", [count, 1, 1, 1]) * generator.normal(tf.shape(pixels))
-    pixels = tf.where(chosen("noise"), noisy, pixels)
-    return tf.clip_by_value(pixels, 0.0, 1.0) * 2.0 - 1.0
 
 
 def train_classifier(*, data_dir=None, crop="dcgan", image_size=64, crop_size=108, epochs=16, batch_size=64,
@@ -394,7 +338,7 @@ def train_classifier(*, data_dir=None, crop="dcgan", image_size=64, crop_size=10
                                       drop_remainder=False)
     if augment == "artifacts":
         generator = tf.random.Generator.from_seed(seed + 1)
-        training = training.map(lambda images, labels: (add_artifacts(images, generator), labels))
+        training = training.map(lambda images, labels: (augmentations.add_artifacts(images, generator), labels))
     if steps_per_epoch:
         training = training.repeat()
     validation = data_prep.make_dataset(validation_images, labels=validation_labels, batch_size=256, shuffle=False,

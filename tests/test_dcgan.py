@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+import augmentations
 import data_prep
 import dcgan
 import evaluate
@@ -287,6 +288,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_celeba, tmp_p
     (["--image-size", "48"], "image size must be a power of two"),
     (["--filter", "Eyeglass"], "did you mean 'Eyeglasses'"),
     (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+    (["--diff-augment", "color,rotate"], "unknown DiffAugment transform 'rotate'"),
+    (["--r1", "-1"], "--r1 must be 0 or more, got -1.0"),
+    (["--r1-every", "0"], "--r1-every must be a positive integer, got 0"),
 ])
 def test_bad_flags_get_one_clear_line(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -465,3 +469,75 @@ def test_the_baseline_command_moved_to_evaluate(capsys):
     with pytest.raises(SystemExit):
         data_prep.run_cli(dcgan.main, ["baseline", "--kind", "noise"])
     assert "python evaluate.py baseline" in capsys.readouterr().err
+
+
+class FixedLogits(keras.Model):
+    """A stand-in D that returns the logits it is handed as the first pixel of each image."""
+
+    def call(self, images, training=False):
+        return images[:, 0, 0, :1]
+
+
+def test_hinge_losses_match_hand_computed_values():
+    gan = dcgan.DCGAN(keras.Sequential([keras.Input((1,))]), FixedLogits(), latent_dim=1, loss="hinge")
+    real = tf.reshape(tf.constant([2.0, 0.5]), (2, 1, 1, 1))
+    fake = tf.reshape(tf.constant([-2.0, 0.0]), (2, 1, 1, 1))
+    d_losses, _, _ = gan._discriminator_losses(real, fake, training=True)
+    # relu(1 - 2) + relu(1 - 2) = 0; relu(1 - 0.5) + relu(1 + 0) = 1.5
+    np.testing.assert_allclose(d_losses.numpy(), [0.0, 1.5])
+    np.testing.assert_allclose(gan._generator_losses(fake).numpy(), [2.0, 0.0])
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
+    """D(x) = sum(w * x): grad_x D = w for every image, so the penalty is sum(w^2) = 1 + 4 + 9 = 14."""
+    weights = tf.reshape(tf.constant([1.0, -2.0, 3.0]), (1, 1, 1, 3))
+    linear = keras.Sequential([keras.Input((1, 1, 3)), keras.layers.Lambda(
+        lambda x: tf.reduce_sum(x * weights, axis=[1, 2, 3])[:, None])])
+    gan = dcgan.DCGAN(keras.Sequential([keras.Input((1,))]), linear, latent_dim=1, r1=2.0, r1_every=4)
+    real = tf.random.normal((5, 1, 1, 3))
+    np.testing.assert_allclose(gan._r1_penalty(real).numpy(), [14.0] * 5, rtol=1e-6)
+    # lazily: gamma/2 * every * 14 = 56 on D step 0, nothing on D steps 1 to 3, again on step 4
+    for step, expected in [(0, 56.0), (1, 0.0), (3, 0.0), (4, 56.0)]:
+        gan.d_steps.assign(step)
+        np.testing.assert_allclose(gan._lazy_r1(real).numpy(), [expected] * 5, rtol=1e-6)
+
+
+def test_translation_moves_each_image_by_whole_pixels_with_zeros_coming_in():
+    image = np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4, 1)
+    moved = augmentations._shift_axis(tf.constant(image), tf.constant([1]), axis=1).numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(moved, [[0, 0, 0, 0], [1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]])
+    moved = augmentations._shift_axis(tf.constant(image), tf.constant([-2]), axis=2).numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(moved[0], [3, 4, 0, 0])
+
+
+def test_cutout_zeroes_one_square_of_half_the_side_and_keeps_the_rest():
+    images = tf.ones((64, 16, 16, 3))
+    cut = augmentations.augment_cutout(images, keras.random.SeedGenerator(0)).numpy()
+    holes = (cut[..., 0] == 0)
+    for hole, image in zip(holes, cut):
+        rows, columns = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
+        assert len(rows) <= 8 and len(columns) <= 8  # clipped at the border, else 8 x 8
+        assert hole.sum() == len(rows) * len(columns)  # one rectangle
+        assert np.all(image[~hole] == 1.0)
+    assert (holes.sum(axis=(1, 2)) == 64).mean() > 0.2  # squares well inside the image are whole
+
+
+def test_diff_augment_passes_gradients_to_the_generated_images():
+    images = tf.Variable(tf.random.uniform((4, 16, 16, 3), -1, 1))
+    with tf.GradientTape() as tape:
+        out = augmentations.diff_augment(images, augmentations.DIFF_AUGMENTS, keras.random.SeedGenerator(1))
+        total = tf.reduce_sum(out)
+    gradient = tape.gradient(total, images).numpy()
+    assert out.shape == images.shape and np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
+
+
+def test_hinge_diff_augment_and_lazy_r1_train_and_resume(tiny_celeba, tmp_path):
+    flags = tiny_flags(tiny_celeba, tmp_path, "tricks", "--loss", "hinge", "--diff-augment",
+                       "color,translation,cutout", "--r1", "1", "--r1-every", "2")
+    dcgan.main(flags + ["--epochs", "1"])
+    dcgan.main(["--resume", "--runs-dir", str(tmp_path), "--name", "tricks", "--epochs", "2"])
+    config = runs.read_config(tmp_path / "tricks")
+    assert (config["loss"], config["diff_augment"], config["r1"], config["r1_every"]) == (
+        "hinge", "color,translation,cutout", 1.0, 2)
+    losses = np.load(tmp_path / "tricks" / "d_losses.npy")
+    assert losses.shape == (2,) and np.isfinite(losses).all()

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+import augmentations
 import data_prep
 import dcgan
 import runs
@@ -535,22 +536,22 @@ def test_degradations_by_hand():
 
 def test_artifacts_off_leave_the_batch_and_noise_alone_has_its_strength(monkeypatch):
     images = tf.constant(np.random.default_rng(0).uniform(-0.5, 0.5, (16, 32, 32, 3)).astype(np.float32))
-    monkeypatch.setattr(evaluate, "ARTIFACTS", {name: (0.0, strength) for name, (_, strength)
-                                                in evaluate.ARTIFACTS.items()})
-    np.testing.assert_allclose(evaluate.add_artifacts(images, tf.random.Generator.from_seed(0)).numpy(),
+    monkeypatch.setattr(augmentations, "ARTIFACTS", {name: (0.0, strength) for name, (_, strength)
+                                                in augmentations.ARTIFACTS.items()})
+    np.testing.assert_allclose(augmentations.add_artifacts(images, tf.random.Generator.from_seed(0)).numpy(),
                                images.numpy(), atol=1e-6)
-    monkeypatch.setattr(evaluate, "ARTIFACTS", {**evaluate.ARTIFACTS, "noise": (1.0, (0.04, 0.04))})
-    changed = evaluate.add_artifacts(images, tf.random.Generator.from_seed(0)).numpy() - images.numpy()
+    monkeypatch.setattr(augmentations, "ARTIFACTS", {**augmentations.ARTIFACTS, "noise": (1.0, (0.04, 0.04))})
+    changed = augmentations.add_artifacts(images, tf.random.Generator.from_seed(0)).numpy() - images.numpy()
     # sigma 0.04 of the 0-1 range is 0.08 in [-1, 1]; nothing is clipped at these values
     assert changed.std() == pytest.approx(0.08, rel=0.05)
 
 
 def test_gaussian_blur_keeps_a_flat_image_and_its_mean():
     flat = tf.fill([2, 16, 16, 3], 0.25)
-    np.testing.assert_allclose(evaluate.gaussian_blur(flat, 1.0).numpy(), 0.25, atol=1e-6)
+    np.testing.assert_allclose(augmentations.gaussian_blur(flat, 1.0).numpy(), 0.25, atol=1e-6)
     dot = np.zeros((1, 17, 17, 1), np.float32)
     dot[0, 8, 8, 0] = 1.0
-    blurred = evaluate.gaussian_blur(tf.constant(dot), 1.0).numpy()[0, :, :, 0]
+    blurred = augmentations.gaussian_blur(tf.constant(dot), 1.0).numpy()[0, :, :, 0]
     assert blurred.sum() == pytest.approx(1.0, abs=1e-5)  # away from the edges nothing is lost
     assert blurred[8, 8] == pytest.approx((1 / np.exp(-0.5 * np.arange(-4, 5) ** 2).sum()) ** 2, rel=1e-5)
 
@@ -588,8 +589,8 @@ def test_the_standard_fid_network_where_it_is_installed():
 def test_the_default_classifier_trains_on_artifacts_and_flip_only_does_not(tiny_celeba, tmp_path, monkeypatch):
     assert evaluate.parse_args(["classifier"]).augment == "artifacts"
     traced = []
-    original = evaluate.add_artifacts
-    monkeypatch.setattr(evaluate, "add_artifacts", lambda images, generator: traced.append(1) or original(
+    original = augmentations.add_artifacts
+    monkeypatch.setattr(augmentations, "add_artifacts", lambda images, generator: traced.append(1) or original(
         images, generator))
     options = {"data_dir": tiny_celeba, "image_size": 32, "filters": (4, 8, 8, 8), "feature_dim": 8, "epochs": 1,
                "steps_per_epoch": 1, "batch_size": 8, "cache_dir": str(tmp_path / "cache"), "progress": False,
