@@ -532,9 +532,11 @@ def generate(generator, z, *, batch_size=256, training=False):
     return runs.predict_batches(generator, z, batch_size=batch_size, training=training)
 
 
-def make_sampler(run_dir, *, epoch=None):
+def make_sampler(run_dir, *, epoch=None, batch_statistics=False):
     """A function (count, seed) -> images in [-1, 1] for any run: a trained DCGAN, the untrained-generator
-    baseline or the uniform-noise baseline. Evaluation scores every kind through this one door."""
+    baseline or the uniform-noise baseline. Evaluation scores every kind through this one door.
+    `batch_statistics`: batch norm normalises with each batch's own statistics (batches of 256), as in training,
+    instead of the moving averages."""
     config = runs.read_config(run_dir)
     if config.get("kind") == "noise":
         size = config["image_size"]
@@ -542,7 +544,7 @@ def make_sampler(run_dir, *, epoch=None):
     generator = load_generator(run_dir, epoch=epoch)
     # An untrained generator's batch norm has no statistics yet: in inference mode (mean 0, variance 1) it
     # paints flat grey, so it is sampled with batch statistics, as every DCGAN's first grid is.
-    training = config.get("kind") == "untrained"
+    training = config.get("kind") == "untrained" or batch_statistics
     return lambda count, seed: generate(generator, latent_for_seed(seed, count, config["latent_dim"],
                                                                    config["latent_distribution"]), training=training)
 

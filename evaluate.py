@@ -266,6 +266,20 @@ def density_coverage(real_features, fake_features, *, k=COVERAGE_NEIGHBOURS, chu
     return hits / (k * len(fake)), float(covered.mean())
 
 
+def spread_ratio(real_features, fake_features):
+    """Mean distance from each fake to its nearest other fake over the same for the real faces: 1 as varied as
+    the reals, below 1 packed tighter (a generator drawing few faces), above 1 scattered wider."""
+    real, fake = _check_features(real_features, fake_features, minimum=2)
+    return float(np.sqrt(_neighbour_radii(fake, 1)).mean() / max(np.sqrt(_neighbour_radii(real, 1)).mean(), 1e-12))
+
+
+def under_drawn_attributes(reference, candidate, *, fraction=0.5):
+    """The names of the attributes that `candidate` draws at less than `fraction` of their rate in `reference`
+    (both (40,) frequencies), among those present in at least 1% of the reference."""
+    return [name for name, real, drawn in zip(data_prep.CELEBA_ATTRIBUTES, reference, candidate)
+            if real >= 0.01 and drawn < fraction * real]
+
+
 def laplacian_variance(images):
     """Per image, the variance of the Laplacian of its grey levels (0-255): a sharpness score that blur lowers
     and pixel noise raises. (n,)"""
@@ -632,7 +646,9 @@ def measure(instrument, images, *, discriminator=None):
             "kid": float(kid.mean()), "kid_std": float(kid.std()), "precision": precision, "recall": recall,
             "density": density, "coverage": coverage,
             "sharpness": sharpness_ratio(instrument.real_images, images),
+            "spread": spread_ratio(instrument.real_features, fake_features),
             "attribute_distance": attribute_frequency_distance(instrument.real_frequencies, frequencies),
+            "under_drawn": under_drawn_attributes(instrument.real_frequencies, frequencies),
             "attribute_frequencies": [float(value) for value in frequencies], "d_accuracy": accuracy}
 
 
@@ -707,16 +723,19 @@ def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):
     return list(run_dirs) + added
 
 
-def score_run(instrument, run_dir, *, epoch=None, with_discriminator=True):
-    """One row: samples from the run (seeded) measured against the held-out real images."""
+def score_run(instrument, run_dir, *, epoch=None, with_discriminator=True, batch_statistics=False):
+    """One row: samples from the run (seeded) measured against the held-out real images (with
+    `batch_statistics`, sampled with batch norm in training mode: see dcgan.make_sampler)."""
     config = check_run(run_dir, instrument.config)
     kind = config.get("kind", "trained")
-    images = dcgan.make_sampler(run_dir, epoch=epoch)(len(instrument.real_images), instrument.seed)
+    images = dcgan.make_sampler(run_dir, epoch=epoch, batch_statistics=batch_statistics)(
+        len(instrument.real_images), instrument.seed)
     discriminator_path = os.path.join(run_dir, "discriminator.keras")
     discriminator = None
     if with_discriminator and kind == "trained" and os.path.isfile(discriminator_path):
         discriminator = keras.saving.load_model(discriminator_path, compile=False)
-    row = {"name": os.path.basename(os.path.normpath(run_dir)), "run": str(run_dir), "kind": kind, "epoch": epoch}
+    name = os.path.basename(os.path.normpath(run_dir)) + (" (batch statistics)" if batch_statistics else "")
+    row = {"name": name, "run": str(run_dir), "kind": kind, "epoch": epoch}
     row.update(measure(instrument, images, discriminator=discriminator))
     if row["d_accuracy"] is None:
         row["d_accuracy_note"] = ("no discriminator (baseline)" if kind != "trained"
@@ -828,9 +847,10 @@ def score_images(instrument, path, images=None):
     return row
 
 
-def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True, images=()):
-    """The score table: the floor, each run, each folder or .npy of `images` (paths, or (path, array) pairs),
-    and the untrained and noise baselines (created when absent)."""
+def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True, images=(), batch_statistics=False):
+    """The score table: the floor, each run (and, with `batch_statistics`, each trained run again sampled with
+    batch statistics), each folder or .npy of `images` (paths, or (path, array) pairs), and the untrained and
+    noise baselines (created when absent)."""
     for run_dir in run_dirs:
         check_run(run_dir, instrument.config)
     images = [(item, read_generated_images(item)) if isinstance(item, (str, os.PathLike)) else item
@@ -843,6 +863,8 @@ def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True
     for run_dir in all_runs[:len(run_dirs)]:
         print(f"scoring {run_dir}")
         rows.append(score_run(instrument, run_dir))
+        if batch_statistics and baseline_kind(run_dir) == "trained":
+            rows.append(score_run(instrument, run_dir, batch_statistics=True))
     for path, array in images:
         print(f"scoring {path}")
         rows.append(score_images(instrument, path, array))
@@ -884,19 +906,30 @@ def scores_markdown(rows, settings):
              "Floor: the test split against the validation split. D accuracy: the run's discriminator on held-out "
              "real images and the samples (logit > 0 means real; 0.5 is chance).", "",
              "Density and coverage: Naeem et al.'s, from the real faces' 5-NN balls (coverage about 0.97 for matching "
-             "faces). Sharpness: the Laplacian variance against the real faces' (1 as sharp, below 1 blurred).", "",
-             "| run | kind | Frechet distance | KID | precision | recall | density | coverage | sharpness "
-             "| attribute distance | D accuracy |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "faces). Sharpness: the Laplacian variance against the real faces' (1 as sharp, below 1 blurred). "
+             "Spread: the mean distance to the nearest other sample against the real faces' (below 1: packed "
+             "tighter). Under-drawn: attributes drawn at less than half their real rate.", "",
+             "| run | kind | Frechet distance | KID | precision | recall | density | coverage | sharpness | spread "
+             "| attribute distance | under-drawn | D accuracy |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         name = row["name"] + (f" epoch {row['epoch']}" if row.get("epoch") else "")
         kid_std = row["kid_std"] if row["kid_std"] > 1e-12 else 0.0  # one subset of all n: no spread
         lines.append(f"| {name} | {row['kind']} | {_number(row['frechet_distance'])} | "
                      f"{_number(row['kid'])} +- {_number(kid_std, 2)} | {row['precision']:.3f} | "
                      f"{row['recall']:.3f} | {_number(row.get('density'), 3)} | {_number(row.get('coverage'), 3)} | "
-                     f"{_number(row.get('sharpness'), 2)} | {row['attribute_distance']:.3f} | "
+                     f"{_number(row.get('sharpness'), 2)} | {_number(row.get('spread'), 3)} | "
+                     f"{row['attribute_distance']:.3f} | {_count(row.get('under_drawn'))} | "
                      f"{_number(row['d_accuracy'], 3)} |")
+    drawn = [row for row in rows if row["kind"] in ("trained", "images") and row.get("under_drawn")]
+    if drawn:
+        lines += [""] + [f"Under-drawn by {row['name']}" + (f" epoch {row['epoch']}" if row.get("epoch") else "")
+                         + ": " + ", ".join(row["under_drawn"]) + "." for row in drawn]
     return "\n".join(lines) + "\n"
+
+
+def _count(names):
+    return "n/a" if names is None else str(len(names))
 
 
 def plot_scores(rows, path):
@@ -908,7 +941,8 @@ def plot_scores(rows, path):
 
     metrics = (("frechet_distance", "Frechet distance (lower is better)"), ("kid", "KID (lower is better)"),
                ("precision", "precision"), ("recall", "recall"), ("density", "density"), ("coverage", "coverage"),
-               ("sharpness", "sharpness (1: as the reals)"), ("attribute_distance", "attribute distance"))
+               ("sharpness", "sharpness (1: as the reals)"), ("spread", "spread (1: as the reals)"),
+               ("attribute_distance", "attribute distance"))
     figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.5))
     names = [row["name"] for row in rows]
     colours = {"real": "tab:green", "trained": "tab:blue", "images": "tab:purple", "untrained": "tab:orange",
@@ -1016,6 +1050,8 @@ def parse_args(argv=None):
     add("--kid-subset-size", type=int, default=KID_SUBSET_SIZE, help="KID subset size (lowered to --n)")
     add("--k", type=int, default=NEIGHBOURS, help="neighbours of the precision/recall manifolds")
     add("--every-epoch", action="store_true", help="also score each saved epoch of the trained runs")
+    add("--batch-statistics", action="store_true",
+        help="also score each trained run sampled with its batch norm in training mode (each batch's statistics)")
     add("--cache-dir", default=None, help="prepared-image cache (default: the classifier's)")
     add("--out", default=None, help="output directory (default: <first run>/scores, or beside the first --images)")
     add("--verbose", action="store_true", help=data_prep.VERBOSE_HELP)
@@ -1120,7 +1156,7 @@ def run_score(args):
                                   cache_dir=args.cache_dir, kid_subsets=args.kid_subsets,
                                   kid_subset_size=args.kid_subset_size, neighbours=args.k)
     rows = score_runs(args.runs, instrument=instrument, baseline_dir=os.path.join(out, "baselines"), filter=filter,
-                      images=images)
+                      images=images, batch_statistics=args.batch_statistics)
     settings = {**instrument.config["scoring"], "data": instrument.config["data"],
                 "image_size": instrument.config["image_size"], "feature_dim": int(instrument.real_features.shape[1]),
                 "kid_subsets": args.kid_subsets, "k": args.k,

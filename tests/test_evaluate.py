@@ -257,6 +257,7 @@ def test_score_writes_table_json_and_chart_anchored_on_both_ends(scores_dir):
     assert rows["untrained"]["d_accuracy"] is None and rows["noise"]["d_accuracy"] is None
     markdown = (scores_dir / "scores.md").read_text()
     assert markdown.count("\n| ") == 5 and "n/a" in markdown  # header and four rows
+    assert rows["real"]["spread"] == pytest.approx(1.0, abs=0.3) and isinstance(rows["trained"]["under_drawn"], list)
     chart = data_prep.read_image_uint8(str(scores_dir / "scores.png"))
     assert chart.shape[1] > chart.shape[0] > 100
     # The random baselines were written on the fly, at the classifier's (and the run's) image size.
@@ -499,6 +500,22 @@ def test_density_and_coverage_by_hand():
     assert coverage == pytest.approx(3 / 6)  # the balls of 0, 1 and 2 hold a fake; 10, 11 and 12 none
 
 
+def test_spread_by_hand():
+    # Reals 0, 2, 4, 6: each nearest other real is 2 away. Fakes 0, 1, 10, 11: each nearest other fake is 1 away.
+    real = np.array([[0.0], [2.0], [4.0], [6.0]])
+    fake = np.array([[0.0], [1.0], [10.0], [11.0]])
+    assert evaluate.spread_ratio(real, fake) == pytest.approx(0.5)
+    assert evaluate.spread_ratio(real, real) == pytest.approx(1.0)
+
+
+def test_under_drawn_attributes_are_those_below_half_their_real_rate():
+    reference, drawn = np.zeros(40), np.zeros(40)
+    reference[:3], drawn[:3] = [0.5, 0.1, 0.005], [0.2, 0.06, 0.0]
+    reference[39], drawn[39] = 0.3, 0.9
+    # 0.2 < 0.25: under-drawn; 0.06 >= 0.05: not; the third is present in under 1% of the reals; the last over-drawn
+    assert evaluate.under_drawn_attributes(reference, drawn) == [data_prep.CELEBA_ATTRIBUTES[0]]
+
+
 def test_identical_distributions_give_coverage_near_its_calibrated_value():
     # Naeem et al.: for the same distribution and as many fakes as reals, coverage tends to 1 - 2^-k (0.969 for k 5)
     # and density to 1.
@@ -599,3 +616,15 @@ def test_the_default_classifier_trains_on_artifacts_and_flip_only_does_not(tiny_
     assert not traced
     evaluate.train_classifier(**options)
     assert traced  # the training pipeline maps every batch through add_artifacts
+
+
+def test_batch_statistics_rows_sample_with_each_batchs_statistics(classifier_dir, trained_run, tmp_path):
+    z = dcgan.latent_for_seed(0, 4, runs.read_config(str(trained_run))["latent_dim"])
+    generator = dcgan.load_generator(str(trained_run))
+    sampled = dcgan.make_sampler(str(trained_run), batch_statistics=True)(4, 0)
+    np.testing.assert_allclose(sampled, generator(z, training=True).numpy(), atol=1e-5)
+    assert not np.allclose(sampled, generator(z, training=False).numpy(), atol=1e-3)
+    evaluate.main(["score", str(trained_run), "--classifier", str(classifier_dir), *QUICK, "--batch-statistics",
+                   "--out", str(tmp_path)])
+    names = [row["name"] for row in json.loads((tmp_path / "scores.json").read_text())["rows"]]
+    assert names[1:3] == [trained_run.name, f"{trained_run.name} (batch statistics)"]
