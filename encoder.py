@@ -119,11 +119,13 @@ class EncoderTrainer(runs.WeightedLossModel):
         self.latent_distribution = latent_distribution
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def parts(self, real_images, *, training):
-        """The three losses of one batch (scalars): z from G(z), and G(E(x)) against x in pixels and features."""
+    def parts(self, real_images, *, training, z=None):
+        """The three losses of one batch (scalars): z from G(z) (fresh z unless given), and G(E(x)) against x in
+        pixels and features."""
         batch_size = tf.shape(real_images)[0]
-        z = dcgan.sample_latent(batch_size, self.latent_dim, distribution=self.latent_distribution,
-                                seed=self.seed_generator)
+        if z is None:
+            z = dcgan.sample_latent(batch_size, self.latent_dim, distribution=self.latent_distribution,
+                                    seed=self.seed_generator)
         fakes = self.generator(z, training=False)  # (batch, size, size, 3), G frozen
         latent = tf.reduce_mean(tf.square(self.encoder(fakes, training=training) - z))
         reconstructions = self.generator(self.encoder(real_images, training=training), training=False)
@@ -131,6 +133,16 @@ class EncoderTrainer(runs.WeightedLossModel):
         feature = tf.reduce_mean(tf.square(tf.cast(self.features(reconstructions, training=False), tf.float32)
                                            - tf.cast(self.features(real_images, training=False), tf.float32)))
         return {"latent": latent, "pixel": pixel, "feature": feature}
+
+    def validation_loss(self, images, z, *, batch_size=128):
+        """The weighted loss on held-out faces and fixed codes, with E in inference mode: what early stopping
+        watches."""
+        totals = []
+        for start in range(0, len(images), batch_size):
+            parts = self.parts(data_prep.to_float(images[start:start + batch_size]), training=False,
+                               z=z[start:start + batch_size])
+            totals.append(sum(self.part_weights[part] * float(parts[part]) for part in self.PARTS))
+        return float(np.mean(totals))
 
     def state_variables(self):
         """Every variable a resumed training needs, in a fixed order: E, its optimizer, the z stream."""
@@ -181,15 +193,17 @@ def fixed_held_out(out_dir, config, *, count=GRID_FACES, seed=0):
     return np.load(path)
 
 
-def fit_with_evidence(trainer, dataset, out_dir, *, epochs, steps_per_epoch, history, save_epoch, verbose=1):
+def fit_with_evidence(trainer, dataset, out_dir, *, epochs, steps_per_epoch, history, save_epoch, verbose=1,
+                      columns=None):
     """fit() from the first unfinished epoch; after each epoch `save_epoch(number)` writes the grid and weights and
-    the resumable checkpoint and <name>_losses.npy are rewritten. Raises runs.TrainingStopped on a NaN."""
+    the resumable checkpoint and <name>_losses.npy are rewritten (every list in `history`; the step `columns`,
+    all of them by default, are the trainer's own). Raises runs.TrainingStopped on a NaN."""
     def save(number):
         save_epoch(number)
         runs.save_checkpoint(out_dir, trainer.state_variables(), history,
                              arrays={name: f"{name}_losses.npy" for name in history})
 
-    recorder = runs.EpochRecorder(history, list(history), save_epoch=save)
+    recorder = runs.EpochRecorder(history, list(columns or history), save_epoch=save)
     runs.fit_epochs(trainer, dataset, out_dir, epochs=epochs, recorder=recorder, steps_per_epoch=steps_per_epoch,
                     verbose=verbose)
     return history
@@ -208,31 +222,57 @@ def make_encoder_trainer(run, config):
     return trainer
 
 
+def epoch_weights_path(out_dir, number):
+    return os.path.join(out_dir, "checkpoints", f"encoder_epoch_{number:03d}.weights.h5")
+
+
+def stopped_falling(validation, patience):
+    """True when none of the last `patience` validation losses is below the best one before them."""
+    return bool(patience) and len(validation) > patience and min(validation[-patience:]) >= min(
+        validation[:-patience])
+
+
 def train_encoder(run, config, *, resume=False, verbose=1):
-    """Train (or resume) E for a loaded GAN run into <run>/encoder/; returns (encoder, history)."""
+    """Train (or resume) E for a loaded GAN run into <run>/encoder/; returns (encoder, history). After each epoch
+    E's loss on held-out validation faces (and fixed codes) goes into validation_losses.npy; training stops once
+    it has not fallen for `patience` epochs, and encoder.keras keeps the epoch where it was lowest."""
     out_dir = os.path.join(run.directory, "encoder")
     keras.utils.set_random_seed(config["seed"])
     trainer = make_encoder_trainer(run, config)
-    history = {name: [] for name in ("loss", *EncoderTrainer.PARTS)}
+    history = {name: [] for name in ("loss", *EncoderTrainer.PARTS, "validation")}
     if resume:
         history = runs.load_checkpoint(out_dir, trainer.state_variables())
+        history.setdefault("validation", [])  # an E trained before validation was watched
     fixed = fixed_held_out(out_dir, run.config, seed=config["seed"])
+    validation = data_prep.run_split(run.config, split="validation", limit=config.get("validation_faces", 512)).images
+    validation_z = dcgan.latent_for_seed(config["seed"] + 1, len(validation), run.config["latent_dim"],
+                                         run.config["latent_distribution"])
+    patience = config.get("patience")
 
     def save_epoch(number):
         reconstructions = dcgan.generate(run.generator, encoder_codes(trainer.encoder, data_prep.to_float(fixed)))
         data_prep.save_grid(os.path.join(out_dir, "samples", f"epoch_{number:03d}.png"),
                             np.concatenate([data_prep.to_float(fixed), reconstructions]), columns=len(fixed),
                             row_labels=["x", "G(E(x))"])
-        runs.save_weights_atomic(trainer.encoder, os.path.join(out_dir, "checkpoints",
-                                                                f"encoder_epoch_{number:03d}.weights.h5"))
+        runs.save_weights_atomic(trainer.encoder, epoch_weights_path(out_dir, number))
+        history["validation"].append(trainer.validation_loss(validation, validation_z))
+        if stopped_falling(history["validation"], patience):
+            print(f"\nE's validation loss has not fallen for {patience} epochs; stopping after epoch {number}")
+            trainer.stop_training = True
 
     images = data_prep.run_split(run.config, split="train", limit=config["limit"]).images
     dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
     steps = config["steps_per_epoch"]
     if len(history['loss']) < config["epochs"]:
         print(f"training E on {len(images)} images, epochs {len(history['loss']) + 1} to {config['epochs']}")
-    fit_with_evidence(trainer, dataset.repeat() if steps else dataset, out_dir, epochs=config["epochs"],
-                      steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
+    if not stopped_falling(history["validation"], patience):
+        fit_with_evidence(trainer, dataset.repeat() if steps else dataset, out_dir, epochs=config["epochs"],
+                          steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose,
+                          columns=("loss", *EncoderTrainer.PARTS))
+    if history["validation"]:
+        best = int(np.argmin(history["validation"])) + 1 + len(history["loss"]) - len(history["validation"])
+        trainer.encoder.load_weights(epoch_weights_path(out_dir, best))
+        print(f"E: the lowest validation loss, {min(history['validation']):.4g}, after epoch {best}")
     runs.save_model_atomic(trainer.encoder, os.path.join(out_dir, "encoder.keras"))
     return trainer.encoder, history
 
@@ -468,8 +508,12 @@ def subcommand_parser(command):
     if command in ("train", "encode"):
         add("--run", required=True, help="the GAN run directory (encode also takes a VAE run)")
     if command == "train":
-        runs.add_optimizer_flags(add, epochs=10, batch_size=64, what="E",
+        runs.add_optimizer_flags(add, epochs=50, batch_size=64, what="E", epochs_help="at most this many "
+                                 "epochs (early stopping usually ends sooner)",
                                  batch_help="batch of real images, and of (z, G(z)) pairs")
+        add("--patience", type=int, default=3, help="stop once the validation loss has not fallen for this many "
+            "epochs (0: never); encoder.keras keeps the best epoch")
+        add("--validation-faces", type=int, default=512, help="held-out validation faces the early stopping watches")
         add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
         add("--latent-weight", type=float, default=1.0, help="weight of |E(G(z)) - z|^2 on generated pairs")
         add("--pixel-weight", type=float, default=1.0, help="weight of the pixel loss of G(E(x)) against real x")

@@ -180,7 +180,7 @@ def test_training_writes_evidence_and_resume_continues(encoded_run, tmp_path):
     out = os.path.join(encoded_run, "encoder")
     config = runs.read_config(out)
     assert config["run"] == os.path.abspath(encoded_run) and config["epochs"] == 2 and config["latent_weight"] == 1.0
-    for name in ("loss", "latent", "pixel", "feature"):
+    for name in ("loss", "latent", "pixel", "feature", "validation"):
         assert np.load(os.path.join(out, f"{name}_losses.npy")).shape == (2,)
     grid = data_prep.read_image_uint8(os.path.join(out, "samples", "epoch_002.png"))
     assert grid.shape == (2 * 34 + 2, 8 + 7 * len("G(E(x))") + 8 * 34 + 2, 3)  # originals over reconstructions
@@ -350,3 +350,27 @@ def test_compare_writes_one_row_per_method_and_the_vae(encoded_run, vae_run, cla
     assert report["settings"]["count"] == 4 and "| hybrid |" in (out / "compare.md").read_text()
     grid = data_prep.read_image_uint8(str(out / "compare.png"))
     assert grid.shape[0] == 6 * 34 + 2  # the originals, then a row per method and the VAE
+
+
+def test_validation_loss_stops_falling_by_hand():
+    assert encoder.stopped_falling([5, 4, 3, 3.5, 3.2, 3.1], 3)  # 3.5, 3.2, 3.1: none below 3
+    assert not encoder.stopped_falling([5, 4, 3, 3.5, 2.9], 3)  # 2.9 is below 4, the best before the last three
+    assert not encoder.stopped_falling([5, 6, 7, 8], 0)  # patience 0: never
+    assert not encoder.stopped_falling([5, 6], 3)  # too few epochs to tell
+
+
+def test_early_stopping_keeps_the_epoch_with_the_lowest_validation_loss(gan_run, tmp_path, monkeypatch):
+    copy = str(tmp_path / "gan")
+    shutil.copytree(gan_run, copy)
+    scripted = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+    monkeypatch.setattr(encoder.EncoderTrainer, "validation_loss", lambda self, images, z: next(scripted))
+    encoder.main(["train", "--run", copy, "--epochs", "6", "--patience", "2", "--steps-per-epoch", "2",
+                  "--batch-size", "16"])
+    out = os.path.join(copy, "encoder")
+    # epochs 3 and 4 (2.5, 2.6) are not below epoch 2's 2.0: it stops after epoch 4 and keeps epoch 2's E
+    np.testing.assert_allclose(np.load(os.path.join(out, "validation_losses.npy")), [3.0, 2.0, 2.5, 2.6], rtol=1e-6)
+    best = encoder.build_encoder(latent_dim=100, image_size=32, filters=8, kernel_size=5)
+    best.load_weights(encoder.epoch_weights_path(out, 2))
+    kept = keras.saving.load_model(os.path.join(out, "encoder.keras"), compile=False)
+    for expected, weight in zip(best.get_weights(), kept.get_weights()):
+        np.testing.assert_array_equal(expected, weight)
