@@ -25,7 +25,7 @@ Usage:
     python facemath.py --edit --examples --sweep Smiling --sweep Eyeglasses     # a held-out man, no photo needed
     python facemath.py --describe photo.jpg                        # top five attributes, beside the CNN's view
     python facemath.py --average a.jpg b.jpg c.jpg                 # one face from several photos
-    python facemath.py --interpolate a.jpg b.jpg --steps 8         # a strip and a GIF
+    python facemath.py --interpolate a.jpg b.jpg --frames 8        # a strip and a GIF
     python facemath.py --map --run runs/reference --color-by Male  # PCA and t-SNE, and a TensorBoard projector
     python facemath.py demo --run runs/demo                        # a short E, an analogy grid and an edit sweep
     python facemath.py directions --run runs/reference             # the directions and their held-out accuracy
