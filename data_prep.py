@@ -729,7 +729,8 @@ def load_face(path, *, image_size=64, crop="dcgan", crop_size=108, fallback=Fals
     elif fallback:
         landmarks, aligned = None, centre_crop_aligned(image)
     else:
-        raise DataError(f"no face found in {path}; pass fallback=True (--center-crop) to use a plain centre crop")
+        raise DataError(f"no face found in {path}; pass --center-crop to use a plain centre crop of the photo "
+                        f"(right for a photo framed like a passport picture)")
     face = to_float(crop_and_resize(aligned, crop=crop, image_size=image_size, crop_size=crop_size))
     if not return_details:
         return face
@@ -853,6 +854,17 @@ def paste_back(photo, face, *, alignment, crop="makeover", image_size=64, crop_s
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
     blended = mask * warped.astype(np.float32) + (1.0 - mask) * photo.astype(np.float32)
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def paste_into_photo(path, face, *, crop="dcgan", image_size=64, crop_size=108, detector=None):
+    """The photo at `path` (uint8 RGB) with `face` (a model's output for the aligned crop of its largest face) put
+    back where that face is, as paste_back does; a photo without a detected face has no alignment to invert."""
+    photo = read_image_uint8(path)
+    faces = detect_faces(photo, detector=detector)
+    if not faces:
+        raise DataError(f"no face found in {path}: pasting the face back needs the alignment of a detected face")
+    return paste_back(photo, face, alignment=alignment_matrix(faces[0]["landmarks"]), crop=crop,
+                      image_size=image_size, crop_size=crop_size)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -8,9 +8,14 @@ mean-difference, boundary or conditional directions; the face's top five attribu
 attribute CNN's view; an analogy grid (D = C + B - A) and an interpolation strip; the face and its code to download.
 
 Safety: it binds to 127.0.0.1 unless --host says otherwise, refuses uploads over --max-upload-mb or that are not
-images with a message on the page, and writes only into a temporary directory of its own (Gradio's files too,
-through GRADIO_TEMP_DIR) that it removes on exit. Nothing leaves the machine: Gradio's analytics and the Hugging
-Face hub look-ups are switched off.
+images with a message on the page, and writes only the codes behind its directions (into <run>/facemath/, as
+facemath.py caches them, so that the next start reads them at once) and into a temporary directory of its own
+(Gradio's files too, through GRADIO_TEMP_DIR) that it removes on exit. Nothing leaves the machine: Gradio's
+analytics and the Hugging Face hub look-ups are switched off.
+
+Directions come from E's codes of the training faces where the run has an encoder (encoder.py train), else from
+generated samples labelled by the attribute CNN (InterFaceGAN's recipe); with neither, the editor says which
+command makes one instead of projecting thousands of faces by optimisation.
 
 Usage:
     python editor.py --run runs/reference                    # http://127.0.0.1:7860 (the page, served until Ctrl-C)
@@ -114,9 +119,16 @@ def load_editor(run_dir, *, classifier_dir=None, method="auto", steps=200, fit_l
     run = dcgan.load_run(run_dir)
     classifier = facemath.classifier_or_none(classifier_dir, run) if classifier_dir else None
     fit_method = directions.resolve_method(run, method, dataset=True, classifier_ready=classifier is not None)
-    # The training codes of facemath.py's cache when it holds them; the editor writes nothing into the run.
+    if method == "auto" and fit_method == "optimize" and not cached_codes(run, fit_method, fit_limit, steps, seed):
+        # Projecting thousands of faces by optimisation takes half an hour on a CPU: asked for, never by default.
+        raise data_prep.DataError(
+            f"{run.directory} has no encoder and there is no attribute CNN to label samples, so the directions would "
+            f"need {fit_limit} faces projected by optimisation (minutes to hours on a CPU); run `python encoder.py "
+            f"train --run {run.directory}` (or `python evaluate.py classifier`), or pass --method optimize "
+            f"--fit-limit 256 to project that many")
+    # The codes are cached in <run>/facemath/ (as facemath.py caches them), so the next start reads them at once.
     codes = directions.dataset_codes(run, method=fit_method, split="train", limit=fit_limit, steps=steps, seed=seed,
-                                   classifier=classifier, save=False)
+                                     classifier=classifier)
     fitted_from = f"{len(codes.codes)} {'cached ' if codes.from_cache else ''}{fit_method} codes"
     fitted = directions.fit_directions(codes.codes, codes.labels, seed=seed)
     if not fitted.varying.any():
@@ -125,6 +137,13 @@ def load_editor(run_dir, *, classifier_dir=None, method="auto", steps=200, fit_l
     latent_dim = int(run.config["latent_dim"])
     return Editor(run, fitted, edit_vectors(fitted), [int(i) for i in np.flatnonzero(fitted.varying)],
                   classifier, photo_method, steps, fitted_from, compiled_renderer(run.generator, latent_dim))
+
+
+def cached_codes(run, method, limit, steps, seed):
+    """Whether <run>/facemath/ already holds the training codes that `method` would compute."""
+    path = directions.codes_path(run, method=method, split="train", limit=limit)
+    key = directions.cache_key(run, method=method, split="train", limit=limit, steps=steps, seed=seed)
+    return directions.read_cached_codes(path, key) is not None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,6 +258,15 @@ def save_current(editor, code, out_dir, *, label):
     return [stem + ".png", stem + ".npz"]
 
 
+def pasted_picture(editor, path, code):
+    """The uploaded photo with the current face put back where its face was found (data_prep.paste_into_photo)."""
+    if not path:
+        raise UploadError("upload a photo first: a random face has no photo to go back into")
+    config = editor.run.config
+    return data_prep.paste_into_photo(path, render(editor, code)[0], crop=config.get("crop", "dcgan"),
+                                      image_size=editor.image_size, crop_size=config.get("crop_size", 108))
+
+
 def edit_label(editor, strengths, kind):
     parts = [f"{facemath.ATTRIBUTES[index]}={value:+.1f}" for index, value in zip(editor.varying, strengths) if value]
     return f"{kind}: " + (", ".join(parts) if parts else "no edit")
@@ -267,10 +295,13 @@ def page_header(editor):
     run = editor.run
     kind = "VAE" if run.config.get("kind") == "vae" else "GAN"
     cnn = "the attribute CNN of evaluate.py" if editor.classifier is not None else "no attribute CNN for this run"
+    no_encoder = ("" if editor.photo_method in ("encoder", "hybrid") else
+                  f" (this run has no encoder, so a photo takes a minute or more; `python encoder.py train --run "
+                  f"{run.directory}` trains one)")
     return (f"## facemath editor: {os.path.basename(run.directory)}\n"
             f"{kind} run `{run.directory}`, {run.config['image_size']}x{run.config['image_size']} faces, z of "
             f"{editor.latent_dim}. Directions fitted on {editor.fitted_from}; photos encoded with "
-            f"{editor.photo_method} ({editor.steps} steps); {cnn}. Strength 1 moves a face by the mean distance "
+            f"{editor.photo_method} ({editor.steps} steps){no_encoder}; {cnn}. Strength 1 moves a face by the mean distance "
             f"between faces with and without the attribute (facemath.py's unit).")
 
 
@@ -298,7 +329,7 @@ def build_page(editor, *, workdir, max_upload_mb=MAX_UPLOAD_MB):
         code = seed_code(editor, seed)
         face = render(editor, code)[0]
         return (code, display(face), describe(editor, code, face), None, None, f"random face, seed {int(seed)}",
-                *[0.0] * len(names))
+                None, None, *[0.0] * len(names))
 
     def on_photo(path, progress=gr.Progress(track_tqdm=True)):
         if not path:
@@ -306,7 +337,10 @@ def build_page(editor, *, workdir, max_upload_mb=MAX_UPLOAD_MB):
         check_upload(path, max_bytes=limit_bytes)
         aligned, code, reconstruction, note = encode_photo(editor, path, progress=progress)
         return (code, display(reconstruction), describe(editor, code, reconstruction), display(aligned),
-                display(reconstruction), note, *[0.0] * len(names))
+                display(reconstruction), note, path, None, *[0.0] * len(names))
+
+    def on_paste(path, base, kind, *strengths):
+        return pasted_picture(editor, path, current(base, kind, strengths))
 
     def on_save(base, kind, *strengths):
         return save_current(editor, current(base, kind, strengths), os.path.join(workdir, "downloads"),
@@ -323,6 +357,7 @@ def build_page(editor, *, workdir, max_upload_mb=MAX_UPLOAD_MB):
     render_queue = {"concurrency_limit": 4, "concurrency_id": "render"}  # G is cheap: a few events at once
     with gr.Blocks(title="facemath editor", delete_cache=(600, 1800)) as page:
         base = gr.State(start_code)  # the session's unedited code: a seed's, or an uploaded photo's
+        photo = gr.State(None)  # the uploaded photo's path, for pasting the edited face back
         gr.Markdown(page_header(editor), elem_id="header")
         with gr.Row():
             with gr.Column(scale=1):
@@ -340,6 +375,8 @@ def build_page(editor, *, workdir, max_upload_mb=MAX_UPLOAD_MB):
                 description = gr.Markdown(describe(editor, start_code, start_face), elem_id="description")
                 save_button = gr.Button("Save face (PNG) and code (.npz)", elem_id="save")
                 downloads = gr.File(label="downloads", file_count="multiple", interactive=False, elem_id="downloads")
+                paste_button = gr.Button("Paste the edited face into the photo", elem_id="paste")
+                pasted = gr.Image(label="the photo with the edited face", elem_id="pasted", **image_options)
             with gr.Column(scale=2):
                 kind = gr.Radio([(label, name) for name, label in KIND_LABELS.items()], value="mean",
                                 label="kind of direction", elem_id="kind")
@@ -372,11 +409,12 @@ def build_page(editor, *, workdir, max_upload_mb=MAX_UPLOAD_MB):
               api_name="edit", trigger_mode="always_last", show_progress="hidden", **render_queue
               ).then(page_errors(on_describe), codes_in, description, api_visibility="undocumented", show_progress="hidden",
                      **render_queue)
-        face_out = [base, edited, description, aligned, reconstruction, note, *sliders]
+        face_out = [base, edited, description, aligned, reconstruction, note, photo, pasted, *sliders]
         random_button.click(page_errors(on_seed), seed, face_out, api_name="seed", **render_queue)
         upload.upload(page_errors(on_photo), upload, face_out, api_name="photo", concurrency_limit=1,
                       concurrency_id="encode")
         save_button.click(page_errors(on_save), codes_in, downloads, api_name="save", **render_queue)
+        paste_button.click(page_errors(on_paste), [photo, *codes_in], pasted, api_name="paste", **render_queue)
         analogy_button.click(page_errors(on_analogy), [seed_a, seed_b, seed_c, use_current, size, *codes_in],
                              analogy, api_name="analogy", **render_queue)
         strip_button.click(page_errors(on_strip), [seed_end, *codes_in], strip, api_name="strip",

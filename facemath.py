@@ -21,6 +21,7 @@ Usage:
     python facemath.py --analogy --examples --run runs/reference    # three held-out faces chosen by their labels
     python facemath.py --analogy 000012.jpg 000031.jpg 000101.jpg --linear --size 5   # faces of the run's data
     python facemath.py --edit photo.jpg --add Smiling=1.5 --add Eyeglasses=-1 --add "Smiling|Male=2"
+    python facemath.py --edit photo.jpg --add Smiling=2 --paste     # also the photo with the edited face put back
     python facemath.py --edit photo.jpg --sweep Smiling --kind boundary
     python facemath.py --edit --examples --sweep Smiling --sweep Eyeglasses     # a held-out man, no photo needed
     python facemath.py --describe photo.jpg                        # top five attributes, beside the CNN's view
@@ -57,7 +58,6 @@ ANALOGY_PAIRS = (("Male", "Eyeglasses"), ("Male", "Smiling"), ("Male", "Wearing_
 EXAMPLE_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair", "Wearing_Hat", "Young", "Mustache", "Bangs")
 DEMO_SWEEPS = ("Smiling", "Eyeglasses", "Male", "Wearing_Hat")  # the demo's edit sweep, one row each
 EXAMPLE_FILTERS = ("Male,-Eyeglasses", "Male,Eyeglasses", "-Male,-Eyeglasses")  # --examples: A, B and C
-TRAIN_HINT = "python dcgan.py --epochs 8 --filters 32 --kernel 4 --name demo"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -261,6 +261,8 @@ def mode_parser():
     add("--color-by", default="Male", help="--map: the attribute that colours the map")
     add("--center-crop", dest="fallback_crop", action="store_true",
         help="use a plain centre crop for a photo without a face instead of refusing it")
+    add("--paste", action="store_true",
+        help="--edit: also write the photo with the edited face (all edits together) put back in place")
     add_run_flags(add)
     return parser
 
@@ -358,6 +360,9 @@ def run_edit(run, args):
         raise data_prep.DataError(f"--edit takes one photo (or --examples), got {len(args.edit)}")
     if not args.add and not args.sweep:
         raise data_prep.DataError("--edit needs at least one --add ATTR=STRENGTH or --sweep ATTR")
+    if args.paste and (args.examples or not os.path.isfile(args.edit[0]) or args.fallback_crop or not args.add):
+        raise data_prep.DataError("--paste puts an --add edit back into a photo file whose face is detected (not "
+                                  "with --examples, a file of the run's data or --center-crop)")
     edits = [directions.parse_edit(text) for text in args.add]
     sweeps = [directions.parse_direction(text) for text in args.sweep]
     faces, names, encoding, method = input_faces(run, args, args.edit, count=1)
@@ -382,6 +387,8 @@ def run_edit(run, args):
         labels = [directions.edit_label(target, conditions, 0.0).rsplit(" ", 1)[0] for target, conditions in sweeps]
         outputs.append(data_prep.save_grid(stem + "-sweep.png", images, columns=len(SWEEP_STRENGTHS),
                                            row_labels=labels, column_labels=[f"{s:+g}" for s in SWEEP_STRENGTHS]))
+    if args.paste:
+        outputs.append(paste_edit(run, args, rows[-1] if edits else None, stem))
     write_record(stem + ".json", record(run, args, command="edit", inputs=names, method=method, kind=args.kind,
                                         edits=args.add, sweeps=args.sweep, directions_from=codes.method,
                                         fit_faces=len(codes.names), strength_unit="mean distance between the "
@@ -389,6 +396,18 @@ def run_edit(run, args):
     print(f"edited {names[0]} ({run.directory}, {method}, {args.kind} directions from {len(codes.names)} "
           f"{codes.method} codes): wrote {', '.join(outputs)} and {stem}.json")
     return stem
+
+
+def paste_edit(run, args, code, stem):
+    """<stem>-pasted.png: the photo with G(code) put back where its face was found."""
+    if code is None:
+        raise data_prep.DataError("--paste needs an --add edit to paste (a sweep has no single face)")
+    face = dcgan.generate(run.generator, code[None])[0]
+    photo = data_prep.paste_into_photo(args.edit[0], face, crop=run.config.get("crop", "dcgan"),
+                                       image_size=run.config["image_size"],
+                                       crop_size=run.config.get("crop_size", 108))
+    data_prep.write_image(stem + "-pasted.png", photo)
+    return stem + "-pasted.png"
 
 
 def run_describe(run, args):

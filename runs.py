@@ -192,6 +192,10 @@ def read_config(run_dir, *, model=None):
     return config
 
 
+DEMO_COMMAND = ("python dcgan.py --epochs 8 --filters 32 --kernel 4 --time-budget 12 --name demo "
+                "&& python facemath.py demo --run runs/demo")  # the README's demo, word for word
+
+
 def newest_run(runs_dir="runs"):
     """The run in `runs_dir` whose generator.keras is newest (a GAN or a VAE run; no baselines, no makeovers)."""
     found = []
@@ -202,8 +206,8 @@ def newest_run(runs_dir="runs"):
             if "latent_dim" in config and config.get("kind") not in ("untrained", "noise"):
                 found.append((os.path.getmtime(generator), os.path.join(runs_dir, name)))
     if not found:
-        raise data_prep.DataError(f"no trained run with a generator in {runs_dir}/; train one first: "
-                                  f"`python dcgan.py --epochs 8 --filters 32 --kernel 4 --name demo`")
+        raise data_prep.DataError(f"no trained run with a generator in {runs_dir}/; train one first with the README's "
+                                  f"demo (10 to 17 minutes on 2 CPU cores): `{DEMO_COMMAND}`")
     return max(found)[1]
 
 

@@ -4,6 +4,7 @@ changed, no error; a refused upload; 8 clients editing at once; the working dire
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,46 @@ def cached_codes(tiny_run, tiny_celeba):
 def tiny_editor(tiny_run, classifier_dir, cached_codes):
     return editor.load_editor(tiny_run, classifier_dir=classifier_dir, method="optimize", steps=STEPS,
                               fit_limit=FIT_LIMIT)
+
+
+def test_without_an_encoder_or_a_cnn_the_editor_refuses_rather_than_projecting_for_minutes(tiny_run, tmp_path):
+    run_copy = tmp_path / "run"
+    shutil.copytree(tiny_run, run_copy, ignore=shutil.ignore_patterns("facemath"))  # no cached codes
+    with pytest.raises(data_prep.DataError, match="no encoder") as error:
+        editor.load_editor(str(run_copy), classifier_dir=None, method="auto", steps=STEPS, fit_limit=FIT_LIMIT)
+    assert f"python encoder.py train --run {run_copy}" in str(error.value) and "--method optimize" in str(error.value)
+
+
+def test_without_an_encoder_the_directions_come_from_labelled_samples_and_are_cached(tiny_run, classifier_dir,
+                                                                                       tmp_path, monkeypatch):
+    def pixel_labels(classifier, images):  # the tiny CNN is near chance: label attribute j by pixel j's median split
+        pixels = np.asarray(images).reshape(len(images), -1)[:, :40]
+        return (pixels > np.median(pixels, axis=0)).astype(np.float32)
+
+    monkeypatch.setattr(directions.evaluate, "predict_attributes", pixel_labels)
+    run_copy = tmp_path / "run"
+    shutil.copytree(tiny_run, run_copy, ignore=shutil.ignore_patterns("facemath"))
+    first = editor.load_editor(str(run_copy), classifier_dir=classifier_dir, steps=STEPS, fit_limit=FIT_LIMIT)
+    assert first.fitted_from == f"{FIT_LIMIT} samples codes" and first.photo_method == "optimize"
+    assert "has no encoder" in editor.page_header(first)
+    second = editor.load_editor(str(run_copy), classifier_dir=classifier_dir, steps=STEPS, fit_limit=FIT_LIMIT)
+    assert second.fitted_from == f"{FIT_LIMIT} cached samples codes"
+    assert np.array_equal(first.vectors["mean"], second.vectors["mean"])
+
+
+def test_the_pasted_photo_holds_the_current_face_where_the_face_was(tiny_editor, tmp_path):
+    photo = skimage.data.astronaut()
+    path = str(tmp_path / "astronaut.png")
+    cv2.imwrite(path, cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    code = editor.seed_code(tiny_editor, 3)
+    pasted = editor.pasted_picture(tiny_editor, path, code)
+    assert pasted.shape == photo.shape
+    nose = data_prep.detect_faces(photo)[0]["landmarks"][2].round().astype(int)
+    around = (slice(nose[1] - 10, nose[1] + 10), slice(nose[0] - 10, nose[0] + 10))
+    assert np.abs(pasted[around].astype(int) - photo[around]).mean() > 5
+    assert np.array_equal(pasted[:60, -60:], photo[:60, -60:])
+    with pytest.raises(editor.UploadError, match="upload a photo first"):
+        editor.pasted_picture(tiny_editor, None, code)
 
 
 def files_under(directory):

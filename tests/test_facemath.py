@@ -18,6 +18,8 @@ import runs
 import scores
 import facemath
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 LATENT = 8
 TEST_FACES = ["000181.jpg", "000182.jpg", "000183.jpg"]  # the tiny CelebA's test split is 000181 to 000200
 QUICK = ["--method", "optimize", "--steps", "3"]  # projection with a few steps: the tiny run has no encoder
@@ -351,7 +353,28 @@ def test_demo_trains_a_short_encoder_then_writes_an_analogy_and_a_sweep(tiny_run
 def test_newest_run_is_used_without_run_and_a_missing_one_says_how_to_train(tiny_run, workspace, tmp_path, capsys):
     assert runs.newest_run(os.path.dirname(tiny_run)) == tiny_run
     error = cli_error(["--analogy", *TEST_FACES, "--runs-dir", str(tmp_path / "empty")], capsys)
-    assert "no trained run" in error and "python dcgan.py" in error
+    assert "no trained run" in error and runs.DEMO_COMMAND in error
+    assert runs.DEMO_COMMAND in open(os.path.join(REPO, "README.md")).read()  # the line names the README's demo
+
+
+def test_edit_pastes_the_edited_face_back_into_the_photo(tiny_run, tmp_path):
+    photo = skimage.data.astronaut()
+    path = str(tmp_path / "astronaut.png")
+    cv2.imwrite(path, cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    stem = cli(["--edit", path, "--add", "Smiling=2", "--paste"], tiny_run, tmp_path / "out")
+    pasted = cv2.cvtColor(cv2.imread(stem + "-pasted.png"), cv2.COLOR_BGR2RGB)
+    assert pasted.shape == photo.shape
+    nose = data_prep.detect_faces(photo)[0]["landmarks"][2].round().astype(int)  # (x, y) of the nose tip
+    around = (slice(nose[1] - 10, nose[1] + 10), slice(nose[0] - 10, nose[0] + 10))
+    assert np.abs(pasted[around].astype(int) - photo[around]).mean() > 5  # the generated face is there
+    assert np.array_equal(pasted[:60, -60:], photo[:60, -60:])  # far from the face the photo is untouched
+
+
+def test_paste_needs_a_photo_with_a_detected_face(tiny_run, tmp_path, capsys):
+    flags = ["--run", tiny_run, "--out", str(tmp_path), *QUICK]
+    error = cli_error(["--edit", "--examples", "--add", "Smiling=2", "--paste", *flags], capsys)
+    assert "--paste" in error and "--examples" in error
+    assert not os.listdir(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_photo_without_a_face_raises_a_data_error_naming_it(tmp_path, kind):
     path = write_rgb(tmp_path / f"{kind}.png", image)
     with pytest.raises(DataError, match="no face found") as error:
         load_face(path)
-    assert path in str(error.value) and "fallback=True" in str(error.value) and "\n" not in str(error.value)
+    assert path in str(error.value) and "--center-crop" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_fallback_uses_the_centre_crop_when_no_face_is_found(tmp_path):
