@@ -35,7 +35,7 @@ import runs
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-TARGETS = {  # the targets of the bench issue, for a 2-core machine of this project
+TARGETS = {  # the speed targets for a 2-core machine
     "train_kernel4_images_per_second": 110.0,
     "train_kernel5_images_per_second": 75.0,
     "generate_images_per_second": 1500.0,

@@ -114,7 +114,7 @@ def complete(generator, discriminator, images, *, mask="center", blend="poisson"
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The comparison the seeds asked for
+# The comparison with a VAE of the same size (frrmack: are a GAN's codes better or worse than a VAE's?)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Every script in this repository reads faces through this module. It understands 
 (Liu et al. 2015, "Deep Learning Face Attributes in the Wild") in both layouts people have: the original
 `img_align_celeba/` + `list_attr_celeba.txt` and the CSV variant (`list_attr_celeba.csv`,
 `img_align_celeba/img_align_celeba/`). Faces are selected by split and by an attribute filter such as
-"Attractive,-Eyeglasses", cropped as in the seeds (the DCGAN 108-pixel centre crop, or the makeover box),
+"Attractive,-Eyeglasses", cropped as in the reference projects (the DCGAN 108-pixel centre crop, or the makeover box),
 decoded once into a uint8 `.npy` cache, and fed to training through `tf.data`.
 
 CelebA cannot be downloaded everywhere, so the embedded default is a synthetic CelebA rendered procedurally in
@@ -50,7 +50,7 @@ VERBOSE_HELP = ("kept for older commands; TensorFlow's start-up lines print whil
 DEFAULT_SYNTHETIC_COUNT = 20000  # enough for the demo to learn varied faces in a few CPU minutes
 
 SPLITS = {"train": 0, "validation": 1, "test": 2}
-# The makeover crop of the seeds: an 80-wide, 100-tall box whose top-left corner is (x=49, y=90).
+# deep-makeover's crop: an 80-wide, 100-tall box whose top-left corner is (x=49, y=90).
 MAKEOVER_BOX = (49, 90, 80, 100)
 CROPS = ("dcgan", "makeover")
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -1,4 +1,4 @@
-"""Real faces to latent codes three ways, and the VAE that the seeds asked about.
+"""Real faces to latent codes three ways, and a VAE of the same size to compare their codes with.
 
 A GAN's generator maps z to a face, never back. This script finds the z of a real face:
 - an encoder network E (NVIDIA's "Photo editing with generative adversarial networks", part 2: the discriminator's
