@@ -3,7 +3,9 @@
 Every figure is the median of several timed windows after a warm-up. Training is counted in images per second
 at the paper's size (64x64, filters 64, batch 64) with 4x4 and 5x5 kernels, in float32 and mixed bfloat16; the
 FLOPs of one training step are counted from the layer shapes and compared with the machine's practical peak,
-measured with a large matrix multiply.
+measured with a large matrix multiply. With PyTorch installed (peers/requirements.txt), PyTorch's reference DCGAN
+step (peers/torch_dcgan.py, 4x4 kernels) is timed right after ours in the same precision and sizes, and the
+ratio of the two printed; without it, its row says how to get it.
 
 Usage:
     python bench.py                       # the full table in the precision dcgan.py picks here, bench.json
@@ -141,10 +143,51 @@ def training_rate(*, kernel, precision, image_size=64, filters=64, batch_size=64
         dataset = tf.data.Dataset.from_tensors(batch).repeat()
     timer = StepTimer(warmup=warmup, window=window, max_seconds=max_seconds)
     gan.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
-    durations = np.diff(timer.times[warmup - 1:])
+    rate, spread = window_rates(timer.times, warmup=warmup, window=window, batch_size=batch_size)
+    return rate, gan, spread
+
+
+PEER_HINT = "pip install -r peers/requirements.txt adds PyTorch's reference step beside ours"
+
+
+def window_rates(times, *, warmup, window, batch_size):
+    """(median images/s, (slowest, fastest) window's images/s) from the times at which each step ended."""
+    durations = np.diff(np.asarray(times)[warmup - 1:])
     windows = [durations[start:start + window].sum() for start in range(0, len(durations) - window + 1, window)]
     rates = batch_size * window / np.asarray(windows)
-    return batch_size * window / float(np.median(windows)), gan, (float(rates.min()), float(rates.max()))
+    return batch_size * window / float(np.median(windows)), (float(rates.min()), float(rates.max()))
+
+
+def peer_training_rate(*, precision, image_size=64, filters=64, batch_size=64, steps=45, warmup=5, window=8,
+                       max_seconds=None):
+    """PyTorch's reference DCGAN step (peers/torch_dcgan.py: pytorch/examples' model, 4x4 kernels) timed as
+    training_rate times ours: channels-last tensors, bfloat16 autocast for mixed_bfloat16, one batch held in
+    memory. Returns (median images/s, (slowest, fastest) window), or None where PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers"))
+    import torch_dcgan
+
+    settings = {"seed": 0, "latent_dim": 100, "image_size": image_size, "filters": filters, "beta1": 0.5,
+                "learning_rate": 2e-4}
+    generator, discriminator, g_optimizer, d_optimizer = torch_dcgan.build_peer(settings)
+    generator, discriminator = (net.to(memory_format=torch.channels_last) for net in (generator, discriminator))
+    real = (torch.rand(batch_size, 3, image_size, image_size) * 2 - 1).to(memory_format=torch.channels_last)
+    noise = torch.randn(batch_size, 100, 1, 1)
+    mixed = precision == "mixed_bfloat16"
+    times, started = [], None
+    for step in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+            torch_dcgan.train_step(generator, discriminator, g_optimizer, d_optimizer, real, noise)
+        times.append(time.perf_counter())
+        if step == warmup - 1:
+            started = times[-1]
+        timed_windows = (step + 1 - warmup) // window
+        if max_seconds and started and timed_windows >= 3 and times[-1] - started > max_seconds:
+            break
+    return window_rates(times, warmup=warmup, window=window, batch_size=batch_size)
 
 
 def generation_rate(generator, *, batch_size=256, windows=5):
@@ -334,6 +377,24 @@ def bench_training(results, precisions, sizes, *, log=print):
                 "fraction_of_peak": achieved / peak, "window_spread": spread}
             log(f"training kernel {kernel} {precision}: {rate:.1f} images/s (windows {spread[0]:.1f} to "
                 f"{spread[1]:.1f}; {achieved:.0f} GFLOP/s, {100 * achieved / peak:.0f}% of peak)")
+            if kernel == 4:  # the peer's model has 4x4 kernels: timed right after ours, nothing else running
+                bench_peer(results, precision, sizes, ours=rate, flops=flops, log=log)
+
+
+def bench_peer(results, precision, sizes, *, ours, flops, log=print):
+    """The PyTorch peer's step in the same precision and sizes, and our rate over its rate."""
+    timing = peer_training_rate(precision=precision, **sizes)
+    if timing is None:
+        results.setdefault("peer", {})[precision] = {"missing": PEER_HINT}
+        log(f"PyTorch peer, kernel 4 {precision}: not installed ({PEER_HINT})")
+        return
+    rate, spread = timing
+    achieved = rate * flops / 1e9
+    results.setdefault("peer", {})[precision] = {
+        "images_per_second": rate, "window_spread": spread, "ratio": ours / rate,
+        "fraction_of_peak": achieved / results["peak_gflops"][precision]}
+    log(f"PyTorch peer, kernel 4 {precision}: {rate:.1f} images/s (windows {spread[0]:.1f} to {spread[1]:.1f}); "
+        f"ours / peer = {ours / rate:.2f}")
 
 
 def bench_generation(results, precisions, sizes, *, tiny, log=print):
@@ -410,6 +471,13 @@ def format_table(results):
         lines.append(f"| training {name.replace('_', ', ', 1)} (images/s) | {figures['images_per_second']:.1f} "
                      f"(windows {low:.1f} to {high:.1f}; {100 * figures['fraction_of_peak']:.0f}% of the "
                      f"{name.split('_', 1)[1]} peak) |")
+    for precision, figures in results.get("peer", {}).items():
+        if "missing" in figures:
+            lines.append(f"| PyTorch peer, kernel 4, {precision} | not installed: {figures['missing']} |")
+            continue
+        low, high = figures["window_spread"]
+        lines.append(f"| PyTorch peer training, kernel 4, {precision} (images/s) | {figures['images_per_second']:.1f} "
+                     f"(windows {low:.1f} to {high:.1f}; ours / peer {figures['ratio']:.2f}) |")
     lines += [f"| generation, kernel 4, batch 256, {precision} (images/s) | {rate:.0f} |"
               for precision, rate in results["generation"].items()]
     if "facemath_edit_ms" in results:

@@ -48,6 +48,27 @@ def test_tiny_bench_writes_every_field(tiny_celeba, tmp_path):
     assert {"training", "projection and E", "makeover", "input cost", "start-up"} <= set(parts)
     assert sum(parts.values()) <= results["bench_seconds"] + 1  # the parts are inside the whole
     assert "| its parts (s) | matmul peak" in results["table"]
+    for precision in ("float32", "mixed_bfloat16"):  # PyTorch's row, or how to get it
+        peer = results["peer"][precision]
+        if "missing" in peer:
+            assert "peers/requirements.txt" in peer["missing"] and "not installed" in results["table"]
+        else:
+            ours = results["training"][f"kernel4_{precision}"]["images_per_second"]
+            assert peer["ratio"] == pytest.approx(ours / peer["images_per_second"])
+            assert f"| PyTorch peer training, kernel 4, {precision}" in results["table"]
+
+
+def test_window_rates_by_hand():
+    # Steps end at 0, 1, 3, 4 and 8 s; after one warm-up step, windows of two steps last 3 s and 5 s.
+    rate, (low, high) = bench.window_rates([0, 1, 3, 4, 8], warmup=1, window=2, batch_size=10)
+    assert rate == pytest.approx(20 / 4) and (low, high) == pytest.approx((20 / 5, 20 / 3))
+
+
+def test_the_peer_is_timed_when_pytorch_is_installed():
+    pytest.importorskip("torch", reason="optional: pip install -r peers/requirements.txt")
+    rate, (low, high) = bench.peer_training_rate(precision="float32", image_size=32, filters=8, batch_size=16,
+                                                 steps=14, warmup=2, window=4)
+    assert 0 < low <= rate <= high
 
 
 @pytest.mark.parametrize("max_seconds, steps_run", [(None, 40), (0.0, 2 + 3 * 4)])
