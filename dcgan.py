@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -324,6 +325,10 @@ class DCGAN(runs.TrainingModel):
                 "d_fake": self._global_mean(tf.sigmoid(tf.cast(fake_logits, tf.float32)))}
         for name, value in step.items():
             self.trackers[name].update_state(value)
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces a step's outputs across workers as a mean over axis 0, which a scalar lacks; the
+            # values are the same on every replica, so one-element vectors come back as the same means.
+            return {name: tf.reshape(value, [1]) for name, value in step.items()}
         return step
 
     def state_variables(self):
@@ -419,9 +424,11 @@ def train_dataset(config):
 
 def train(config, run_dir, *, resume=False, verbose=1):
     """Train (or resume) the DCGAN described by `config` in `run_dir`; returns (gan, history)."""
-    strategy = runs.make_strategy(config["strategy"])
+    strategy = runs.make_strategy(config["strategy"], worker_timeout=config.get("worker_timeout"))
     keras.utils.set_random_seed(config["seed"])
     dataset, count = train_dataset(config)
+    if config["strategy"] == "multiworker":  # its collectives cannot reduce uint8, which Keras's input checks do
+        dataset = dataset.map(runs.to_float_batch)
     with strategy.scope(), runs.dtype_policy(config["compute_precision"]):
         gan = build_gan(config, replicas=strategy.num_replicas_in_sync)
         history = {name: [] for name in HISTORY_NAMES.values()}
@@ -443,8 +450,17 @@ def train(config, run_dir, *, resume=False, verbose=1):
         callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir, update_freq=50))
     announce = (lambda done: f"training on {count} images with {strategy.num_replicas_in_sync} replica(s), "
                              f"epochs {done + 1} to {config['epochs']}")
-    if runs.fit_epochs(gan, dataset, run_dir, epochs=config["epochs"], recorder=recorder, callbacks=callbacks,
-                       steps_per_epoch=config.get("steps_per_epoch"), verbose=verbose, announce=announce):
+    try:
+        trained = runs.fit_epochs(gan, dataset, run_dir, epochs=config["epochs"], recorder=recorder,
+                                  callbacks=callbacks, steps_per_epoch=config.get("steps_per_epoch"), verbose=verbose,
+                                  announce=announce)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError) as error:
+        if config["strategy"] != "multiworker":
+            raise
+        raise runs.TrainingStopped(f"training stopped: another worker stopped answering "
+                                   f"({type(error).__name__}); the last checkpoint (epoch "
+                                   f"{recorder.finished_epochs()}) stays in {run_dir}/checkpoints") from None
+    if trained:
         runs.save_model_atomic(gan.sampling_generator, os.path.join(run_dir, "generator.keras"))
         runs.save_model_atomic(gan.discriminator, os.path.join(run_dir, "discriminator.keras"))
     return gan, history
@@ -571,7 +587,7 @@ def interpolation_codes(seed_a, seed_b, *, steps=8, latent_dim=100, distribution
 # Command line
 
 RESUMABLE_OVERRIDES = {"epochs", "tensorboard", "freeze_d_after", "strategy", "steps_per_epoch", "cache_dir",
-                       "time_budget", "data", "resume", "name", "runs_dir", "verbose"}
+                       "time_budget", "data", "resume", "name", "runs_dir", "verbose", "worker_timeout"}
 
 
 def training_parser():
@@ -604,6 +620,8 @@ def training_parser():
         help="keep a moving average of G's weights with this decay per step (e.g. 0.999) and save and sample it; "
              "0: off, as in the paper")
     add("--strategy", default="none", choices=["none", "mirrored", "multiworker"], help="tf.distribute strategy")
+    add("--worker-timeout", type=float, default=600.0,
+        help="--strategy multiworker: seconds to wait for the other workers before the run stops with an error")
     add("--tensorboard", action="store_true", help="write TensorBoard scalars and the epoch grid")
     add("--seed", type=int, default=0, help="seed of weights, z stream, shuffling and the fixed grid")
     runs.add_run_flags(add)
@@ -622,6 +640,9 @@ def validate_config(config):
     for name in ("label_smoothing", "ema"):
         if not 0.0 <= config.get(name, 0.0) < 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {config[name]}")
+    if config.get("time_budget") and config.get("strategy") == "multiworker":
+        raise ValueError("--time-budget is not supported with --strategy multiworker (each worker would stop at the "
+                         "end of its own budget's epoch); give --epochs instead")
     if config.get("ema") and config.get("strategy", "none") != "none":
         raise ValueError("--ema is not supported with --strategy (the average is kept on one device)")
     if config["freeze_d_after"] is not None and config["freeze_d_after"] < 0:
@@ -686,8 +707,17 @@ def main(argv=None):
     config, run_dir, resume = runs.training_config(training_parser, argv, resumable=RESUMABLE_OVERRIDES,
                                                    validate=validate_config)
     config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
-    runs.training_job(run_dir, config, resume=resume, train=lambda: train(config, run_dir, resume=resume),
-                      result=f"evidence in {run_dir}")
+    chief, task = runs.worker_role(config["strategy"])
+    if chief:
+        runs.training_job(run_dir, config, resume=resume, train=lambda: train(config, run_dir, resume=resume),
+                          result=f"evidence in {run_dir}")
+        return
+    private = runs.worker_directory(run_dir, resume=resume, task=task)  # only the chief writes the run directory
+    try:
+        runs.training_job(private, config, resume=resume, train=lambda: train(config, private, resume=resume),
+                          result=f"{task} done; the chief holds the run in {run_dir}")
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 if __name__ == "__main__":

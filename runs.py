@@ -609,8 +609,9 @@ def resolve_precision(precision):
     return ("mixed_bfloat16" if native else "float32"), why
 
 
-def make_strategy(name):
-    """tf.distribute for several GPUs ('mirrored') or machines ('multiworker', configured by TF_CONFIG)."""
+def make_strategy(name, *, worker_timeout=None):
+    """tf.distribute for several GPUs ('mirrored') or machines ('multiworker', configured by TF_CONFIG, whose
+    collectives give up after `worker_timeout` seconds without the other workers)."""
     if name == "none":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -618,8 +619,49 @@ def make_strategy(name):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=worker_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     raise ValueError(f"unknown strategy {name!r}; expected none, mirrored or multiworker")
+
+
+def worker_role(strategy):
+    """(is_chief, "worker 1"): this process's part under --strategy multiworker, read from TF_CONFIG (the chief is
+    the task of type "chief", or worker 0 of a cluster without one); (True, None) for any other strategy."""
+    if strategy != "multiworker":
+        return True, None
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise data_prep.DataError('--strategy multiworker needs TF_CONFIG, e.g. \'{"cluster": {"worker": ["host1:12345", '
+                                  '"host2:12345"]}, "task": {"type": "worker", "index": 0}}\'')
+    try:
+        tf_config = json.loads(text)
+        cluster, kind, index = tf_config["cluster"], tf_config["task"]["type"], int(tf_config["task"]["index"])
+        if index < 0 or index >= len(cluster[kind]):
+            raise IndexError(index)
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        raise data_prep.DataError(f"TF_CONFIG is not a cluster and a task of it ({type(error).__name__}: {error})")
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster), f"{kind} {index}"
+
+
+def worker_directory(run_dir, *, resume, task):
+    """Where a worker that is not the chief writes: a private temporary directory (removed by the caller when
+    training ends), so that only the chief writes the run directory. A resumed worker starts from the run
+    directory's checkpoint, copied in (on machines without a shared disk, copy the chief's run directory to the
+    same path on each worker first)."""
+    import shutil
+    import tempfile
+
+    private = tempfile.mkdtemp(prefix=f"facemath-{task.replace(' ', '')}-")
+    if resume:
+        for name in os.listdir(run_dir):
+            source = os.path.join(run_dir, name)
+            if os.path.isdir(source):
+                if name == "checkpoints":
+                    os.makedirs(os.path.join(private, name))
+                    shutil.copy2(os.path.join(source, "last.npz"), os.path.join(private, name, "last.npz"))
+            else:
+                shutil.copy2(source, os.path.join(private, name))
+    return private
 
 
 def to_float_batch(images):
