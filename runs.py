@@ -192,8 +192,8 @@ def read_config(run_dir, *, model=None):
     return config
 
 
-DEMO_COMMAND = ("python dcgan.py --epochs 8 --filters 32 --kernel 4 --time-budget 12 --name demo "
-                "&& python facemath.py demo --run runs/demo")  # the README's demo, word for word
+DEMO_COMMAND = ("python dcgan.py --epochs 8 --kernel 4 --filters 64 --minibatch-std --ema 0.999 --batch-size 32 "
+                "--loss hinge --time-budget 12 --name demo && python facemath.py demo --run runs/demo")  # the README's demo, word for word
 
 
 def newest_run(runs_dir="runs"):
