@@ -207,7 +207,7 @@ def newest_run(runs_dir="runs"):
                 found.append((os.path.getmtime(generator), os.path.join(runs_dir, name)))
     if not found:
         raise data_prep.DataError(f"no trained run with a generator in {runs_dir}/; train one first with the README's "
-                                  f"demo (10 to 17 minutes on 2 CPU cores): `{DEMO_COMMAND}`")
+                                  f"demo (15 to 20 minutes on 2 CPU cores): `{DEMO_COMMAND}`")
     return max(found)[1]
 
 
