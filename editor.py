@@ -296,8 +296,8 @@ def page_header(editor):
     kind = "VAE" if run.config.get("kind") == "vae" else "GAN"
     cnn = "the attribute CNN of evaluate.py" if editor.classifier is not None else "no attribute CNN for this run"
     no_encoder = ("" if editor.photo_method in ("encoder", "hybrid") else
-                  f" (this run has no encoder, so a photo takes a minute or more; `python encoder.py train --run "
-                  f"{run.directory}` trains one)")
+                  f" (this run has no encoder, so a photo is found by optimisation alone, from a random start; "
+                  f"`python encoder.py train --run {run.directory}` trains one for the hybrid)")
     return (f"## facemath editor: {os.path.basename(run.directory)}\n"
             f"{kind} run `{run.directory}`, {run.config['image_size']}x{run.config['image_size']} faces, z of "
             f"{editor.latent_dim}. Directions fitted on {editor.fitted_from}; photos encoded with "
