@@ -114,10 +114,6 @@ def complete(generator, discriminator, images, *, mask="center", blend="poisson"
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The comparison with a VAE of the same size (frrmack: are a GAN's codes better or worse than a VAE's?)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Command line
 
 

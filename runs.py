@@ -20,7 +20,9 @@ import csv
 import json
 import math
 import platform
+import shutil
 import sys
+import tempfile
 import time
 
 import cv2
@@ -192,8 +194,9 @@ def read_config(run_dir, *, model=None):
     return config
 
 
+# The README's demo, word for word (a test checks that the README holds it).
 DEMO_COMMAND = ("python dcgan.py --epochs 8 --kernel 4 --filters 64 --minibatch-std --ema 0.999 --batch-size 32 "
-                "--loss hinge --time-budget 12 --name demo && python facemath.py demo --run runs/demo")  # the README's demo, word for word
+                "--loss hinge --time-budget 12 --name demo && python facemath.py demo --run runs/demo")
 
 
 def newest_run(runs_dir="runs"):
@@ -648,9 +651,6 @@ def worker_directory(run_dir, *, resume, task):
     training ends), so that only the chief writes the run directory. A resumed worker starts from the run
     directory's checkpoint, copied in (on machines without a shared disk, copy the chief's run directory to the
     same path on each worker first)."""
-    import shutil
-    import tempfile
-
     private = tempfile.mkdtemp(prefix=f"facemath-{task.replace(' ', '')}-")
     if resume:
         for name in os.listdir(run_dir):

@@ -184,3 +184,39 @@ def test_a_worker_that_dies_ends_the_other_in_one_line(tiny_celeba, tmp_path):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: training stopped: another worker stopped answering"), stderr[-2000:]
     assert "the last checkpoint" in last
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}', (True, "worker 0")),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}', (False, "worker 1")),
+    ('{"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}',
+     (False, "worker 0")),  # a cluster with a chief: worker 0 is not it
+    ('{"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', (True, "chief 0")),
+])
+def test_the_chief_is_read_from_tf_config(text, expected, monkeypatch):
+    import runs
+
+    monkeypatch.setenv("TF_CONFIG", text)
+    assert runs.worker_role("multiworker") == expected
+    assert runs.worker_role("none") == (True, None)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "--strategy multiworker needs TF_CONFIG"),
+    ("{not json", "TF_CONFIG is not a cluster and a task of it"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "TF_CONFIG is not a cluster"),
+])
+def test_a_missing_or_broken_tf_config_is_one_line(tiny_celeba, tmp_path, text, message, monkeypatch, capsys):
+    import data_prep
+    import dcgan
+
+    if text is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(SystemExit) as exit_info:
+        data_prep.run_cli(dcgan.main, worker_flags(tiny_celeba, tmp_path)[1:] + ["--epochs", "1"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "mw").exists()  # refused before anything is written
