@@ -67,13 +67,18 @@ def reconstruction_scores(originals, reconstructions, *, classifier, varying):
             "feature_distance": float(distance.mean()), "attribute_agreement": float(agreement.mean())}
 
 
-def compare(run, images, *, classifier, varying, vae=None, steps=200, lr=0.05, lambda_=1e-3, domain_weight=0.0,
+def model_label(run):
+    """How a VAE run is named in the tables: "vae-gan" for the VAE-GAN (vae.py --gan), else "vae"."""
+    return "vae-gan" if run.config.get("gan") else "vae"
+
+
+def compare(run, images, *, classifier, varying, vaes=(), steps=200, lr=0.05, lambda_=1e-3, domain_weight=0.0,
             seed=0, progress=True):
-    """Every method (and the VAE's encoder when given) on the same faces: a row of scores each, plus seconds per
-    image; returns (rows, {label: reconstructions})."""
+    """Every method (and each labelled VAE run's encoder, [(label, run)]) on the same faces: a row of scores each,
+    plus seconds per image; returns (rows, {label: reconstructions})."""
     targets = encoder.as_images(images, run.config["image_size"])
     jobs = [(method, run, method) for method in encoder.METHODS]
-    jobs += [("vae", vae, "encoder")] if vae is not None else []
+    jobs += [(label, vae, "encoder") for label, vae in vaes]
     rows, reconstructions = [], {}
     for label, source, method in jobs:
         encoding = encoder.encode(source, targets, method=method, steps=steps, lr=lr, lambda_=lambda_,
@@ -95,16 +100,28 @@ def compare_markdown(rows, settings):
     return header + "\n".join(lines) + f"\n\n{described}\n"
 
 
+def labelled_vaes(paths, run):
+    """[(label, VAE run)] for --vae: each a VAE run (vae.py, plain or --gan) trained on the GAN run's data at its
+    size, or one line. Labels are model_label's, with the run's name added where two would be the same."""
+    vaes = []
+    for path in paths:
+        vae = dcgan.load_run(path)
+        if (vae.config.get("kind") != "vae" or vae.config["image_size"] != run.config["image_size"]
+                or os.path.realpath(vae.config["data"]) != os.path.realpath(run.config["data"])):
+            raise data_prep.DataError(f"--vae {path} is not a VAE trained on {run.config['data']} at "
+                                      f"{run.config['image_size']} pixels")
+        vaes.append(vae)
+    labels = [model_label(vae) for vae in vaes]
+    return [(label if labels.count(label) == 1 else f"{label}-{os.path.basename(os.path.normpath(vae.directory))}",
+             vae) for label, vae in zip(labels, vaes)]
+
+
 def run_encoders(argv):
     args = subcommand_parser("encoders").parse_args(argv)
     run = dcgan.load_run(args.run, kind="gan")
     classifier_config = evaluate.classifier_config(args.classifier)
     evaluate.check_run(args.run, classifier_config)
-    vae = dcgan.load_run(args.vae) if args.vae else None
-    if vae is not None and (vae.config.get("kind") != "vae" or vae.config["image_size"] != run.config["image_size"]
-                            or os.path.realpath(vae.config["data"]) != os.path.realpath(run.config["data"])):
-        raise data_prep.DataError(f"--vae {args.vae} is not a VAE trained on {run.config['data']} at "
-                                  f"{run.config['image_size']} pixels")
+    vaes = labelled_vaes(args.vae, run)
     test = data_prep.run_split(run.config, split="test")
     if not 0 < args.count <= len(test.images):
         raise data_prep.DataError(f"--count must be 1 to {len(test.images)} (the test split), got {args.count}")
@@ -112,9 +129,9 @@ def run_encoders(argv):
     images = data_prep.to_float(test.images[chosen])
     started = time.perf_counter()
     rows, reconstructions = compare(run, images, classifier=evaluate.load_classifier(args.classifier),
-                                    varying=varying_attributes(test.labels), vae=vae, steps=args.steps, lr=args.lr,
+                                    varying=varying_attributes(test.labels), vaes=vaes, steps=args.steps, lr=args.lr,
                                     lambda_=args.lambda_, domain_weight=args.domain_weight, seed=args.seed)
-    settings = {"run": run.directory, "vae": vae.directory if vae else None, "count": args.count,
+    settings = {"run": run.directory, "vae": [vae.directory for _, vae in vaes] or None, "count": args.count,
                 "steps": args.steps, "lr": args.lr, "lambda": args.lambda_, "domain_weight": args.domain_weight,
                 "seed": args.seed, "varying_attributes": int(varying_attributes(test.labels).sum()),
                 "seconds": round(time.perf_counter() - started, 1)}
@@ -529,9 +546,7 @@ def run_score_edits(run, args):
             raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(directions.KINDS)}")
     attributes = [directions.attribute_index(name) for name in args.attributes.split(",") if name.strip()] or None
     classifier = classifier_for_scores(args.classifier, run)
-    sources = [(run.kind, run)]
-    if args.vae:
-        sources.append(("vae", dcgan.load_run(args.vae)))
+    sources = [(run.kind, run), *labelled_vaes(args.vae, run)]
     rows, started, settings = [], time.perf_counter(), {"run": run.directory, "vae": args.vae}
     out = facemath.output_dir(run, args)
     for label, source in sources:
@@ -594,7 +609,7 @@ def subcommand_parser(command):
     add = parser.add_argument
     if command == "encoders":
         add("--run", required=True, help="the GAN run directory")
-        add("--vae", default=None, help="a VAE run (vae.py) trained on the same data")
+        add("--vae", nargs="+", default=[], help="VAE runs (vae.py, plain or --gan) trained on the same data")
         add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
         add("--count", type=int, default=256, help="held-out test faces")
         add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
@@ -606,7 +621,8 @@ def subcommand_parser(command):
         if command == "edits":
             add("--kinds", default=",".join(directions.KINDS), help="comma-separated kinds of direction to score")
             add("--count", type=int, default=200, help="held-out faces per attribute, sense and kind")
-            add("--vae", default=None, help="a VAE run on the same data, scored the same way (GAN codes against VAE)")
+            add("--vae", nargs="+", default=[], help="VAE runs on the same data (vae.py, plain or --gan), scored "
+                "the same way (GAN codes against VAE codes)")
             add("--attributes", default="",
                 help="comma-separated attributes to score (default: every one that varies)")
         elif command == "analogies":

@@ -5,10 +5,16 @@ a GAN run's data, sizes, batch and image-steps, it answers the open question (GA
 (config.json with "kind": "vae", generator.keras, the VAE's encoder in vae_encoder.keras), so encoder.py encode,
 facemath.py and editor.py take it as --run.
 
+With --gan it trains the model that tries to be both, the VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels
+using a learned similarity metric"): the same encoder and decoder with the DCGAN discriminator beside them, whose
+features measure the reconstruction instead of pixels, and whose realism loss the decoder also meets on its
+reconstructions and on samples from the prior. Its run is a VAE run for every later script.
+
 Usage:
     python vae.py --name vae --like runs/demo                    # the GAN's data, sizes, batch and image-steps
     python vae.py --name vae-cpu --image-size 32 --filters 16 --epochs 2 --steps-per-epoch 50   # CPU-sized
     python vae.py --name vae --like runs/demo --resume --epochs 12
+    python vae.py --name vae-gan --like runs/demo --gan          # the VAE-GAN at the GAN's image-steps
 """
 
 import argparse
@@ -74,6 +80,79 @@ class VAE(runs.WeightedLossModel):
                 + [self.seed_generator.state])
 
 
+def _cross_entropy(label, logits):
+    """Mean sigmoid cross-entropy of D's logits against a constant label, in float32."""
+    logits = tf.cast(logits, tf.float32)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits))
+
+
+class VAEGAN(runs.TrainingModel):
+    """Larsen et al. 2016's VAE-GAN, Algorithm 1: per batch, x -> Enc -> z -> Dec -> x~, and x_p = Dec(z_p) from
+    the prior. D's features at one layer (Dis_l) replace the pixels in the reconstruction loss: the mean squared
+    difference of Dis_l(x~) and Dis_l(x). The encoder minimises beta * KL (per feature, so that the ratio of the two
+    terms is the ELBO's) + that feature loss; the decoder gamma * the feature loss + the non-saturating GAN loss of
+    x~ and x_p; D the GAN loss of x (real) against x~ and x_p (fake), never the feature loss. Three optimizers."""
+
+    FIGURES = ("kl", "feature", "d_loss", "g_loss", "d_real", "d_fake")
+
+    def __init__(self, encoder, generator, discriminator, *, beta=1.0, gamma=1.0, feature_layer=None, seed=0,
+                 **kwargs):
+        super().__init__(self.FIGURES, **kwargs)
+        self.encoder, self.generator, self.discriminator = encoder, generator, discriminator
+        features = dcgan.discriminator_features(discriminator, layer=feature_layer)
+        self.judge = keras.Model(discriminator.input, [discriminator.output, features.output], name="judge")
+        self.feature_count = int(np.prod(features.output.shape[1:]))
+        self.beta, self.gamma = beta, gamma
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def compile(self, encoder_optimizer, generator_optimizer, discriminator_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.optimizers = {"encoder": encoder_optimizer, "generator": generator_optimizer,
+                           "discriminator": discriminator_optimizer}
+        for name, optimizer in self.optimizers.items():
+            optimizer.build(getattr(self, name).trainable_variables)  # slots now, for checkpoints
+
+    def losses_of(self, images, *, training=True):
+        """The three networks' losses and the figures of one batch (scalars, float32)."""
+        mean, log_variance = self.encoder(images, training=training)  # (batch, latent_dim) each
+        z = mean + tf.exp(0.5 * log_variance) * keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+        reconstructions = self.generator(z, training=training)  # (batch, size, size, 3)
+        samples = self.generator(keras.random.normal(tf.shape(mean), seed=self.seed_generator), training=training)
+        real_logits, real_features = self.judge(images, training=training)
+        reconstruction_logits, reconstruction_features = self.judge(reconstructions, training=training)
+        sample_logits, _ = self.judge(samples, training=training)
+        kl = tf.reduce_mean(kl_divergence(mean, log_variance)) / self.feature_count
+        feature = tf.reduce_mean(tf.square(tf.cast(reconstruction_features, tf.float32)
+                                           - tf.stop_gradient(tf.cast(real_features, tf.float32))))
+        d_loss = (_cross_entropy(1.0, real_logits) + _cross_entropy(0.0, reconstruction_logits)
+                  + _cross_entropy(0.0, sample_logits))
+        g_loss = _cross_entropy(1.0, reconstruction_logits) + _cross_entropy(1.0, sample_logits)
+        figures = {"kl": kl * self.feature_count, "feature": feature, "d_loss": d_loss, "g_loss": g_loss,
+                   "d_real": tf.reduce_mean(tf.sigmoid(tf.cast(real_logits, tf.float32))),
+                   "d_fake": tf.reduce_mean(tf.sigmoid(tf.cast(sample_logits, tf.float32)))}
+        losses = {"encoder": self.beta * kl + feature, "generator": self.gamma * feature + g_loss,
+                  "discriminator": d_loss}
+        return losses, figures
+
+    def train_step(self, images):
+        images = runs.to_float_batch(images)
+        with tf.GradientTape(persistent=True) as tape:
+            losses, figures = self.losses_of(images)
+        for name, optimizer in self.optimizers.items():
+            variables = getattr(self, name).trainable_variables
+            gradients = tape.gradient(losses[name], [variable.value for variable in variables])
+            optimizer.apply_gradients(zip(gradients, variables))
+        del tape
+        for name, value in figures.items():
+            self.trackers[name].update_state(value)
+        return figures
+
+    def state_variables(self):
+        optimizers = [variable for optimizer in self.optimizers.values() for variable in optimizer.variables]
+        return (self.encoder.weights + self.generator.weights + self.discriminator.weights + optimizers
+                + [self.seed_generator.state])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Training
 
@@ -87,12 +166,25 @@ def image_steps(config, run_dir, *, train_count):
 
 
 def make_vae(config):
+    """The VAE of a config, or with "gan" the VAE-GAN (D as dcgan.py builds it, its optimizer D's usual Adam)."""
     with runs.dtype_policy(config["compute_precision"]):
         sizes = {"latent_dim": config["latent_dim"], "image_size": config["image_size"],
                  "filters": config["filters"], "kernel_size": config["kernel"]}
-        vae = VAE(build_vae_encoder(**sizes), dcgan.build_generator(**sizes), beta=config["beta"],
-                  seed=config["seed"])
-    vae.compile(keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
+        if not config.get("gan"):
+            vae = VAE(build_vae_encoder(**sizes), dcgan.build_generator(**sizes), beta=config["beta"],
+                      seed=config["seed"])
+        else:
+            discriminator = dcgan.build_discriminator(image_size=config["image_size"], filters=config["filters"],
+                                                      kernel_size=config["kernel"])
+            vae = VAEGAN(build_vae_encoder(**sizes), dcgan.build_generator(**sizes), discriminator,
+                         beta=config["beta"], gamma=config["gamma"], feature_layer=config["feature_layer"],
+                         seed=config["seed"])
+    if not config.get("gan"):
+        vae.compile(keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
+    else:
+        adam = [keras.optimizers.Adam(rate, beta_1=config["beta1"])
+                for rate in (config["learning_rate"], config["learning_rate"], config["d_learning_rate"])]
+        vae.compile(*adam)
     return vae
 
 
@@ -100,7 +192,7 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
     """Train (or resume) the VAE of `config` into run_dir, a run directory that dcgan.load_generator reads."""
     keras.utils.set_random_seed(config["seed"])
     vae = make_vae(config)
-    history = {name: [] for name in ("loss", *VAE.PARTS)}
+    history = {name: [] for name in (VAEGAN.FIGURES if config.get("gan") else ("loss", *VAE.PARTS))}
     if resume:
         history = runs.load_checkpoint(run_dir, vae.state_variables())
     else:
@@ -124,6 +216,8 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
                       steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
     runs.save_model_atomic(vae.generator, os.path.join(run_dir, "generator.keras"))
     runs.save_model_atomic(vae.encoder, os.path.join(run_dir, "vae_encoder.keras"))
+    if config.get("gan"):
+        runs.save_model_atomic(vae.discriminator, os.path.join(run_dir, "vae_gan_discriminator.keras"))
     return vae, history
 
 
@@ -150,6 +244,14 @@ def make_parser():
         help="cap the steps of an epoch (with --like: the GAN's, unless typed)")
     add("--limit", type=int, default=None, help="train on only the first N images (with --like: the GAN's)")
     add("--beta", type=float, default=1.0, help="weight of the KL term (1: the VAE's bound)")
+    add("--gan", action="store_true", help="train the VAE-GAN (Larsen et al. 2016): reconstruction in D's features, "
+        "and D's realism loss for the decoder")
+    add("--gamma", type=float, default=1.0, help="VAE-GAN: the decoder's weight of the feature loss against the GAN "
+        "loss")
+    add("--feature-layer", default="down3_features", help="VAE-GAN: D's layer whose features measure the "
+        "reconstruction (Larsen et al.: the third block)")
+    add("--d-learning-rate", type=float, default=2e-4, help="VAE-GAN: Adam learning rate of D (the DCGAN's); the "
+        "encoder and decoder take --learning-rate and --beta1, 2e-4 and 0.5 unless typed")
     add("--cache-dir", default=data_prep.DEFAULT_CACHE_DIR, help="where prepared image arrays are cached")
     add("--seed", type=int, default=0, help="seed of weights, noise and shuffling")
     add("--resume", action="store_true", help="continue after the last finished epoch")
@@ -184,13 +286,30 @@ def vae_config(args, argv):
     else:
         config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
     config["cache_dir"] = os.path.abspath(os.path.expanduser(config["cache_dir"]))
+    if config["gan"]:  # the decoder is a GAN's generator: the DCGAN's Adam unless typed
+        typed = runs.typed_flags(make_parser(), argv)
+        config["learning_rate"] = args.learning_rate if "learning_rate" in typed else 2e-4
+        config["beta1"] = args.beta1 if "beta1" in typed else 0.5
+        config["model"] = "vae-gan"
     return config
+
+
+def check_feature_layer(config):
+    """The VAE-GAN's feature layer, refused in one line before anything is written when D has no such layer."""
+    discriminator = dcgan.build_discriminator(image_size=config["image_size"], filters=config["filters"],
+                                              kernel_size=config["kernel"])
+    try:
+        dcgan.discriminator_features(discriminator, layer=config["feature_layer"])
+    except ValueError as error:
+        raise data_prep.DataError(f"--feature-layer: {error}") from None
 
 
 def main(argv=None):
     args = parse_args(argv)
     run_dir = os.path.join(args.runs_dir, args.name)
     config, resume = encoder.resolve_training(make_parser(), argv, run_dir, vae_config(args, argv))
+    if config.get("gan"):
+        check_feature_layer(config)
     count = len(data_prep.run_split(config, split="train", limit=config["limit"]).images)
     steps = config["steps_per_epoch"] or count // config["batch_size"]
     config["image_steps"] = int(config["epochs"] * steps * config["batch_size"])

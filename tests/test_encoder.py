@@ -61,6 +61,14 @@ def vae_run(gan_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def vae_gan_run(gan_run, tmp_path_factory):
+    """A VAE-GAN (vae.py --gan) with the GAN run's data, sizes and image-steps."""
+    runs = tmp_path_factory.mktemp("vae-gan")
+    vae.main(["--name", "vae-gan", "--runs-dir", str(runs), "--like", gan_run, "--gan"])
+    return str(runs / "vae-gan")
+
+
+@pytest.fixture(scope="module")
 def test_faces(gan_run):
     config = runs.read_config(gan_run)
     return data_prep.load_split(config["data"], split="test", image_size=32, cache_dir=config["cache_dir"],
@@ -236,6 +244,58 @@ def test_vae_trains_like_the_gan_and_its_codes_are_saved_the_same_way(gan_run, v
         assert str(vae_file["run"]) == os.path.abspath(vae_dir) and str(vae_file["kind"]) == "vae"
     with pytest.raises(ValueError, match="VAE run"):
         encoder.encode(vae_dir, test_faces, method="hybrid", progress=False)
+
+
+def test_vae_gan_losses_by_hand():
+    # Zero mean and log-variance heads: the posterior is the prior, KL 0. A zero logit layer: D says 1/2 of
+    # everything, so D's loss is 3 ln 2 (real, reconstruction, sample) and G's 2 ln 2. A zero last layer of G: it
+    # draws the all-zero image, as the real batch is, so their features are the same and the feature loss is 0.
+    encoder_network = vae.build_vae_encoder(latent_dim=4, image_size=16, filters=4, kernel_size=4)
+    generator = dcgan.build_generator(latent_dim=4, image_size=16, filters=4, kernel_size=4)
+    discriminator = dcgan.build_discriminator(image_size=16, filters=4, kernel_size=4)
+    for network, names in ((encoder_network, ("mean", "log_variance")), (generator, ("up2",)),
+                           (discriminator, ("logit",))):
+        for name in names:
+            layer = network.get_layer(name)
+            layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
+    model = vae.VAEGAN(encoder_network, generator, discriminator, beta=1.0, gamma=1.0, feature_layer="down2_features")
+    losses, figures = model.losses_of(np.zeros((3, 16, 16, 3), np.float32))
+    values = {name: float(value) for name, value in {**losses, **figures}.items()}
+    assert values["kl"] == pytest.approx(0.0, abs=1e-6) and values["feature"] == pytest.approx(0.0, abs=1e-6)
+    assert values["d_loss"] == pytest.approx(3 * np.log(2.0)) and values["g_loss"] == pytest.approx(2 * np.log(2.0))
+    assert values["d_real"] == values["d_fake"] == pytest.approx(0.5)
+    assert values["discriminator"] == pytest.approx(3 * np.log(2.0))  # D never sees the feature loss
+    assert values["generator"] == pytest.approx(2 * np.log(2.0))  # gamma x 0 + the GAN loss
+    assert model.feature_count == 4 * 4 * 8  # down2: 16 -> 8 -> 4 pixels, 2 x 4 filters
+
+
+def test_vae_gan_trains_resumes_and_is_a_vae_run_for_every_later_script(vae_gan_run, vae_run, encoded_run,
+                                                                         classifier_dir, test_faces, tmp_path):
+    config = runs.read_config(vae_gan_run)
+    assert config["kind"] == "vae" and config["gan"] and config["model"] == "vae-gan"
+    assert (config["learning_rate"], config["beta1"]) == (2e-4, 0.5)  # the DCGAN's Adam, not the VAE's 1e-3
+    for name in ("kl", "feature", "d_loss", "g_loss", "d_real", "d_fake"):
+        assert np.load(os.path.join(vae_gan_run, f"{name}_losses.npy")).shape == (1,)
+    assert os.path.isfile(os.path.join(vae_gan_run, "vae_gan_discriminator.keras"))
+    codes = encoder.encode(vae_gan_run, test_faces, method="encoder", progress=False)
+    assert codes.kind == "vae" and codes.codes.shape == (4, 100)
+    copy = str(tmp_path / "vae-gan")
+    shutil.copytree(vae_gan_run, copy)
+    vae.main(["--name", "vae-gan", "--runs-dir", str(tmp_path), "--resume", "--epochs", "2"])
+    assert np.load(os.path.join(copy, "g_loss_losses.npy")).shape == (2,)
+    out = tmp_path / "compare"
+    scores.main(["encoders", "--run", encoded_run, "--vae", vae_run, vae_gan_run, "--classifier",
+                 str(classifier_dir), "--count", "4", "--steps", "1", "--out", str(out)])
+    report = json.loads((out / "compare.json").read_text())
+    assert [row["method"] for row in report["rows"]] == [*encoder.METHODS, "vae", "vae-gan"]
+
+
+def test_vae_gan_refuses_a_missing_feature_layer_before_writing(gan_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        data_prep.run_cli(vae.main, ["--name", "bad", "--runs-dir", str(tmp_path), "--like", gan_run, "--gan",
+                                     "--feature-layer", "down9_features"])
+    assert exit_info.value.code == 2
+    assert "--feature-layer" in capsys.readouterr().err and not os.path.exists(tmp_path / "bad")
 
 
 def test_encode_cli_saves_codes_names_and_grid_for_a_split(encoded_run, tmp_path):
