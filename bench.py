@@ -13,10 +13,12 @@ Usage:
     python bench.py --with-tests          # also time the test suite (about 5 more minutes)
     python bench.py --tiny --out /tmp/b.json   # seconds: small shapes, for the tests
     python bench.py editor --run runs/demo --seconds 30 --clients 8   # the face editor under load
+    python bench.py profile --precision mixed_bfloat16   # oneDNN's log of our step and PyTorch's, per primitive
 """
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -705,6 +707,83 @@ def editor_parser():
     return parser
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Where a training step's time goes: oneDNN's own log of every primitive, ours against the peer's
+
+
+def profile_worker(args):
+    """Run `--steps` training steps of ours or the peer's (4x4 kernels, batch 64, 64x64, one batch in memory) in a
+    process started with ONEDNN_VERBOSE=1, then print the step rate; oneDNN prints a line per primitive run."""
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    if args.worker == "ours":
+        rate = training_rate(kernel=4, precision=args.precision, steps=args.steps, warmup=2, window=1)[0]
+    else:
+        rate = peer_training_rate(precision=args.precision, steps=args.steps, warmup=2, window=1)[0]
+    print(f"profile-rate {rate:.2f}", flush=True)
+
+
+def onednn_profile(log_lines, steps):
+    """{(primitive, implementation, pass, problem): (runs per step, median ms, ms per step)} from oneDNN's verbose
+    lines (`onednn_verbose,...,exec,cpu,<primitive>,<implementation>,<pass>,<formats>,<attributes>,<algorithm>,
+    <problem>,<ms>`). The median over the runs keeps the first step's one-off costs out; per step it counts as often
+    as the primitive ran per step."""
+    runs_of = {}
+    for line in log_lines:
+        fields = line.strip().split(",")
+        if len(fields) < 12 or fields[0] != "onednn_verbose" or "exec" not in fields[2:4]:
+            continue
+        start = fields.index("exec") + 2  # after "exec" and the engine
+        key = (fields[start], fields[start + 1], fields[start + 2], fields[-2])
+        runs_of.setdefault(key, []).append(float(fields[-1]))
+    return {key: (len(times) / steps, float(np.median(times)), len(times) / steps * float(np.median(times)))
+            for key, times in runs_of.items()}
+
+
+def run_profile(args):
+    """`python bench.py profile`: oneDNN's log of our step and of the peer's, each in a process of its own, summed
+    per pass (forward, backward data, backward weights, batch norm, reorders) and listed per primitive."""
+    precision = runs.resolve_precision(args.precision)[0]
+    environment = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    for worker in ("ours", "peer"):
+        if worker == "peer" and importlib.util.find_spec("torch") is None:
+            print(f"PyTorch peer: not installed ({PEER_HINT})")
+            continue
+        command = [sys.executable, os.path.abspath(__file__), "profile", "--worker", worker, "--precision", precision,
+                   "--steps", str(args.steps), "--inter-op-threads", str(args.inter_op_threads)]
+        finished = subprocess.run(command, env=environment, capture_output=True, text=True)
+        if finished.returncode:
+            last = (finished.stderr.strip().splitlines() or ["no message"])[-1]
+            raise data_prep.DataError(f"the profiled {worker} step failed: {last}")
+        output = finished.stdout
+        rate = next(float(line.split()[1]) for line in output.splitlines() if line.startswith("profile-rate"))
+        profile = onednn_profile(output.splitlines(), args.steps)
+        total = sum(per_step for _, _, per_step in profile.values())
+        print(f"\n{worker}, {precision}: {rate:.1f} images/s under the log ({64000 / rate:.0f} ms a step); oneDNN's "
+              f"primitives {total:.0f} ms a step, summed over the threads that ran them")
+        by_pass = {}
+        for (primitive, _, stage, _), (_, _, per_step) in profile.items():
+            name = primitive if primitive in ("reorder", "batch_normalization") else f"{primitive} {stage}"
+            by_pass[name] = by_pass.get(name, 0.0) + per_step
+        print("  " + ", ".join(f"{name} {ms:.0f} ms" for name, ms in sorted(by_pass.items(), key=lambda x: -x[1])))
+        for (primitive, implementation, stage, problem), (count, median, per_step) in sorted(
+                profile.items(), key=lambda item: -item[1][2])[:args.top]:
+            print(f"  {per_step:7.1f} ms/step  {count:4.1f} x {median:6.2f} ms  {primitive} {stage} "
+                  f"{implementation} {problem}")
+
+
+def profile_parser():
+    parser = runs.OneLineParser(prog="bench.py profile", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Where the DCGAN step's time goes: oneDNN's log, ours against PyTorch's.")
+    add = parser.add_argument
+    add("--precision", default="auto", choices=runs.PRECISIONS, help="the dtype policy of both steps")
+    add("--steps", type=int, default=20, help="training steps of each (two more are untimed warm-up)")
+    add("--inter-op-threads", type=int, default=0, help="TensorFlow's inter-op threads for our step (0: its default)")
+    add("--top", type=int, default=12, help="primitives listed per step")
+    add("--worker", choices=("ours", "peer"), default=None, help=argparse.SUPPRESS)
+    return parser
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -724,6 +803,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "editor":
         return run_editor_load(editor_parser().parse_args(argv[1:]))
+    if argv and argv[0] == "profile":
+        args = profile_parser().parse_args(argv[1:])
+        return profile_worker(args) if args.worker else run_profile(args)
     args = parse_args(argv)
     precisions = []
     for name in (name.strip() for name in args.precisions.split(",") if name.strip()):

@@ -101,3 +101,21 @@ def test_step_timer_ends_the_fit_after_three_whole_windows_once_its_time_is_spen
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         bench.main(["--tiny", "--precisions", "fp8"])
+
+
+def test_onednn_profile_counts_each_primitive_per_step_by_hand():
+    # Two steps: a convolution ran twice a step (2, 4, 6 and 100 ms: the median 5 keeps the first step's 100 out),
+    # a reorder once (1 and 3 ms). Lines of other kinds (create, info) and other programs are ignored.
+    conv = ("onednn_verbose,v1,primitive,exec,cpu,convolution,jit_bf16:avx512_core_bf16,backward_weights,"
+            "src:bf16::blocked:acdb::f0,,alg:convolution_direct,mb64_ic256oc512_ih8oh4kh4sh2dh0ph1_iw8ow4kw4sw2dw0pw1,")
+    reorder = "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16 dst:bf16,,,64x3x4x4,"
+    lines = [conv + "100", conv + "2", conv + "4", conv + "6", reorder + "1", reorder + "3",
+             "onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,jit,forward,src,,alg,mb1,0.5",
+             "onednn_verbose,v1,info,cpu,runtime:threadpool,nthr:2", "profile-rate 100.0"]
+    profile = bench.onednn_profile(lines, steps=2)
+    assert set(profile) == {("convolution", "jit_bf16:avx512_core_bf16", "backward_weights",
+                             "mb64_ic256oc512_ih8oh4kh4sh2dh0ph1_iw8ow4kw4sw2dw0pw1"),
+                            ("reorder", "jit:uni", "undef", "64x3x4x4")}
+    assert profile[("reorder", "jit:uni", "undef", "64x3x4x4")] == pytest.approx((1.0, 2.0, 2.0))
+    count, median, per_step = profile[next(key for key in profile if key[0] == "convolution")]
+    assert (count, median, per_step) == pytest.approx((2.0, 5.0, 10.0))
