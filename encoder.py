@@ -305,13 +305,27 @@ def as_images(images, image_size, *, what="images"):
 
 
 def projection_objective(generator, discriminator, *, loss="l2", lambda_=1e-3, prior="gaussian", prior_weight=0.01,
-                         lowres_factor=None, encoder=None, domain_weight=0.0):
+                         lowres_factor=None, encoder=None, domain_weight=0.0, feature_weight=0.0):
     """(z, targets, mask) -> per-image loss: pixel distance + lambda * -log D(G(z)) + the Gaussian prior's
-    0.5 |z|^2 / latent_dim + domain_weight * |z - E(G(z))|^2 / latent_dim (Zhu et al.'s domain regulariser)."""
+    0.5 |z|^2 / latent_dim + domain_weight * |z - E(G(z))|^2 / latent_dim (Zhu et al.'s domain regulariser)
+    + feature_weight * the mean squared difference of D's last block's features of G(z) and of the target (the
+    perceptual term E trains with; Zhu et al. use a VGG's, which would download weights)."""
+    judge = None
+    if feature_weight:
+        features = dcgan.discriminator_features(discriminator)
+        judge = keras.Model(discriminator.input, [discriminator.output, features.output])
+
     def objective(z, targets, mask):
         images = generator(z, training=False)
         total = pixel_distance(images, targets, loss=loss, mask=mask, lowres_factor=lowres_factor)
-        if lambda_:
+        if judge is not None:
+            logits, image_features = judge(images, training=False)
+            target_features = tf.stop_gradient(tf.cast(judge(targets, training=False)[1], tf.float32))
+            difference = tf.cast(image_features, tf.float32) - target_features
+            total += feature_weight * tf.reduce_mean(tf.square(difference), axis=[1, 2, 3])
+            if lambda_:
+                total += lambda_ * tf.nn.softplus(-tf.cast(logits, tf.float32))[:, 0]
+        elif lambda_:
             total += lambda_ * realism_loss(discriminator, images)
         if prior == "gaussian" and prior_weight:
             total += prior_weight * 0.5 * tf.reduce_mean(tf.square(z), axis=1)
@@ -355,7 +369,7 @@ def check_projection_options(*, steps, learning_rate, loss, prior, batch_size):
 
 def project(generator, discriminator, images, *, steps=200, lr=0.05, lambda_=1e-3, loss="l2", prior="gaussian",
             prior_weight=0.01, initial_z=None, mask=None, lowres_factor=None, encoder=None, domain_weight=0.0,
-            batch_size=64, seed=0, progress=True):
+            feature_weight=0.0, batch_size=64, seed=0, progress=True):
     """Codes whose G(z) is closest to `images` (uint8 or float [-1, 1]) by Adam on z, batch by batch (Yeh et al.
     2016): pixel loss, lambda times D's realism loss, a prior; `mask` (h, w) or (n, h, w) keeps the pixel loss
     where it is 1 (completion). Starts from `initial_z` (the hybrid: E(x)) or from z drawn with `seed`."""
@@ -370,7 +384,7 @@ def project(generator, discriminator, images, *, steps=200, lr=0.05, lambda_=1e-
                                                       (count, size, size, 1))
     objective = projection_objective(generator, discriminator, loss=loss, lambda_=lambda_, prior=prior,
                                      prior_weight=prior_weight, lowres_factor=lowres_factor, encoder=encoder,
-                                     domain_weight=domain_weight)
+                                     domain_weight=domain_weight, feature_weight=feature_weight)
     adam_step = make_adam_step(objective, learning_rate=lr, prior=prior)
     codes, final = np.zeros_like(start_z), np.zeros(count, np.float32)
     step_losses = np.zeros((steps, count), np.float32)
@@ -420,7 +434,7 @@ def encoder_codes(encoder, images, *, batch_size=256):
 
 
 def encode(run, images, *, method="hybrid", steps=200, lr=0.05, lambda_=1e-3, loss="l2", prior=None,
-           prior_weight=0.01, domain_weight=0.0, batch_size=64, seed=0, progress=True):
+           prior_weight=0.01, domain_weight=0.0, feature_weight=0.0, batch_size=64, seed=0, progress=True):
     """Codes of `images` (uint8 or float [-1, 1], (n, size, size, 3)) for a run (a directory or a dcgan.Run):
     "random" (the floor), "encoder" (E(x); a VAE run's posterior mean), "optimize" (projection from a random z)
     or "hybrid" (projection from E(x), with domain_weight Zhu et al.'s regulariser). A VAE run has no
@@ -447,7 +461,7 @@ def encode(run, images, *, method="hybrid", steps=200, lr=0.05, lambda_=1e-3, lo
         projection = project(run.generator, run.discriminator, targets, steps=steps, lr=lr, lambda_=lambda_, loss=loss,
                              prior=prior, prior_weight=prior_weight, initial_z=initial,
                              encoder=encoder if domain_weight else None, domain_weight=domain_weight,
-                             batch_size=batch_size, seed=seed, progress=progress)
+                             feature_weight=feature_weight, batch_size=batch_size, seed=seed, progress=progress)
         codes, step_losses = projection.codes, projection.step_losses
     reconstructions = dcgan.generate(run.generator, codes)
     seconds = time.perf_counter() - started
@@ -526,6 +540,8 @@ def subcommand_parser(command):
     elif command == "encode":
         add("--method", default="hybrid", choices=METHODS, help="how codes are found (a VAE run: encoder)")
         add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
+        add("--feature-weight", type=float, default=0.0, help="optimisation: weight of the squared difference in D's "
+            "last block's features (E's perceptual term)")
         add("--pixel-loss", dest="loss", default="l2", choices=PIXEL_LOSSES, help="pixel loss of the optimisation")
         add_input_flags(add)
         add_projection_flags(add)
@@ -584,7 +600,8 @@ def run_encode(argv):
     faces, names, label = input_faces(args, run.config)
     encoding = encode(run, faces, method=args.method, steps=args.steps, lr=args.lr, lambda_=args.lambda_,
                       loss=args.loss, prior=args.prior, prior_weight=args.prior_weight,
-                      domain_weight=args.domain_weight, batch_size=args.batch_size, seed=args.seed)
+                      domain_weight=args.domain_weight, feature_weight=args.feature_weight,
+                      batch_size=args.batch_size, seed=args.seed)
     out = args.out or os.path.join(run.directory, "encoder", "codes")
     path = save_codes(os.path.join(out, f"{args.method}-{label}.npz"), encoding, names)
     grid = save_pairs_grid(os.path.join(out, f"{args.method}-{label}.png"), data_prep.to_float(faces[:64]),

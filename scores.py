@@ -73,7 +73,7 @@ def model_label(run):
 
 
 def compare(run, images, *, classifier, varying, vaes=(), steps=200, lr=0.05, lambda_=1e-3, domain_weight=0.0,
-            seed=0, progress=True):
+            feature_weight=0.0, seed=0, progress=True):
     """Every method (and each labelled VAE run's encoder, [(label, run)]) on the same faces: a row of scores each,
     plus seconds per image; returns (rows, {label: reconstructions})."""
     targets = encoder.as_images(images, run.config["image_size"])
@@ -82,7 +82,8 @@ def compare(run, images, *, classifier, varying, vaes=(), steps=200, lr=0.05, la
     rows, reconstructions = [], {}
     for label, source, method in jobs:
         encoding = encoder.encode(source, targets, method=method, steps=steps, lr=lr, lambda_=lambda_,
-                          domain_weight=domain_weight if method == "hybrid" else 0.0, seed=seed, progress=progress)
+                                  domain_weight=domain_weight if method == "hybrid" else 0.0,
+                                  feature_weight=feature_weight, seed=seed, progress=progress)
         scores = reconstruction_scores(targets, encoding.reconstructions, classifier=classifier, varying=varying)
         rows.append({"method": label, **scores, "seconds_per_image": encoding.seconds / len(targets)})
         reconstructions[label] = encoding.reconstructions
@@ -130,9 +131,11 @@ def run_encoders(argv):
     started = time.perf_counter()
     rows, reconstructions = compare(run, images, classifier=evaluate.load_classifier(args.classifier),
                                     varying=varying_attributes(test.labels), vaes=vaes, steps=args.steps, lr=args.lr,
-                                    lambda_=args.lambda_, domain_weight=args.domain_weight, seed=args.seed)
+                                    lambda_=args.lambda_, domain_weight=args.domain_weight,
+                                    feature_weight=args.feature_weight, seed=args.seed)
     settings = {"run": run.directory, "vae": [vae.directory for _, vae in vaes] or None, "count": args.count,
                 "steps": args.steps, "lr": args.lr, "lambda": args.lambda_, "domain_weight": args.domain_weight,
+                "feature_weight": args.feature_weight,
                 "seed": args.seed, "varying_attributes": int(varying_attributes(test.labels).sum()),
                 "seconds": round(time.perf_counter() - started, 1)}
     out = args.out or os.path.join(run.directory, "encoder", "compare")
@@ -613,6 +616,8 @@ def subcommand_parser(command):
         add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
         add("--count", type=int, default=256, help="held-out test faces")
         add("--domain-weight", type=float, default=0.0, help="hybrid: weight of |z - E(G(z))|^2 (Zhu et al.)")
+        add("--feature-weight", type=float, default=0.0, help="optimisation and hybrid: weight of the squared "
+            "difference in D's last block's features (E's perceptual term)")
         add("--out", default=None, help="directory (default: <run>/encoder/compare)")
         encoder.add_projection_flags(add)
     elif command in FACE_MATH:

@@ -166,6 +166,21 @@ def test_realism_and_prior_terms_enter_the_objective(gan_run):
                                rtol=1e-5)
 
 
+def test_feature_term_is_zero_on_the_generators_own_image_and_linear_in_its_weight(gan_run):
+    run = dcgan.load_run(gan_run)
+    z = dcgan.latent_for_seed(1, 2, 100)
+    own = dcgan.generate(run.generator, z)
+    other = np.random.default_rng(0).uniform(-1, 1, own.shape).astype(np.float32)  # far from anything G draws
+    objectives = {weight: encoder.projection_objective(run.generator, run.discriminator, lambda_=0.5, prior="none",
+                                                       feature_weight=weight) for weight in (0.0, 1.0, 3.0)}
+    # G(z) is its own target: pixels and features agree, and the realism term is the same by either path.
+    np.testing.assert_allclose(objectives[3.0](z, own, None).numpy(), objectives[0.0](z, own, None).numpy(),
+                               rtol=1e-5)
+    base, once, thrice = (objectives[weight](z, other, None).numpy() for weight in (0.0, 1.0, 3.0))
+    assert (once > base).all()
+    np.testing.assert_allclose(thrice - base, 3 * (once - base), rtol=1e-2)  # small differences of large sums
+
+
 def test_encoder_trained_on_generated_pairs_lowers_the_loss_on_z(gan_run):
     run = dcgan.load_run(gan_run)
     config = {"feature_layer": None, "latent_weight": 1.0, "pixel_weight": 0.0, "feature_weight": 0.0,
