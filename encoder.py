@@ -525,7 +525,7 @@ def subcommand_parser(command):
         runs.add_optimizer_flags(add, epochs=50, batch_size=64, what="E", epochs_help="at most this many "
                                  "epochs (early stopping usually ends sooner)",
                                  batch_help="batch of real images, and of (z, G(z)) pairs")
-        add("--patience", type=int, default=3, help="stop once the validation loss has not fallen for this many "
+        add("--patience", type=int, default=10, help="stop once the validation loss has not fallen for this many "
             "epochs (0: never); encoder.keras keeps the best epoch")
         add("--validation-faces", type=int, default=512, help="held-out validation faces the early stopping watches")
         add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
@@ -551,13 +551,14 @@ def subcommand_parser(command):
 
 def resolve_training(parser, argv, out_dir, config):
     """(config, resume) for a training of E or of the VAE (vae.py): a new training refuses a directory that holds
-    one; a resumed one reads config.json, where only --epochs and --steps-per-epoch may change."""
+    one; a resumed one reads config.json, where only --epochs, --steps-per-epoch and E's --patience may change."""
     if not config["resume"]:
         runs.check_new_run(out_dir, "a training")
         return config, False
     typed = runs.typed_flags(parser, argv)
-    return runs.resumed_config(config, out_dir, typed=typed, resumable={"epochs", "steps_per_epoch", "resume", "run",
-                                                                        "name", "runs_dir", "verbose"}), True
+    return runs.resumed_config(config, out_dir, typed=typed, resumable={"epochs", "steps_per_epoch", "patience",
+                                                                        "resume", "run", "name", "runs_dir",
+                                                                        "verbose"}), True
 
 
 def run_train(argv):

@@ -88,10 +88,11 @@ def _cross_entropy(label, logits):
 
 class VAEGAN(runs.TrainingModel):
     """Larsen et al. 2016's VAE-GAN, Algorithm 1: per batch, x -> Enc -> z -> Dec -> x~, and x_p = Dec(z_p) from
-    the prior. D's features at one layer (Dis_l) replace the pixels in the reconstruction loss: the mean squared
-    difference of Dis_l(x~) and Dis_l(x). The encoder minimises beta * KL (per feature, so that the ratio of the two
-    terms is the ELBO's) + that feature loss; the decoder gamma * the feature loss + the non-saturating GAN loss of
-    x~ and x_p; D the GAN loss of x (real) against x~ and x_p (fake), never the feature loss. Three optimizers."""
+    the prior. D's features at one layer (Dis_l) replace the pixels in the reconstruction loss: a Gaussian in
+    feature space, the squared difference of Dis_l(x~) and Dis_l(x) summed over the features (as the VAE sums over
+    pixels). The encoder minimises beta * KL + that feature loss; the decoder gamma * the feature loss + the
+    non-saturating GAN loss of x~ and x_p; D the GAN loss of x (real) against x~ and x_p (fake), never the feature
+    loss. Three optimizers."""
 
     FIGURES = ("kl", "feature", "d_loss", "g_loss", "d_real", "d_fake")
 
@@ -101,7 +102,6 @@ class VAEGAN(runs.TrainingModel):
         self.encoder, self.generator, self.discriminator = encoder, generator, discriminator
         features = dcgan.discriminator_features(discriminator, layer=feature_layer)
         self.judge = keras.Model(discriminator.input, [discriminator.output, features.output], name="judge")
-        self.feature_count = int(np.prod(features.output.shape[1:]))
         self.beta, self.gamma = beta, gamma
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -121,13 +121,13 @@ class VAEGAN(runs.TrainingModel):
         real_logits, real_features = self.judge(images, training=training)
         reconstruction_logits, reconstruction_features = self.judge(reconstructions, training=training)
         sample_logits, _ = self.judge(samples, training=training)
-        kl = tf.reduce_mean(kl_divergence(mean, log_variance)) / self.feature_count
-        feature = tf.reduce_mean(tf.square(tf.cast(reconstruction_features, tf.float32)
-                                           - tf.stop_gradient(tf.cast(real_features, tf.float32))))
+        kl = tf.reduce_mean(kl_divergence(mean, log_variance))
+        difference = tf.cast(reconstruction_features, tf.float32) - tf.stop_gradient(tf.cast(real_features, tf.float32))
+        feature = tf.reduce_mean(tf.reduce_sum(tf.square(difference), axis=[1, 2, 3]))
         d_loss = (_cross_entropy(1.0, real_logits) + _cross_entropy(0.0, reconstruction_logits)
                   + _cross_entropy(0.0, sample_logits))
         g_loss = _cross_entropy(1.0, reconstruction_logits) + _cross_entropy(1.0, sample_logits)
-        figures = {"kl": kl * self.feature_count, "feature": feature, "d_loss": d_loss, "g_loss": g_loss,
+        figures = {"kl": kl, "feature": feature, "d_loss": d_loss, "g_loss": g_loss,
                    "d_real": tf.reduce_mean(tf.sigmoid(tf.cast(real_logits, tf.float32))),
                    "d_fake": tf.reduce_mean(tf.sigmoid(tf.cast(sample_logits, tf.float32)))}
         losses = {"encoder": self.beta * kl + feature, "generator": self.gamma * feature + g_loss,
@@ -246,8 +246,8 @@ def make_parser():
     add("--beta", type=float, default=1.0, help="weight of the KL term (1: the VAE's bound)")
     add("--gan", action="store_true", help="train the VAE-GAN (Larsen et al. 2016): reconstruction in D's features, "
         "and D's realism loss for the decoder")
-    add("--gamma", type=float, default=1.0, help="VAE-GAN: the decoder's weight of the feature loss against the GAN "
-        "loss")
+    add("--gamma", type=float, default=0.01, help="VAE-GAN: the decoder's weight of the feature loss (summed over "
+        "D's features, thousands at the start) against the GAN loss")
     add("--feature-layer", default="down3_features", help="VAE-GAN: D's layer whose features measure the "
         "reconstruction (Larsen et al.: the third block)")
     add("--d-learning-rate", type=float, default=2e-4, help="VAE-GAN: Adam learning rate of D (the DCGAN's); the "
