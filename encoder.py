@@ -33,6 +33,7 @@ import hashlib
 import math
 import os
 import time
+import weakref
 
 import numpy as np
 from tqdm import tqdm
@@ -357,6 +358,21 @@ def make_adam_step(objective, *, learning_rate, prior, beta_1=0.9, beta_2=0.999,
     return step
 
 
+_PROJECTION_STEPS = weakref.WeakKeyDictionary()  # generator -> {(discriminator, options): (objective, step)}
+
+
+def projection_step(generator, discriminator, *, lr, **options):
+    """The objective and its traced Adam step for these models and options, built once per generator: the next
+    projection with the same models (the editor's next photo, the next batch of a caller) runs the traced step
+    instead of tracing G, D and their gradient again."""
+    key = (discriminator, lr, *sorted(options.items()))
+    built = _PROJECTION_STEPS.setdefault(generator, {})
+    if key not in built:
+        objective = projection_objective(generator, discriminator, **options)
+        built[key] = objective, make_adam_step(objective, learning_rate=lr, prior=options["prior"])
+    return built[key]
+
+
 def check_projection_options(*, steps, learning_rate, loss, prior, batch_size):
     if loss not in PIXEL_LOSSES:
         raise data_prep.DataError(f"unknown pixel loss {loss!r}; expected one of {', '.join(PIXEL_LOSSES)}")
@@ -382,10 +398,9 @@ def project(generator, discriminator, images, *, steps=200, lr=0.05, lambda_=1e-
         raise data_prep.DataError(f"initial z: expected shape {(count, latent_dim)}, got {start_z.shape}")
     masks = None if mask is None else np.broadcast_to(np.asarray(mask, np.float32).reshape(-1, size, size, 1),
                                                       (count, size, size, 1))
-    objective = projection_objective(generator, discriminator, loss=loss, lambda_=lambda_, prior=prior,
-                                     prior_weight=prior_weight, lowres_factor=lowres_factor, encoder=encoder,
-                                     domain_weight=domain_weight, feature_weight=feature_weight)
-    adam_step = make_adam_step(objective, learning_rate=lr, prior=prior)
+    objective, adam_step = projection_step(generator, discriminator, lr=lr, loss=loss, lambda_=lambda_, prior=prior,
+                                           prior_weight=prior_weight, lowres_factor=lowres_factor, encoder=encoder,
+                                           domain_weight=domain_weight, feature_weight=feature_weight)
     codes, final = np.zeros_like(start_z), np.zeros(count, np.float32)
     step_losses = np.zeros((steps, count), np.float32)
     with tqdm(total=steps * math.ceil(count / batch_size), desc="projecting", unit="step", disable=not progress,

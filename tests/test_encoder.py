@@ -153,6 +153,25 @@ def test_projection_recovers_an_image_made_from_a_known_z(gan_run):
     assert (after < 0.1 * before).all() and (after < 1e-4).all(), (before, after)
 
 
+def test_a_second_projection_with_the_same_models_reuses_the_traced_step(gan_run):
+    run = dcgan.load_run(gan_run)
+    target = dcgan.generate(run.generator, dcgan.latent_for_seed(7, 2, 100))
+    options = dict(steps=3, lr=0.05, lambda_=0.0, prior="none", progress=False)
+    first = encoder.project(run.generator, run.discriminator, target, **options)
+    _, step = encoder.projection_step(run.generator, run.discriminator, lr=0.05, loss="l2", lambda_=0.0,
+                                      prior="none", prior_weight=0.01, lowres_factor=None, encoder=None,
+                                      domain_weight=0.0, feature_weight=0.0)
+    traced = step.experimental_get_tracing_count()
+    second = encoder.project(run.generator, run.discriminator, target, **options)
+    assert traced >= 1 and step.experimental_get_tracing_count() == traced
+    np.testing.assert_array_equal(second.codes, first.codes)
+    # Other options get a step of their own: a different lambda is a different objective.
+    _, other = encoder.projection_step(run.generator, run.discriminator, lr=0.05, loss="l2", lambda_=0.5,
+                                       prior="none", prior_weight=0.01, lowres_factor=None, encoder=None,
+                                       domain_weight=0.0, feature_weight=0.0)
+    assert other is not step
+
+
 def test_realism_and_prior_terms_enter_the_objective(gan_run):
     run = dcgan.load_run(gan_run)
     z = dcgan.latent_for_seed(1, 2, 100)
