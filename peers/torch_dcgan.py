@@ -350,7 +350,7 @@ def main(argv=None):
     settings["train_images"] = int(len(images))
     data_prep.write_json(os.path.join(args.out, "config.json"), {**settings, "finished": False})
     generator, seconds = train(settings, args.out, images=images, resume=args.resume, progress=not args.quiet)
-    settings.update(train_seconds=round(seconds, 1), finished=True)
+    settings.update(train_seconds=round(seconds, 3), finished=True)
     data_prep.write_json(os.path.join(args.out, "config.json"), settings)
     print(f"trained {settings['image_steps']} image-steps ({settings['steps']} steps) in {seconds:.0f} s")
     if args.samples:
