@@ -680,7 +680,8 @@ def check_config(config, classifier_config, *, what):
         if value != expected:
             raise ValueError(f"{what} with {key} {value} but the classifier with {expected}; "
                              f"train a classifier with --{key.replace('_', '-')} {value} and pass --classifier DIR")
-    if config.get("kind", "trained") == "trained" and not same_directory(config["data"], classifier_config["data"]):
+    if config.get("kind", "trained") in ("trained", "vae") and not same_directory(config["data"],
+                                                                                    classifier_config["data"]):
         raise ValueError(f"{what} on {config['data']} but the classifier on "
                          f"{classifier_config['data']}; train a classifier with --data {config['data']} and pass "
                          f"--classifier DIR")
@@ -738,7 +739,8 @@ def score_run(instrument, run_dir, *, epoch=None, with_discriminator=True, batch
     row = {"name": name, "run": str(run_dir), "kind": kind, "epoch": epoch}
     row.update(measure(instrument, images, discriminator=discriminator))
     if row["d_accuracy"] is None:
-        row["d_accuracy_note"] = ("no discriminator (baseline)" if kind != "trained"
+        row["d_accuracy_note"] = ("no discriminator (a VAE)" if kind == "vae"
+                                  else "no discriminator (baseline)" if kind != "trained"
                                   else "not applicable (no discriminator.keras for this epoch or run)")
     return row
 
@@ -921,7 +923,7 @@ def scores_markdown(rows, settings):
                      f"{_number(row.get('sharpness'), 2)} | {_number(row.get('spread'), 3)} | "
                      f"{row['attribute_distance']:.3f} | {_count(row.get('under_drawn'))} | "
                      f"{_number(row['d_accuracy'], 3)} |")
-    drawn = [row for row in rows if row["kind"] in ("trained", "images") and row.get("under_drawn")]
+    drawn = [row for row in rows if row["kind"] in ("trained", "vae", "images") and row.get("under_drawn")]
     if drawn:
         lines += [""] + [f"Under-drawn by {row['name']}" + (f" epoch {row['epoch']}" if row.get("epoch") else "")
                          + ": " + ", ".join(row["under_drawn"]) + "." for row in drawn]
@@ -945,9 +947,8 @@ def plot_scores(rows, path):
                ("attribute_distance", "attribute distance"))
     figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.5))
     names = [row["name"] for row in rows]
-    colours = {"real": "tab:green", "trained": "tab:blue", "images": "tab:purple", "untrained": "tab:orange",
-               "degraded": "tab:olive", "repeated": "tab:brown",
-               "noise": "tab:red"}
+    colours = {"real": "tab:green", "trained": "tab:blue", "vae": "tab:cyan", "images": "tab:purple",
+               "untrained": "tab:orange", "degraded": "tab:olive", "repeated": "tab:brown", "noise": "tab:red"}
     for axis, (key, title) in zip(axes, metrics):
         axis.bar(range(len(rows)), [row.get(key, np.nan) for row in rows],
                  color=[colours[row["kind"]] for row in rows])

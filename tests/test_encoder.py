@@ -323,6 +323,19 @@ def test_vae_gan_trains_resumes_and_is_a_vae_run_for_every_later_script(vae_gan_
     assert [row["method"] for row in report["rows"]] == [*encoder.METHODS, "vae", "vae-gan"]
 
 
+def test_vae_runs_are_scored_beside_the_gan_with_their_own_rows_and_chart(gan_run, vae_run, classifier_dir,
+                                                                         tmp_path):
+    out = tmp_path / "scores"
+    evaluate.main(["score", gan_run, vae_run, "--classifier", str(classifier_dir), "--n", "20", "--kid-subsets", "5",
+                   "--out", str(out)])
+    rows = json.loads((out / "scores.json").read_text())["rows"]
+    assert [row["kind"] for row in rows] == ["real", "trained", "vae", "untrained", "noise"]
+    vae_row = rows[2]
+    assert vae_row["d_accuracy"] is None and vae_row["d_accuracy_note"] == "no discriminator (a VAE)"
+    assert isinstance(vae_row["under_drawn"], list) and 0.0 <= vae_row["coverage"] <= 1.0
+    assert data_prep.read_image_uint8(str(out / "scores.png")).shape[1] > 100
+
+
 def test_vae_gan_refuses_a_missing_feature_layer_before_writing(gan_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         data_prep.run_cli(vae.main, ["--name", "bad", "--runs-dir", str(tmp_path), "--like", gan_run, "--gan",
