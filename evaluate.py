@@ -739,7 +739,7 @@ def score_run(instrument, run_dir, *, epoch=None, with_discriminator=True, batch
     row = {"name": name, "run": str(run_dir), "kind": kind, "epoch": epoch}
     row.update(measure(instrument, images, discriminator=discriminator))
     if row["d_accuracy"] is None:
-        row["d_accuracy_note"] = ("no discriminator (a VAE)" if kind == "vae"
+        row["d_accuracy_note"] = ("not measured (a VAE run)" if kind == "vae"
                                   else "no discriminator (baseline)" if kind != "trained"
                                   else "not applicable (no discriminator.keras for this epoch or run)")
     return row

@@ -331,9 +331,14 @@ def test_vae_runs_are_scored_beside_the_gan_with_their_own_rows_and_chart(gan_ru
     rows = json.loads((out / "scores.json").read_text())["rows"]
     assert [row["kind"] for row in rows] == ["real", "trained", "vae", "untrained", "noise"]
     vae_row = rows[2]
-    assert vae_row["d_accuracy"] is None and vae_row["d_accuracy_note"] == "no discriminator (a VAE)"
+    assert vae_row["d_accuracy"] is None and vae_row["d_accuracy_note"] == "not measured (a VAE run)"
     assert isinstance(vae_row["under_drawn"], list) and 0.0 <= vae_row["coverage"] <= 1.0
     assert data_prep.read_image_uint8(str(out / "scores.png")).shape[1] > 100
+    assert "| vae | vae |" in (out / "scores.md").read_text()
+    # A VAE trained on other data is refused, as a GAN is.
+    elsewhere = {**runs.read_config(vae_run), "data": str(tmp_path)}
+    with pytest.raises(ValueError, match="train a classifier with --data"):
+        evaluate.check_config(elsewhere, evaluate.classifier_config(str(classifier_dir)), what="the VAE")
 
 
 def test_vae_gan_refuses_a_missing_feature_layer_before_writing(gan_run, tmp_path, capsys):
