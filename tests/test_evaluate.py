@@ -619,6 +619,13 @@ def test_the_default_classifier_trains_on_artifacts_and_flip_only_does_not(tiny_
     assert traced  # the training pipeline maps every batch through add_artifacts
 
 
+def test_the_makeover_crop_gets_the_wider_classifier_unless_filters_are_given():
+    assert evaluate.parse_args(["classifier"]).filters == [32, 64, 128, 256]
+    assert evaluate.parse_args(["classifier", "--crop", "makeover"]).filters == [48, 96, 192, 384]
+    assert evaluate.parse_args(["classifier", "--crop", "makeover", "--filters", "8", "16"]).filters == [8, 16]
+    assert evaluate.parse_args(["classifier", "--filters", "8", "16"]).filters == [8, 16]
+
+
 def test_batch_statistics_rows_sample_with_each_batchs_statistics(classifier_dir, trained_run, tmp_path):
     z = dcgan.latent_for_seed(0, 4, runs.read_config(str(trained_run))["latent_dim"])
     generator = dcgan.load_generator(str(trained_run))
