@@ -400,10 +400,15 @@ def degrade(images, name, *, seed=0):
     if kind == "noise":
         noisy = images + np.random.default_rng(seed).normal(0.0, value * 255.0, images.shape)
         return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
-    height, width = images.shape[1:3]
-    small = (value, max(1, round(height * value / width)))  # cv2's (width, height); `value` is the width
-    return np.stack([cv2.resize(cv2.resize(image, small, interpolation=cv2.INTER_AREA), (width, height),
-                                interpolation=cv2.INTER_LINEAR) for image in images])
+    return down_and_back(images, value)
+
+
+def down_and_back(images, width):
+    """uint8 faces taken down to `width` pixels wide (area averaging, the aspect kept) and brought back up."""
+    height, full_width = images.shape[1:3]
+    small = (width, max(1, round(height * width / full_width)))  # cv2's (width, height)
+    return brought_up(np.stack([cv2.resize(image, small, interpolation=cv2.INTER_AREA) for image in images]),
+                      (height, full_width))
 
 
 def degraded_accuracy(classifier, images, labels, *, train_labels, batch_size=256):
@@ -664,20 +669,24 @@ def same_directory(first, second):
     return os.path.realpath(os.path.expanduser(str(first))) == os.path.realpath(os.path.expanduser(str(second)))
 
 
-def check_run(run_dir, classifier_config):
+def check_run(run_dir, classifier_config, *, smaller=False):
     """The run's config, after checking that the run was trained on what the classifier measures: the same data
-    directory, crop, crop size and image size (baselines have no data, only a size)."""
+    directory, crop, crop size and image size (baselines have no data, only a size). With `smaller`, a trained
+    run of a smaller image size also passes: its samples are brought up to the classifier's size (brought_up)."""
     config = runs.read_config(run_dir)
-    check_config(config, classifier_config, what=f"{run_dir} was trained")
+    check_config(config, classifier_config, what=f"{run_dir} was trained", smaller=smaller)
     return config
 
 
-def check_config(config, classifier_config, *, what):
+def check_config(config, classifier_config, *, what, smaller=False):
     """check_run's test on a run's config (also one not yet written: `what` names it in the error)."""
     run = {"crop": config.get("crop", "dcgan"), "crop_size": config.get("crop_size", 108),
            "image_size": config.get("image_size")}
     for key, value in run.items():
         if config.get("kind") in ("untrained", "noise") and key != "image_size":
+            continue
+        if (key == "image_size" and smaller and config.get("kind", "trained") in ("trained", "vae")
+                and value is not None and value < classifier_config.get("image_size", 0)):
             continue
         expected = classifier_config.get(key, "dcgan" if key == "crop" else None)
         if value != expected:
@@ -727,29 +736,55 @@ def ensure_baselines(run_dirs, baseline_dir, *, image_size, seed=0):
     return list(run_dirs) + added
 
 
+def brought_up(images, shape):
+    """Images (n, h, w, 3), uint8 or float32, resized to (height, width) = `shape` as the controls' "32 pixels and
+    back" brings real faces back up (bilinear), so that the one classifier reads runs trained at a smaller size."""
+    height, width = shape
+    images = np.asarray(images)
+    if images.shape[1:3] == (height, width):
+        return images
+    return np.stack([cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR) for image in images])
+
+
+def smaller_sizes(run_dirs, instrument_config):
+    """The image sizes, below the classifier's, of the trained runs among `run_dirs` (sorted)."""
+    return sorted({config["image_size"] for config in map(runs.read_config, run_dirs)
+                   if config.get("kind", "trained") in ("trained", "vae")
+                   and config.get("image_size", instrument_config["image_size"]) < instrument_config["image_size"]})
+
+
 def score_run(instrument, run_dir, *, epoch=None, with_discriminator=True, batch_statistics=False):
     """One row: samples from the run (seeded) measured against the held-out real images (with
-    `batch_statistics`, sampled with batch norm in training mode: see dcgan.make_sampler)."""
-    config = check_run(run_dir, instrument.config)
+    `batch_statistics`, sampled with batch norm in training mode: see dcgan.make_sampler). A run trained at a
+    smaller size is read with its samples brought up to the classifier's size; its D (which reads the smaller
+    images) is not measured."""
+    config = check_run(run_dir, instrument.config, smaller=True)
     kind = config.get("kind", "trained")
     images = dcgan.make_sampler(run_dir, epoch=epoch, batch_statistics=batch_statistics)(
         len(instrument.real_images), instrument.seed)
+    shape = tuple(instrument.real_images.shape[1:3])
+    smaller = tuple(images.shape[1:3]) != shape
+    images = brought_up(images, shape)
     discriminator_path = os.path.join(run_dir, "discriminator.keras")
     discriminator = None
-    if with_discriminator and kind == "trained" and os.path.isfile(discriminator_path):
+    if with_discriminator and kind == "trained" and not smaller and os.path.isfile(discriminator_path):
         discriminator = keras.saving.load_model(discriminator_path, compile=False)
-    name = os.path.basename(os.path.normpath(run_dir)) + (" (batch statistics)" if batch_statistics else "")
+    name = (os.path.basename(os.path.normpath(run_dir)) + (" (batch statistics)" if batch_statistics else "")
+            + (f" ({config['image_size']} px, brought up to {shape[1]})" if smaller else ""))
     row = {"name": name, "run": str(run_dir), "kind": kind, "epoch": epoch}
     row.update(measure(instrument, images, discriminator=discriminator))
     if row["d_accuracy"] is None:
-        row["d_accuracy_note"] = ("not measured (a VAE run)" if kind == "vae"
+        row["d_accuracy_note"] = ("not measured (samples brought up from a smaller size)" if smaller
+                                  else "not measured (a VAE run)" if kind == "vae"
                                   else "no discriminator (baseline)" if kind != "trained"
                                   else "not applicable (no discriminator.keras for this epoch or run)")
     return row
 
 
-def score_floor(instrument, *, filter=None, progress=True):
-    """The floor: held-out test images against as many validation images, measured the same way."""
+def score_floor(instrument, *, filter=None, progress=True, sizes=()):
+    """The floor: held-out test images against as many validation images, measured the same way; then, for each
+    of `sizes` (smaller runs' image sizes), the same validation images taken down to that size and brought back
+    up, the best a run of that size can score. Returns the rows."""
     settings = instrument.config["scoring"]
     images = held_out_images(instrument.config, split="validation", count=len(instrument.real_images),
                              seed=instrument.seed + 1, filter=filter, cache_dir=settings["cache_dir"],
@@ -757,7 +792,12 @@ def score_floor(instrument, *, filter=None, progress=True):
     row = {"name": "real (validation split)", "run": None, "kind": "real", "epoch": None}
     row.update(measure(instrument, images))
     row["d_accuracy_note"] = "not applicable (real against real)"
-    return row
+    rows = [row]
+    for size in sizes:
+        rows.append({"name": f"real (validation split), {size} px and back", "run": None, "kind": "degraded",
+                     "epoch": None, **measure(instrument, down_and_back(images, size)),
+                     "d_accuracy_note": "not applicable (real against real)"})
+    return rows
 
 
 def score_controls(instrument, *, baseline_dir, repeats=16, progress=True):
@@ -857,14 +897,14 @@ def score_runs(run_dirs, *, instrument, baseline_dir, filter=None, progress=True
     batch statistics), each folder or .npy of `images` (paths, or (path, array) pairs), and the untrained and
     noise baselines (created when absent)."""
     for run_dir in run_dirs:
-        check_run(run_dir, instrument.config)
+        check_run(run_dir, instrument.config, smaller=True)
     images = [(item, read_generated_images(item)) if isinstance(item, (str, os.PathLike)) else item
               for item in images]
     for path, array in images:  # every set is checked before the first row is scored
         check_generated_images(array, path, instrument.config, count=len(instrument.real_images))
     all_runs = ensure_baselines(run_dirs, baseline_dir, image_size=instrument.config["image_size"],
                                 seed=instrument.seed)
-    rows = [score_floor(instrument, filter=filter, progress=progress)]
+    rows = score_floor(instrument, filter=filter, progress=progress, sizes=smaller_sizes(run_dirs, instrument.config))
     for run_dir in all_runs[:len(run_dirs)]:
         print(f"scoring {run_dir}")
         rows.append(score_run(instrument, run_dir))

@@ -5,6 +5,7 @@ import json
 import shutil
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -221,7 +222,7 @@ def test_predict_attributes_and_extract_features_have_the_shared_shapes(classifi
 
 def test_held_out_real_images_score_closer_to_real_than_noise(classifier_dir):
     instrument = evaluate.build_instrument(str(classifier_dir), count=COUNT, kid_subsets=5, progress=False)
-    floor = evaluate.score_floor(instrument, progress=False)
+    floor, = evaluate.score_floor(instrument, progress=False)
     noise = evaluate.measure(instrument, np.random.default_rng(0).uniform(-1, 1, (COUNT, 32, 32, 3)).astype(np.float32))
     assert floor["frechet_distance"] < noise["frechet_distance"]
     assert floor["kid"] < noise["kid"]
@@ -624,6 +625,44 @@ def test_the_makeover_crop_gets_the_wider_classifier_unless_filters_are_given():
     assert evaluate.parse_args(["classifier", "--crop", "makeover"]).filters == [48, 96, 192, 384]
     assert evaluate.parse_args(["classifier", "--crop", "makeover", "--filters", "8", "16"]).filters == [8, 16]
     assert evaluate.parse_args(["classifier", "--filters", "8", "16"]).filters == [8, 16]
+
+
+def test_brought_up_is_bilinear_with_pixel_centres():
+    row = np.array([[[0, 0, 0], [200, 200, 200]]], np.uint8)[None]  # one 1x2 image
+    up = evaluate.brought_up(row, (1, 4))
+    # Sources at x = -0.25, 0.25, 0.75, 1.25 (clamped to 0 and 1): 0, 50, 150, 200.
+    np.testing.assert_array_equal(up[0, 0, :, 0], [0, 50, 150, 200])
+    np.testing.assert_array_equal(evaluate.brought_up(up, (1, 4)), up)  # already that size: unchanged
+    floats = evaluate.brought_up(np.array([[[[-1.0] * 3, [0.5] * 3]]], np.float32), (1, 4))  # G's [-1, 1] output
+    assert floats.dtype == np.float32
+    np.testing.assert_allclose(floats[0, 0, :, 0], [-1.0, -0.625, 0.125, 0.5])
+
+
+def test_a_smaller_run_is_read_brought_up_beside_the_reals_at_its_size(tiny_celeba, trained_run, workspace, tmp_path):
+    wide = tmp_path / "classifier64"
+    evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "64", "--filters", "8", "16", "--epochs", "1",
+                   "--batch-size", "32", "--cache-dir", str(workspace / "cache"), "--out", str(wide)])
+    evaluate.main(["score", str(trained_run), "--classifier", str(wide), *QUICK, "--out", str(tmp_path / "out")])
+    rows = json.loads((tmp_path / "out" / "scores.json").read_text())["rows"]
+    assert [row["name"] for row in rows][:3] == ["real (validation split)", "real (validation split), 32 px and back",
+                                                 f"{trained_run.name} (32 px, brought up to 64)"]
+    assert rows[1]["kind"] == "degraded" and rows[2]["kind"] == "trained"
+    assert rows[2]["d_accuracy"] is None and "smaller size" in rows[2]["d_accuracy_note"]
+    assert rows[1]["sharpness"] < rows[0]["sharpness"]  # the reals lose detail at 32 pixels
+    # The run's own samples, brought up by hand, measure as its row does.
+    instrument = evaluate.build_instrument(str(wide), count=COUNT, kid_subsets=5, progress=False)
+    samples = dcgan.make_sampler(str(trained_run))(COUNT, instrument.seed)
+    by_hand = evaluate.measure(instrument, np.stack([cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR)
+                                                     for image in samples]))
+    assert rows[2]["frechet_distance"] == pytest.approx(by_hand["frechet_distance"], rel=1e-4)
+    assert rows[2]["coverage"] == pytest.approx(by_hand["coverage"])
+    assert rows[2]["frechet_distance"] != pytest.approx(rows[-1]["frechet_distance"], rel=1e-3)  # not noise's
+    # Only scoring brings a run up: the face-math scores, which feed G's images to the CNN, still refuse it.
+    with pytest.raises(ValueError, match="image_size 32 but the classifier with 64"):
+        evaluate.check_run(str(trained_run), evaluate.classifier_config(str(wide)))
+    larger = dict(runs.read_config(str(trained_run)), image_size=128)
+    with pytest.raises(ValueError, match="image_size 128"):
+        evaluate.check_config(larger, evaluate.classifier_config(str(wide)), what="x", smaller=True)
 
 
 def test_batch_statistics_rows_sample_with_each_batchs_statistics(classifier_dir, trained_run, tmp_path):
