@@ -117,7 +117,11 @@ def load_editor(run_dir, *, classifier_dir=None, method="auto", steps=200, fit_l
     """Everything a page needs, loaded once at start: the run, the attribute CNN (when one measures this run's
     data), directions fitted on the run's training codes (or labelled samples) and their edit vectors."""
     run = dcgan.load_run(run_dir)
-    classifier = facemath.classifier_or_none(classifier_dir, run) if classifier_dir else None
+    # The CNN of the readout may be a larger one (the 32x32 demo read by the 64-pixel CNN); labelling samples for
+    # the directions needs one of the run's own size.
+    reader = facemath.classifier_or_none(classifier_dir, run, smaller=True) if classifier_dir else None
+    classifier = reader if reader is not None and evaluate.classifier_config(classifier_dir)["image_size"] == \
+        run.config["image_size"] else None
     fit_method = directions.resolve_method(run, method, dataset=True, classifier_ready=classifier is not None)
     if method == "auto" and fit_method == "optimize" and not cached_codes(run, fit_method, fit_limit, steps, seed):
         # Projecting thousands of faces by optimisation takes half an hour on a CPU: asked for, never by default.
@@ -136,7 +140,7 @@ def load_editor(run_dir, *, classifier_dir=None, method="auto", steps=200, fit_l
     photo_method = directions.resolve_method(run, "auto" if method == "samples" else method)
     latent_dim = int(run.config["latent_dim"])
     return Editor(run, fitted, edit_vectors(fitted), [int(i) for i in np.flatnonzero(fitted.varying)],
-                  classifier, photo_method, steps, fitted_from, compiled_renderer(run.generator, latent_dim))
+                  reader, photo_method, steps, fitted_from, compiled_renderer(run.generator, latent_dim))
 
 
 def cached_codes(run, method, limit, steps, seed):
@@ -223,7 +227,8 @@ def describe(editor, code, face):
     top = facemath.top_attributes(scores[None], count=facemath.TOP_COUNT)[0]
     lines = ["| from the code (NVIDIA's score) | | the attribute CNN on the face | |", "|---|---:|---|---:|"]
     if editor.classifier is not None:
-        probabilities = evaluate.predict_attributes(editor.classifier, face[None])[0]
+        face = evaluate.brought_up(face[None], editor.classifier.input_shape[1:3])
+        probabilities = evaluate.predict_attributes(editor.classifier, face)[0]
         cnn = [(facemath.ATTRIBUTES[i], f"{probabilities[i]:.2f}") for i in np.argsort(-probabilities)[:len(top)]]
     else:
         cnn = [("no attribute CNN for this run", "")] + [("", "")] * (len(top) - 1)

@@ -291,10 +291,11 @@ def parse_args(argv=None):
     return "math", mode_parser().parse_args(argv)
 
 
-def classifier_or_none(path, run):
-    """The attribute CNN when it exists and measures this run's data, else None (with a note)."""
+def classifier_or_none(path, run, *, smaller=False):
+    """The attribute CNN when it exists and measures this run's data, else None (with a note); with `smaller`, also
+    one of a larger image size, which then reads the run's faces brought up (evaluate.brought_up)."""
     try:
-        evaluate.check_run(run.directory, evaluate.classifier_config(path))
+        evaluate.check_run(run.directory, evaluate.classifier_config(path), smaller=smaller)
         return evaluate.load_classifier(path)
     except ValueError as error:
         print(f"note: no attribute CNN for this run ({str(error).splitlines()[0]})")

@@ -323,3 +323,20 @@ def test_the_load_test_moved_to_bench(capsys):
     with pytest.raises(SystemExit):
         data_prep.run_cli(editor.main, ["--run", "runs/x", "--load-test", "30"])
     assert "python bench.py editor --run RUN --seconds 30 --clients 8" in capsys.readouterr().err
+
+
+def test_a_larger_attribute_cnn_reads_a_smaller_runs_faces_brought_up(tiny_run, tiny_celeba, cached_codes, tmp_path):
+    import evaluate
+
+    wide = tmp_path / "classifier64"
+    evaluate.main(["classifier", "--data", tiny_celeba, "--image-size", "64", "--filters", "8", "16", "--epochs", "1",
+                   "--batch-size", "32", "--cache-dir", str(tmp_path / "cache"), "--out", str(wide)])
+    page = editor.load_editor(tiny_run, classifier_dir=wide, method="optimize", steps=STEPS, fit_limit=FIT_LIMIT)
+    code = editor.seed_code(page, 3)
+    face = editor.render(page, code)[0]
+    table = editor.describe(page, code, face)
+    assert "no attribute CNN" not in table
+    expected = evaluate.predict_attributes(evaluate.load_classifier(str(wide)),
+                                           cv2.resize(face, (64, 64), interpolation=cv2.INTER_LINEAR)[None])[0]
+    best = facemath.ATTRIBUTES[int(np.argmax(expected))]
+    assert table.splitlines()[2].split("|")[3].strip() == best  # the CNN's top attribute on the face brought up
