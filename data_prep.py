@@ -595,21 +595,46 @@ def load_split(data_dir=None, *, split, crop="dcgan", image_size=64, crop_size=1
     return Split(np.asarray(prepared.images), list(prepared.names), attribute_labels(celeba, prepared.names))
 
 
+def parse_oversample(terms, attribute_names=CELEBA_ATTRIBUTES):
+    """Parse ["Bald=3", ...] into {attribute: factor}, each factor a whole number of at least 1."""
+    factors = {}
+    for term in terms or []:
+        name, equals, value = term.partition("=")
+        if not equals or not value.strip().isdigit() or int(value) < 1:
+            raise DataError(f"oversampling {term!r} is not ATTRIBUTE=N with N a whole number of at least 1 "
+                            f"(e.g. Bald=3)")
+        [(attribute, _)] = parse_filter(name, list(attribute_names))
+        factors[attribute] = int(value)
+    return factors
+
+
+def oversample_repeats(labels, factors):
+    """How many times each image appears in an epoch: the largest factor among the oversampled attributes it
+    has, 1 for an image with none of them. `labels` is (n, 40) in CELEBA_ATTRIBUTES order, 1 for present."""
+    repeats = np.ones(len(labels), np.int64)
+    for attribute, factor in factors.items():
+        has = np.asarray(labels)[:, CELEBA_ATTRIBUTES.index(attribute)] > 0.5
+        repeats[has] = np.maximum(repeats[has], factor)
+    return repeats
+
+
 def make_dataset(images, *, labels=None, batch_size=64, shuffle=True, flip=False, seed=0, drop_remainder=True,
-                 scale=True):
+                 scale=True, repeats=None):
     """A tf.data pipeline over uint8 images: shuffle indices, gather a batch, optional horizontal flip, scale
     to float32 [-1, 1] (or keep uint8 with `scale=False`, for a model that scales on its own), prefetch.
-    With `labels` ((n, ...) per image) each batch is (images, float32 labels). Gathering whole batches from
-    one in-memory tensor avoids per-image work."""
+    With `labels` ((n, ...) per image) each batch is (images, float32 labels). With `repeats` (n whole numbers)
+    image i appears repeats[i] times in each epoch. Gathering whole batches from one in-memory tensor avoids
+    per-image work."""
     import tensorflow as tf  # imported here so that the data tools start without TensorFlow
 
-    if len(images) < batch_size and drop_remainder:
-        raise DataError(f"only {len(images)} images for a batch of {batch_size}")
+    order = np.arange(len(images)) if repeats is None else np.repeat(np.arange(len(images)), repeats)
+    if len(order) < batch_size and drop_remainder:
+        raise DataError(f"only {len(order)} images for a batch of {batch_size}")
     pixels = tf.constant(np.asarray(images))
     targets = None if labels is None else tf.constant(np.asarray(labels, np.float32))
-    indices = tf.data.Dataset.range(len(images))
+    indices = tf.data.Dataset.range(len(order)) if repeats is None else tf.data.Dataset.from_tensor_slices(order)
     if shuffle:
-        indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        indices = indices.shuffle(len(order), seed=seed, reshuffle_each_iteration=True)
     # Each batch's flips come from its own seed in a seeded stream, not from one shared random state: the batches
     # are loaded in parallel, and a shared state would hand out its draws in whatever order the threads ran.
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)

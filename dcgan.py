@@ -445,9 +445,15 @@ def train_dataset(config):
     prepared = data_prep.prepare_images(config["data"], split="train", filter=config["filter"], crop="dcgan",
                                         image_size=config["image_size"], crop_size=config["crop_size"],
                                         limit=config["limit"], cache_dir=config["cache_dir"])
+    repeats = None
+    if config.get("oversample"):
+        celeba = data_prep.read_celeba(data_prep.resolve_data_dir(config["data"]))
+        repeats = data_prep.oversample_repeats(data_prep.attribute_labels(celeba, prepared.names),
+                                               data_prep.parse_oversample(config["oversample"]))
     dataset = data_prep.make_dataset(prepared.images, batch_size=config["batch_size"], flip=config["flip"],
-                                     seed=config["seed"], scale=False)
-    return (dataset.repeat() if config.get("steps_per_epoch") else dataset), len(prepared.names)
+                                     seed=config["seed"], scale=False, repeats=repeats)
+    count = len(prepared.names) if repeats is None else int(repeats.sum())
+    return (dataset.repeat() if config.get("steps_per_epoch") else dataset), count
 
 
 def train(config, run_dir, *, resume=False, verbose=1):
@@ -636,6 +642,9 @@ def training_parser():
     add("--g-steps", type=int, default=1, help="generator steps per discriminator step (carpedm20: 2)")
     add("--label-smoothing", type=float, default=0.0, help="one-sided: real labels become 1 - this")
     add("--flip", action="store_true", help="random horizontal flips of the real images")
+    add("--oversample", action="append", default=[], metavar="ATTRIBUTE=N",
+        help="show each training image with this attribute N times per epoch (repeatable; an image takes its "
+             "largest N), e.g. Bald=3 for faces the generator under-draws; the run then learns that reweighted mix")
     add("--freeze-d-after", type=int, default=None, help="stop updating D after this many epochs")
     add("--minibatch-std", action="store_true", help="D sees the batch's spread (Karras et al. 2018), against collapse")
     add("--spectral-norm", action="store_true", help="spectral normalisation in D instead of its batch norm (SN-GAN)")
@@ -677,6 +686,7 @@ def validate_config(config):
         raise ValueError(f"--freeze-d-after must be 0 or more, got {config['freeze_d_after']}")
     if config["filter"]:
         data_prep.parse_filter(config["filter"], list(data_prep.CELEBA_ATTRIBUTES))
+    data_prep.parse_oversample(config.get("oversample"))
 
 
 def subcommand_parser(command):

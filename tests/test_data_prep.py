@@ -349,6 +349,31 @@ def test_make_dataset_covers_each_image_once_per_epoch(sixteen_images):
     assert not np.array_equal(seen, sixteen_images)  # shuffled
 
 
+def test_oversampled_images_appear_their_number_of_times_per_epoch(sixteen_images):
+    labels = np.zeros((16, 40), np.float32)
+    bald, chubby = data_prep.CELEBA_ATTRIBUTES.index("Bald"), data_prep.CELEBA_ATTRIBUTES.index("Chubby")
+    labels[[1, 2], bald] = 1
+    labels[[2, 5], chubby] = 1
+    repeats = data_prep.oversample_repeats(labels, data_prep.parse_oversample(["bald=3", "Chubby=2"]))
+    expected = [1, 3, 3, 1, 1, 2] + [1] * 10  # image 2 has both and takes the larger factor, not their product
+    assert repeats.tolist() == expected
+    # Each image's first pixel is its index, so a batch says which images it holds.
+    images = np.zeros((16, 4, 4, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(16)
+    assert len(list(data_prep.make_dataset(images, batch_size=5, seed=0, scale=False, repeats=repeats))) == 4  # 21
+    everything = data_prep.make_dataset(images, batch_size=1, seed=0, scale=False, repeats=repeats)
+    assert np.bincount([int(batch.numpy()[0, 0, 0, 0]) for batch in everything], minlength=16).tolist() == expected
+
+
+@pytest.mark.parametrize("term, message", [
+    ("Bald", "is not ATTRIBUTE=N"), ("Bald=0", "is not ATTRIBUTE=N"), ("Bald=1.5", "is not ATTRIBUTE=N"),
+    ("Baldd=2", "did you mean 'Bald'"),
+])
+def test_oversampling_refuses_a_bad_term(term, message):
+    with pytest.raises(data_prep.DataError, match=message):
+        data_prep.parse_oversample([term])
+
+
 def test_make_dataset_flip_mirrors_some_images(sixteen_images):
     dataset = data_prep.make_dataset(sixteen_images, batch_size=8, flip=True, shuffle=False, seed=0)
     seen = data_prep.to_uint8(np.concatenate([batch.numpy() for batch in dataset]))

@@ -283,6 +283,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_celeba, tmp_p
         np.testing.assert_array_equal(old, new)
 
 
+def test_oversampling_lengthens_the_epoch_by_the_repeated_faces(tiny_celeba, tmp_path):
+    from conftest import tiny_celeba_rows, tiny_partition
+
+    male = data_prep.CELEBA_ATTRIBUTES.index("Male")
+    rows = [values for index, (_, values, _) in enumerate(tiny_celeba_rows(), 1) if tiny_partition(index) == 0]
+    men = sum(values[male] == 1 for values in rows)
+    args = dcgan.training_parser().parse_args(tiny_flags(tiny_celeba, tmp_path, "x", "--oversample", "Male=3"))
+    config = {**vars(args), "steps_per_epoch": None}
+    dataset, count = dcgan.train_dataset(config)
+    assert count == len(rows) + 2 * men and 0 < men < len(rows)
+    assert sum(int(batch.shape[0]) for batch in dataset) == count // 16 * 16
+    assert dcgan.train_dataset({**config, "oversample": []})[1] == len(rows)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--epochs", "-1"], "--epochs must be a positive integer, got -1"),
     (["--image-size", "48"], "image size must be a power of two"),
@@ -291,6 +305,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_celeba, tmp_p
     (["--diff-augment", "color,rotate"], "unknown DiffAugment transform 'rotate'"),
     (["--r1", "-1"], "--r1 must be 0 or more, got -1.0"),
     (["--r1-every", "0"], "--r1-every must be a positive integer, got 0"),
+    (["--oversample", "Bald:3"], "oversampling 'Bald:3' is not ATTRIBUTE=N"),
 ])
 def test_bad_flags_get_one_clear_line(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
