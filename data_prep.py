@@ -596,9 +596,10 @@ def load_split(data_dir=None, *, split, crop="dcgan", image_size=64, crop_size=1
 
 
 def parse_oversample(terms, attribute_names=CELEBA_ATTRIBUTES):
-    """Parse ["Bald=3", ...] into {attribute: factor}, each factor a whole number of at least 1."""
+    """Parse ["Bald=3", "Chubby=2,Sideburns=2", ...] into {attribute: factor}, each factor a whole number of at
+    least 1."""
     factors = {}
-    for term in terms or []:
+    for term in (part.strip() for text in terms or [] for part in text.split(",") if part.strip()):
         name, equals, value = term.partition("=")
         if not equals or not value.strip().isdigit() or int(value) < 1:
             raise DataError(f"oversampling {term!r} is not ATTRIBUTE=N with N a whole number of at least 1 "

@@ -643,8 +643,9 @@ def training_parser():
     add("--label-smoothing", type=float, default=0.0, help="one-sided: real labels become 1 - this")
     add("--flip", action="store_true", help="random horizontal flips of the real images")
     add("--oversample", action="append", default=[], metavar="ATTRIBUTE=N",
-        help="show each training image with this attribute N times per epoch (repeatable; an image takes its "
-             "largest N), e.g. Bald=3 for faces the generator under-draws; the run then learns that reweighted mix")
+        help="show each training image with this attribute N times per epoch (repeatable or comma-separated; an "
+             "image takes its largest N), e.g. Bald=2,Chubby=2 for faces the generator under-draws; the run then "
+             "learns that reweighted mix")
     add("--freeze-d-after", type=int, default=None, help="stop updating D after this many epochs")
     add("--minibatch-std", action="store_true", help="D sees the batch's spread (Karras et al. 2018), against collapse")
     add("--spectral-norm", action="store_true", help="spectral normalisation in D instead of its batch norm (SN-GAN)")

@@ -354,7 +354,7 @@ def test_oversampled_images_appear_their_number_of_times_per_epoch(sixteen_image
     bald, chubby = data_prep.CELEBA_ATTRIBUTES.index("Bald"), data_prep.CELEBA_ATTRIBUTES.index("Chubby")
     labels[[1, 2], bald] = 1
     labels[[2, 5], chubby] = 1
-    repeats = data_prep.oversample_repeats(labels, data_prep.parse_oversample(["bald=3", "Chubby=2"]))
+    repeats = data_prep.oversample_repeats(labels, data_prep.parse_oversample(["bald=3", "Chubby=1, Chubby=2"]))
     expected = [1, 3, 3, 1, 1, 2] + [1] * 10  # image 2 has both and takes the larger factor, not their product
     assert repeats.tolist() == expected
     # Each image's first pixel is its index, so a batch says which images it holds.
