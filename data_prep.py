@@ -619,6 +619,13 @@ def oversample_repeats(labels, factors):
     return repeats
 
 
+def run_repeats(config, labels):
+    """The times each training face appears per epoch under a run's `oversample` setting (None without one);
+    `labels` are the training split's (n, 40) labels."""
+    factors = parse_oversample(config.get("oversample"))
+    return oversample_repeats(labels, factors) if factors else None
+
+
 def make_dataset(images, *, labels=None, batch_size=64, shuffle=True, flip=False, seed=0, drop_remainder=True,
                  scale=True, repeats=None):
     """A tf.data pipeline over uint8 images: shuffle indices, gather a batch, optional horizontal flip, scale

@@ -448,8 +448,7 @@ def train_dataset(config):
     repeats = None
     if config.get("oversample"):
         celeba = data_prep.read_celeba(data_prep.resolve_data_dir(config["data"]))
-        repeats = data_prep.oversample_repeats(data_prep.attribute_labels(celeba, prepared.names),
-                                               data_prep.parse_oversample(config["oversample"]))
+        repeats = data_prep.run_repeats(config, data_prep.attribute_labels(celeba, prepared.names))
     dataset = data_prep.make_dataset(prepared.images, batch_size=config["batch_size"], flip=config["flip"],
                                      seed=config["seed"], scale=False, repeats=repeats)
     count = len(prepared.names) if repeats is None else int(repeats.sum())

@@ -157,6 +157,13 @@ class VAEGAN(runs.TrainingModel):
 # Training
 
 
+def epoch_length(config):
+    """Faces in one epoch of a run's training split: each as many times as its oversampling says (once without)."""
+    train = data_prep.run_split(config, split="train", limit=config.get("limit"))
+    repeats = data_prep.run_repeats(config, train.labels)
+    return len(train.images) if repeats is None else int(repeats.sum())
+
+
 def image_steps(config, run_dir, *, train_count):
     """Images the run's training steps have seen: finished epochs x steps per epoch x batch size."""
     losses = os.path.join(run_dir, "d_losses.npy")
@@ -209,8 +216,9 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
         runs.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
                                                               f"generator_epoch_{number:03d}.weights.h5"))
 
-    images = data_prep.run_split(config, split="train", limit=config["limit"]).images
-    dataset = data_prep.make_dataset(images, batch_size=config["batch_size"], seed=config["seed"], scale=False)
+    train = data_prep.run_split(config, split="train", limit=config["limit"])
+    dataset = data_prep.make_dataset(train.images, batch_size=config["batch_size"], seed=config["seed"], scale=False,
+                                     repeats=data_prep.run_repeats(config, train.labels))
     steps = config["steps_per_epoch"]
     encoder.fit_with_evidence(vae, dataset.repeat() if steps else dataset, run_dir, epochs=config["epochs"],
                       steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)
@@ -231,7 +239,8 @@ def make_parser():
     add = parser.add_argument
     add("--name", default="vae", help="run name: the run directory is <runs-dir>/<name>")
     add("--runs-dir", default="runs", help="where run directories live")
-    add("--like", default=None, help="a GAN run whose data, sizes, batch and image-steps the VAE copies")
+    add("--like", default=None, help="a GAN run whose data, sizes, batch, oversampling and image-steps the VAE "
+        "copies")
     add("--data", default=None, help="CelebA directory (default: the synthetic CelebA); ignored with --like")
     add("--image-size", type=int, default=64, help="image size (with --like: the GAN's)")
     add("--filters", type=int, default=64, help="base filters of encoder and decoder (with --like: the GAN's)")
@@ -272,9 +281,9 @@ def vae_config(args, argv):
         if gan.get("kind") in ("vae", "untrained", "noise"):
             raise data_prep.DataError(f"--like {args.like} is not a trained GAN run")
         for key in ("data", "image_size", "crop_size", "filters", "kernel", "latent_dim", "batch_size", "filter",
-                    "limit", "cache_dir", "steps_per_epoch", "compute_precision"):
+                    "limit", "cache_dir", "steps_per_epoch", "compute_precision", "oversample"):
             config[key] = gan.get(key, config.get(key))
-        count = len(data_prep.run_split(config, split="train", limit=config["limit"]).images)
+        count = epoch_length(config)
         config["gan_image_steps"] = image_steps(gan, args.like, train_count=count)
         typed = runs.typed_flags(make_parser(), argv)
         if "steps_per_epoch" in typed:  # a smaller budget than the GAN's, on purpose: image_steps records it
@@ -310,8 +319,7 @@ def main(argv=None):
     config, resume = encoder.resolve_training(make_parser(), argv, run_dir, vae_config(args, argv))
     if config.get("gan"):
         check_feature_layer(config)
-    count = len(data_prep.run_split(config, split="train", limit=config["limit"]).images)
-    steps = config["steps_per_epoch"] or count // config["batch_size"]
+    steps = config["steps_per_epoch"] or epoch_length(config) // config["batch_size"]
     config["image_steps"] = int(config["epochs"] * steps * config["batch_size"])
     config["versions"] = config.get("versions") or runs.library_versions()
     runs.training_job(run_dir, config, resume=resume, train=lambda: train_vae(config, run_dir, resume=resume),

@@ -280,6 +280,24 @@ def test_vae_trains_like_the_gan_and_its_codes_are_saved_the_same_way(gan_run, v
         encoder.encode(vae_dir, test_faces, method="hybrid", progress=False)
 
 
+def test_a_vae_like_an_oversampled_gan_learns_the_same_mix_for_as_many_images(gan_run, tmp_path):
+    from conftest import tiny_celeba_rows, tiny_partition
+
+    male = data_prep.CELEBA_ATTRIBUTES.index("Male")
+    rows = [values for index, (_, values, _) in enumerate(tiny_celeba_rows(), 1) if tiny_partition(index) == 0]
+    men = sum(values[male] == 1 for values in rows)
+    like = str(tmp_path / "oversampled")
+    shutil.copytree(gan_run, like)
+    gan = {**runs.read_config(gan_run), "oversample": ["Male=3"], "steps_per_epoch": None}
+    data_prep.write_json(os.path.join(like, "config.json"), gan)
+    argv = ["--name", "vae", "--runs-dir", str(tmp_path), "--like", like]
+    config = vae.vae_config(vae.parse_args(argv), argv)
+    assert config["oversample"] == ["Male=3"]
+    assert vae.epoch_length(config) == len(rows) + 2 * men
+    assert config["gan_image_steps"] == 1 * ((len(rows) + 2 * men) // 16) * 16  # one epoch of the longer mix
+    assert vae.epoch_length({**config, "oversample": None}) == len(rows)
+
+
 def test_vae_gan_losses_by_hand():
     # Zero mean and log-variance heads: the posterior is the prior, KL 0. A zero logit layer: D says 1/2 of
     # everything, so D's loss is 3 ln 2 (real, reconstruction, sample) and G's 2 ln 2. A zero last layer of G: it
