@@ -597,16 +597,21 @@ def load_split(data_dir=None, *, split, crop="dcgan", image_size=64, crop_size=1
 
 def parse_oversample(terms, attribute_names=CELEBA_ATTRIBUTES):
     """Parse ["Bald=3", "Chubby=2,Sideburns=2", ...] into {attribute: factor}, each factor a whole number of at
-    least 1."""
+    least 1 (an attribute named twice keeps its larger factor), in CelebA's order of the attributes."""
     factors = {}
     for term in (part.strip() for text in terms or [] for part in text.split(",") if part.strip()):
-        name, equals, value = term.partition("=")
-        if not equals or not value.strip().isdigit() or int(value) < 1:
-            raise DataError(f"oversampling {term!r} is not ATTRIBUTE=N with N a whole number of at least 1 "
+        name, equals, value = (part.strip() for part in term.partition("="))
+        if not equals or not name or name[0] in "+-" or not value.isdecimal() or int(value) < 1:
+            raise DataError(f"--oversample {term!r} is not ATTRIBUTE=N with N a whole number of at least 1 "
                             f"(e.g. Bald=3)")
-        [(attribute, _)] = parse_filter(name, list(attribute_names))
-        factors[attribute] = int(value)
-    return factors
+        matches = [known for known in attribute_names if known.lower() == name.lower()]
+        if not matches:
+            close = difflib.get_close_matches(name, list(attribute_names), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DataError(f"--oversample {term!r}: unknown attribute {name!r}; {hint}"
+                            f"valid names: {', '.join(attribute_names)}")
+        factors[matches[0]] = max(int(value), factors.get(matches[0], 1))
+    return {name: factors[name] for name in attribute_names if name in factors}
 
 
 def oversample_repeats(labels, factors):

@@ -441,25 +441,26 @@ def build_gan(config, *, replicas=1):
 
 
 def train_dataset(config):
-    """The training images of a run's config as a tf.data pipeline of uint8 batches; returns (dataset, count)."""
+    """The training images of a run's config as a tf.data pipeline of uint8 batches; returns (dataset, faces,
+    per_epoch): the distinct faces, and the faces an epoch shows counting each oversampled one as often as it
+    appears."""
+    celeba = data_prep.read_celeba(data_prep.resolve_data_dir(config["data"]))
     prepared = data_prep.prepare_images(config["data"], split="train", filter=config["filter"], crop="dcgan",
                                         image_size=config["image_size"], crop_size=config["crop_size"],
-                                        limit=config["limit"], cache_dir=config["cache_dir"])
-    repeats = None
-    if config.get("oversample"):
-        celeba = data_prep.read_celeba(data_prep.resolve_data_dir(config["data"]))
-        repeats = data_prep.run_repeats(config, data_prep.attribute_labels(celeba, prepared.names))
+                                        limit=config["limit"], cache_dir=config["cache_dir"], celeba=celeba)
+    repeats = data_prep.run_repeats(config, data_prep.attribute_labels(celeba, prepared.names))
     dataset = data_prep.make_dataset(prepared.images, batch_size=config["batch_size"], flip=config["flip"],
                                      seed=config["seed"], scale=False, repeats=repeats)
-    count = len(prepared.names) if repeats is None else int(repeats.sum())
-    return (dataset.repeat() if config.get("steps_per_epoch") else dataset), count
+    faces = len(prepared.names)
+    per_epoch = faces if repeats is None else int(repeats.sum())
+    return (dataset.repeat() if config.get("steps_per_epoch") else dataset), faces, per_epoch
 
 
 def train(config, run_dir, *, resume=False, verbose=1):
     """Train (or resume) the DCGAN described by `config` in `run_dir`; returns (gan, history)."""
     strategy = runs.make_strategy(config["strategy"], worker_timeout=config.get("worker_timeout"))
     keras.utils.set_random_seed(config["seed"])
-    dataset, count = train_dataset(config)
+    dataset, count, per_epoch = train_dataset(config)
     if config["strategy"] == "multiworker":  # its collectives cannot reduce uint8, which Keras's input checks do
         dataset = dataset.map(runs.to_float_batch)
     with strategy.scope(), runs.dtype_policy(config["compute_precision"]):
@@ -481,7 +482,8 @@ def train(config, run_dir, *, resume=False, verbose=1):
         callbacks.append(runs.TimeBudget(config["time_budget"]))
     if tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir, update_freq=50))
-    announce = (lambda done: f"training on {count} images with {strategy.num_replicas_in_sync} replica(s), "
+    shown = "" if per_epoch == count else f" ({per_epoch} per epoch with --oversample)"
+    announce = (lambda done: f"training on {count} images{shown} with {strategy.num_replicas_in_sync} replica(s), "
                              f"epochs {done + 1} to {config['epochs']}")
     try:
         trained = runs.fit_epochs(gan, dataset, run_dir, epochs=config["epochs"], recorder=recorder,
@@ -689,6 +691,13 @@ def validate_config(config):
     data_prep.parse_oversample(config.get("oversample"))
 
 
+def same_oversampling(key, saved, config):
+    """On resume, two spellings of one oversampling ("Bald=2,Chubby=2" and two flags) are the same setting."""
+    if key != "oversample":
+        return None
+    return data_prep.parse_oversample(saved.get(key)) == data_prep.parse_oversample(config[key])
+
+
 def subcommand_parser(command):
     parser = argparse.ArgumentParser(prog=f"dcgan.py {command}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
@@ -743,7 +752,7 @@ def main(argv=None):
         print(f"wrote {runs.plot_runs(args.runs, out, smoothing=args.smoothing)}")
         return None
     config, run_dir, resume = runs.training_config(training_parser, argv, resumable=RESUMABLE_OVERRIDES,
-                                                   validate=validate_config)
+                                                   validate=validate_config, same=same_oversampling)
     config["data"] = os.path.abspath(data_prep.resolve_data_dir(config["data"]))
     chief, task = runs.worker_role(config["strategy"])
     if chief:

@@ -1,6 +1,6 @@
 """A VAE of the DCGAN's size (Kingma and Welling 2014, "Auto-Encoding Variational Bayes"): the encoder is E's
 convolutional stack with a mean and a log-variance head, the decoder is the DCGAN generator. Trained with --like on
-a GAN run's data, sizes, batch and image-steps, it answers the open question (GAN codes or VAE codes?) in numbers:
+a GAN run's data, sizes, batch, oversampling and image-steps, it answers the open question (GAN codes or VAE codes?) in numbers:
 `python scores.py encoders --vae` and `python scores.py edits --vae`. Its run directory reads like a GAN's
 (config.json with "kind": "vae", generator.keras, the VAE's encoder in vae_encoder.keras), so encoder.py encode,
 facemath.py and editor.py take it as --run.
@@ -11,7 +11,7 @@ features measure the reconstruction instead of pixels, and whose realism loss th
 reconstructions and on samples from the prior. Its run is a VAE run for every later script.
 
 Usage:
-    python vae.py --name vae --like runs/demo                    # the GAN's data, sizes, batch and image-steps
+    python vae.py --name vae --like runs/demo                    # the GAN's data, sizes, batch, mix and image-steps
     python vae.py --name vae-cpu --image-size 32 --filters 16 --epochs 2 --steps-per-epoch 50   # CPU-sized
     python vae.py --name vae --like runs/demo --resume --epochs 12
     python vae.py --name vae-gan --like runs/demo --gan          # the VAE-GAN at the GAN's image-steps
@@ -157,6 +157,13 @@ class VAEGAN(runs.TrainingModel):
 # Training
 
 
+def train_dataset(config):
+    """The training faces as uint8 batches, each oversampled face as often as the run's oversampling says."""
+    train = data_prep.run_split(config, split="train", limit=config.get("limit"))
+    return data_prep.make_dataset(train.images, batch_size=config["batch_size"], seed=config["seed"], scale=False,
+                                  repeats=data_prep.run_repeats(config, train.labels))
+
+
 def epoch_length(config):
     """Faces in one epoch of a run's training split: each as many times as its oversampling says (once without)."""
     train = data_prep.run_split(config, split="train", limit=config.get("limit"))
@@ -216,9 +223,7 @@ def train_vae(config, run_dir, *, resume=False, verbose=1):
         runs.save_weights_atomic(vae.generator, os.path.join(run_dir, "checkpoints",
                                                               f"generator_epoch_{number:03d}.weights.h5"))
 
-    train = data_prep.run_split(config, split="train", limit=config["limit"])
-    dataset = data_prep.make_dataset(train.images, batch_size=config["batch_size"], seed=config["seed"], scale=False,
-                                     repeats=data_prep.run_repeats(config, train.labels))
+    dataset = train_dataset(config)
     steps = config["steps_per_epoch"]
     encoder.fit_with_evidence(vae, dataset.repeat() if steps else dataset, run_dir, epochs=config["epochs"],
                       steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose)

@@ -32,6 +32,24 @@ def tiny_celeba_rows(*, count=TINY_COUNT, seed=0):
         yield f"{index:06d}.jpg", values, background
 
 
+def appearances(dataset, images):
+    """How many times each of `images` appears in one pass over `dataset` (uint8 batches, no flips), found by
+    exact pixels; every face of the tiny CelebA has its own background colour, so no two are equal."""
+    index = {image.tobytes(): number for number, image in enumerate(np.asarray(images))}
+    counts = np.zeros(len(index), int)
+    for batch in dataset:
+        for image in np.asarray(batch):
+            counts[index[image.tobytes()]] += 1
+    return counts
+
+
+def tiny_men(split=0):
+    """For each face of a split of the tiny CelebA, in file order: whether its ground truth says Male."""
+    male = data_prep.CELEBA_ATTRIBUTES.index("Male")
+    return np.array([values[male] == 1 for index, (_, values, _) in enumerate(tiny_celeba_rows(), 1)
+                     if tiny_partition(index) == split])
+
+
 def write_tiny_celeba(root, *, count=TINY_COUNT, seed=0):
     """178x218 JPEGs whose content follows three attributes (Male: blue face, Eyeglasses: a dark band over the
     eyes, Smiling: a bright mouth), with CelebA's attribute, partition and landmark files."""

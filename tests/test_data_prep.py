@@ -354,7 +354,7 @@ def test_oversampled_images_appear_their_number_of_times_per_epoch(sixteen_image
     bald, chubby = data_prep.CELEBA_ATTRIBUTES.index("Bald"), data_prep.CELEBA_ATTRIBUTES.index("Chubby")
     labels[[1, 2], bald] = 1
     labels[[2, 5], chubby] = 1
-    repeats = data_prep.oversample_repeats(labels, data_prep.parse_oversample(["bald=3", "Chubby=1, Chubby=2"]))
+    repeats = data_prep.oversample_repeats(labels, data_prep.parse_oversample(["bald=3", "Chubby=2, Chubby=1"]))
     expected = [1, 3, 3, 1, 1, 2] + [1] * 10  # image 2 has both and takes the larger factor, not their product
     assert repeats.tolist() == expected
     # Each image's first pixel is its index, so a batch says which images it holds.
@@ -367,11 +367,18 @@ def test_oversampled_images_appear_their_number_of_times_per_epoch(sixteen_image
 
 @pytest.mark.parametrize("term, message", [
     ("Bald", "is not ATTRIBUTE=N"), ("Bald=0", "is not ATTRIBUTE=N"), ("Bald=1.5", "is not ATTRIBUTE=N"),
-    ("Baldd=2", "did you mean 'Bald'"),
+    ("Baldd=2", "did you mean 'Bald'"), ("-Bald=2", "is not ATTRIBUTE=N"), ("=2", "is not ATTRIBUTE=N"),
+    ("Bald=\u00b2", "is not ATTRIBUTE=N"),
 ])
 def test_oversampling_refuses_a_bad_term(term, message):
     with pytest.raises(data_prep.DataError, match=message):
         data_prep.parse_oversample([term])
+
+
+def test_two_spellings_of_one_oversampling_read_the_same():
+    factors = data_prep.parse_oversample(["sideburns=2", "Bald=2,Bald=1"])
+    assert list(factors.items()) == [("Bald", 2), ("Sideburns", 2)]  # CelebA's order, the larger factor
+    assert data_prep.parse_oversample(["Bald=2,Sideburns=2"]) == factors and data_prep.parse_oversample(None) == {}
 
 
 def test_make_dataset_flip_mirrors_some_images(sixteen_images):

@@ -283,18 +283,32 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_celeba, tmp_p
         np.testing.assert_array_equal(old, new)
 
 
-def test_oversampling_lengthens_the_epoch_by_the_repeated_faces(tiny_celeba, tmp_path):
-    from conftest import tiny_celeba_rows, tiny_partition
+def test_oversampling_shows_each_oversampled_face_its_number_of_times(tiny_celeba, tmp_path):
+    from conftest import appearances, tiny_men
 
-    male = data_prep.CELEBA_ATTRIBUTES.index("Male")
-    rows = [values for index, (_, values, _) in enumerate(tiny_celeba_rows(), 1) if tiny_partition(index) == 0]
-    men = sum(values[male] == 1 for values in rows)
+    men = tiny_men()
     args = dcgan.training_parser().parse_args(tiny_flags(tiny_celeba, tmp_path, "x", "--oversample", "Male=3"))
-    config = {**vars(args), "steps_per_epoch": None}
-    dataset, count = dcgan.train_dataset(config)
-    assert count == len(rows) + 2 * men and 0 < men < len(rows)
-    assert sum(int(batch.shape[0]) for batch in dataset) == count // 16 * 16
-    assert dcgan.train_dataset({**config, "oversample": []})[1] == len(rows)
+    config = {**vars(args), "steps_per_epoch": None, "batch_size": 1}
+    dataset, faces, per_epoch = dcgan.train_dataset(config)
+    assert 0 < men.sum() < len(men) and (faces, per_epoch) == (len(men), len(men) + 2 * men.sum())
+    images = data_prep.run_split({**config, "data": tiny_celeba}, split="train").images
+    np.testing.assert_array_equal(appearances(dataset, images), np.where(men, 3, 1))  # each man thrice, in place
+    plain = dcgan.train_dataset({**config, "oversample": []})
+    assert plain[1:] == (len(men), len(men))
+    np.testing.assert_array_equal(appearances(plain[0], images), 1)
+
+
+def test_a_run_resumes_with_its_oversampling_in_another_spelling_and_refuses_a_change(tiny_celeba, tmp_path, capsys):
+    flags = tiny_flags(tiny_celeba, tmp_path, "over", "--epochs", "1", "--oversample", "Male=2",
+                       "--oversample", "eyeglasses=3")
+    dcgan.main(flags)
+    assert runs.read_config(tmp_path / "over")["oversample"] == ["Male=2", "eyeglasses=3"]
+    resumed = [flag for flag in flags if flag not in ("--oversample", "Male=2", "eyeglasses=3")]
+    dcgan.main([*resumed, "--resume", "--epochs", "2", "--oversample", "Eyeglasses=3,Male=2"])
+    assert np.load(tmp_path / "over" / "d_losses.npy").shape == (2,)
+    with pytest.raises(SystemExit):
+        data_prep.run_cli(dcgan.main, [*resumed, "--resume", "--epochs", "3", "--oversample", "Male=3"])
+    assert "--oversample cannot change when resuming" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -305,7 +319,9 @@ def test_oversampling_lengthens_the_epoch_by_the_repeated_faces(tiny_celeba, tmp
     (["--diff-augment", "color,rotate"], "unknown DiffAugment transform 'rotate'"),
     (["--r1", "-1"], "--r1 must be 0 or more, got -1.0"),
     (["--r1-every", "0"], "--r1-every must be a positive integer, got 0"),
-    (["--oversample", "Bald:3"], "oversampling 'Bald:3' is not ATTRIBUTE=N"),
+    (["--oversample", "Bald:3"], "--oversample 'Bald:3' is not ATTRIBUTE=N"),
+    (["--oversample=-Bald=2"], "--oversample '-Bald=2' is not ATTRIBUTE=N"),
+    (["--oversample", "Chubby=2,Baldd=2"], "--oversample 'Baldd=2': unknown attribute 'Baldd'; did you mean 'Bald'"),
 ])
 def test_bad_flags_get_one_clear_line(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

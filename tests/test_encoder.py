@@ -296,6 +296,13 @@ def test_a_vae_like_an_oversampled_gan_learns_the_same_mix_for_as_many_images(ga
     assert vae.epoch_length(config) == len(rows) + 2 * men
     assert config["gan_image_steps"] == 1 * ((len(rows) + 2 * men) // 16) * 16  # one epoch of the longer mix
     assert vae.epoch_length({**config, "oversample": None}) == len(rows)
+    from conftest import appearances, tiny_men
+
+    men = tiny_men()
+    np.testing.assert_array_equal(men, [values[male] == 1 for values in rows])
+    faces = data_prep.run_split(config, split="train").images
+    np.testing.assert_array_equal(appearances(vae.train_dataset({**config, "batch_size": 1}), faces),
+                                  np.where(men, 3, 1))
 
 
 def test_vae_gan_losses_by_hand():
