@@ -444,14 +444,13 @@ def train_dataset(config):
     """The training images of a run's config as a tf.data pipeline of uint8 batches; returns (dataset, faces,
     per_epoch): the distinct faces, and the faces an epoch shows counting each oversampled one as often as it
     appears."""
-    celeba = data_prep.read_celeba(data_prep.resolve_data_dir(config["data"]))
-    prepared = data_prep.prepare_images(config["data"], split="train", filter=config["filter"], crop="dcgan",
-                                        image_size=config["image_size"], crop_size=config["crop_size"],
-                                        limit=config["limit"], cache_dir=config["cache_dir"], celeba=celeba)
-    repeats = data_prep.run_repeats(config, data_prep.attribute_labels(celeba, prepared.names))
-    dataset = data_prep.make_dataset(prepared.images, batch_size=config["batch_size"], flip=config["flip"],
+    train = data_prep.load_split(config["data"], split="train", filter=config["filter"], crop="dcgan",
+                                 image_size=config["image_size"], crop_size=config["crop_size"],
+                                 limit=config["limit"], cache_dir=config["cache_dir"])
+    repeats = data_prep.run_repeats(config, train.labels)
+    dataset = data_prep.make_dataset(train.images, batch_size=config["batch_size"], flip=config["flip"],
                                      seed=config["seed"], scale=False, repeats=repeats)
-    faces = len(prepared.names)
+    faces = len(train.names)
     per_epoch = faces if repeats is None else int(repeats.sum())
     return (dataset.repeat() if config.get("steps_per_epoch") else dataset), faces, per_epoch
 

@@ -1,7 +1,7 @@
 """A VAE of the DCGAN's size (Kingma and Welling 2014, "Auto-Encoding Variational Bayes"): the encoder is E's
 convolutional stack with a mean and a log-variance head, the decoder is the DCGAN generator. Trained with --like on
-a GAN run's data, sizes, batch, oversampling and image-steps, it answers the open question (GAN codes or VAE codes?) in numbers:
-`python scores.py encoders --vae` and `python scores.py edits --vae`. Its run directory reads like a GAN's
+a GAN run's data, sizes, batch, oversampling and image-steps, it answers the open question (GAN codes or VAE
+codes?) in numbers: `python scores.py encoders --vae` and `python scores.py edits --vae`. Its run directory reads like a GAN's
 (config.json with "kind": "vae", generator.keras, the VAE's encoder in vae_encoder.keras), so encoder.py encode,
 facemath.py and editor.py take it as --run.
 
@@ -244,8 +244,8 @@ def make_parser():
     add = parser.add_argument
     add("--name", default="vae", help="run name: the run directory is <runs-dir>/<name>")
     add("--runs-dir", default="runs", help="where run directories live")
-    add("--like", default=None, help="a GAN run whose data, sizes, batch, oversampling and image-steps the VAE "
-        "copies")
+    add("--like", default=None,
+        help="a GAN run whose data, sizes, batch, oversampling and image-steps the VAE copies")
     add("--data", default=None, help="CelebA directory (default: the synthetic CelebA); ignored with --like")
     add("--image-size", type=int, default=64, help="image size (with --like: the GAN's)")
     add("--filters", type=int, default=64, help="base filters of encoder and decoder (with --like: the GAN's)")

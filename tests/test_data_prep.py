@@ -360,7 +360,7 @@ def test_oversampled_images_appear_their_number_of_times_per_epoch(sixteen_image
     # Each image's first pixel is its index, so a batch says which images it holds.
     images = np.zeros((16, 4, 4, 3), np.uint8)
     images[:, 0, 0, 0] = np.arange(16)
-    assert len(list(data_prep.make_dataset(images, batch_size=5, seed=0, scale=False, repeats=repeats))) == 4  # 21
+    assert len(list(data_prep.make_dataset(images, batch_size=5, seed=0, scale=False, repeats=repeats))) == 4  # 21 showings
     everything = data_prep.make_dataset(images, batch_size=1, seed=0, scale=False, repeats=repeats)
     assert np.bincount([int(batch.numpy()[0, 0, 0, 0]) for batch in everything], minlength=16).tolist() == expected
 
