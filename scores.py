@@ -8,6 +8,7 @@ Usage:
     python scores.py encoders --run runs/demo --vae runs/vae --count 32 --steps 50   # CPU-sized
     python scores.py edits --run runs/reference --vae runs/vae        # GAN codes against VAE codes
     python scores.py analogies --run runs/reference
+    python scores.py analogies --run runs/reference --exemplars 3   # A and B each the mean of three faces
     python scores.py descriptions --run runs/reference
     python scores.py edits --run runs/demo --count 50 --fit-limit 1000 --kinds mean   # CPU-sized
     python scores.py makeover --run runs/makeover-m2f --compare runs/makeover-adv runs/makeover-l1
@@ -29,6 +30,7 @@ import evaluate
 import facemath
 import makeover
 import runs
+import synthetic_celeba
 
 COMMANDS = ("encoders", "edits", "analogies", "descriptions", "makeover")
 FACE_MATH = ("edits", "analogies", "descriptions")
@@ -337,18 +339,24 @@ def edit_measures(probabilities, features, start_probabilities, start_features, 
             "identity_distance": float(np.mean(np.linalg.norm(features - start_features, axis=1)))}
 
 
+def edit_groups(labels, fitted, *, count, seed=0, attributes=None):
+    """{target: {"add": faces without it, "remove": faces with it}}, up to `count` held-out faces each, for every
+    target of `attributes` (default: every varying one); the same faces for every kind and every model."""
+    rng = np.random.default_rng(seed)
+    return {int(target): {sense: rng.permutation(np.flatnonzero((labels[:, target] > 0.5) == present))[:count]
+                          for sense, present in (("add", False), ("remove", True))}
+            for target in (np.flatnonzero(fitted.varying) if attributes is None else attributes)}
+
+
 def edit_rows(run, fitted, held, *, classifier, kinds, strengths, count, seed=0, label="gan", attributes=None):
     """`scores.py edits` for one run: per attribute (`attributes`, default every varying one), kind, sense (add to
     held-out faces without it, remove from faces with it; the same faces for every kind) and strength, the
     figures of edit_measures; strength 0 is the unedited reconstruction (the rate at which it already has it)."""
-    rng = np.random.default_rng(seed)
     start_probabilities, start_features = cnn_outputs(classifier, dcgan.generate(run.generator, held.codes))
     rows = []
-    for target in np.flatnonzero(fitted.varying) if attributes is None else attributes:
+    for target, groups in edit_groups(held.labels, fitted, count=count, seed=seed, attributes=attributes).items():
         others = fitted.varying.copy()
         others[target] = False
-        groups = {sense: rng.permutation(np.flatnonzero((held.labels[:, target] > 0.5) == present))[:count]
-                  for sense, present in (("add", False), ("remove", True))}
         jobs = [(sense, strength, faces) for sense, faces in groups.items() if len(faces) >= 2
                 for strength in (0.0, *strengths)]
         if not jobs:
@@ -370,6 +378,42 @@ def edit_rows(run, fitted, held, *, classifier, kinds, strengths, count, seed=0,
     return rows
 
 
+def drawn_edit_rows(config, fitted, held, *, classifier, count, seed=0, attributes=None):
+    """The ceiling of any edit on the synthetic CelebA: the same held-out faces as edit_rows adds to, each drawn
+    again by the renderer with the attribute added and only what that implies changed
+    (synthetic_celeba.with_attribute), read by the same CNN against the face as drawn. [] with a line saying why
+    when the run's data is not the renderer's."""
+    if held.method == "samples":
+        print("no drawn edits: the held-out faces are generated samples, which the renderer cannot draw again")
+        return []
+    data_dir = config["data"]
+    image_dir = data_prep.read_celeba(data_dir).image_dir
+    seed_rendered = synthetic_celeba.rendered_seed(data_dir)
+    if not synthetic_celeba.is_rendered(image_dir, held.names, seed=seed_rendered):
+        print(f"no drawn edits: {data_dir} is not the synthetic CelebA, so its faces cannot be drawn again")
+        return []
+
+    def prepared(images):
+        return data_prep.to_float(np.stack([data_prep.crop_and_resize(
+            image, image_size=config["image_size"], crop_size=config.get("crop_size", 108)) for image in images]))
+
+    rows = []
+    for target, groups in edit_groups(held.labels, fitted, count=count, seed=seed, attributes=attributes).items():
+        faces = groups["add"]
+        if len(faces) < 2:
+            continue
+        name = facemath.ATTRIBUTES[target]
+        pairs = [synthetic_celeba.draw_edit(synthetic_celeba.face_index(held.names[face]), name, seed=seed_rendered)
+                 for face in faces]
+        before = cnn_outputs(classifier, prepared([first for first, _ in pairs]))
+        after = cnn_outputs(classifier, prepared([second for _, second in pairs]))
+        others = fitted.varying.copy()
+        others[target] = False
+        rows.append({"run": "drawn", "kind": "drawn", "attribute": name, "sense": "add", "faces": int(len(faces)),
+                     **edit_measures(*after, *before, target=target, others=others, add=True)})
+    return rows
+
+
 def edits_summary(rows, *, strength=TARGET_STRENGTH):
     """Per run and attribute, at `strength` when adding: each kind's flip rate and collateral, the best kind (the
     highest flip rate among those within the collateral bar, else the highest flip rate) and whether it meets
@@ -384,28 +428,45 @@ def edits_summary(rows, *, strength=TARGET_STRENGTH):
         best = max(within or by_kind.values(), key=lambda row: row["flip_rate"])
         summary.append({"run": run, "attribute": attribute, "best_kind": best["kind"],
                         "flip_rate": best["flip_rate"], "collateral": best["collateral"],
-                        "meets": best["flip_rate"] >= FLIP_TARGET and best["collateral"] <= COLLATERAL_TARGET,
+                        "meets": meets_bar(best),
                         "by_kind": {kind: [row["flip_rate"], row["collateral"]] for kind, row in by_kind.items()}})
     return summary
 
 
-def edits_markdown(rows, summary, settings):
+def meets_bar(row):
+    return row["flip_rate"] >= FLIP_TARGET and row["collateral"] <= COLLATERAL_TARGET
+
+
+def edits_markdown(rows, summary, settings, drawn=()):
+    """The summary table (with the renderer's own edit of the same faces as its last column when there is one),
+    how many attributes meet the bar per model, and the means per kind, sense and strength."""
     kinds = sorted({row["kind"] for row in rows}, key=directions.KINDS.index)
+    drawn = {row["attribute"]: row for row in drawn}
     lines = [f"Adding each attribute at strength {TARGET_STRENGTH:g} to held-out faces without it: flip rate / "
-             f"collateral per kind; the bar is flip >= {FLIP_TARGET} with collateral <= {COLLATERAL_TARGET}.", "",
-             "| run | attribute | " + " | ".join(kinds) + " | best | meets |",
-             "|---|---|" + "---:|" * len(kinds) + "---|---|"]
+             f"collateral per kind; the bar is flip >= {FLIP_TARGET} with collateral <= {COLLATERAL_TARGET}."
+             + (" drawn: the same faces drawn again by the renderer with the attribute added (the ceiling of any "
+                "edit on this data)." if drawn else ""), "",
+             "| run | attribute | " + " | ".join(kinds) + " | best | meets |" + (" drawn |" if drawn else ""),
+             "|---|---|" + "---:|" * len(kinds) + "---|---|" + ("---:|" if drawn else "")]
     for entry in summary:
         cells = [f"{entry['by_kind'][kind][0]:.2f} / {entry['by_kind'][kind][1]:.3f}" if kind in entry["by_kind"]
                  else "" for kind in kinds]
+        ceiling = drawn.get(entry["attribute"])
         lines.append(f"| {entry['run']} | {entry['attribute']} | " + " | ".join(cells)
-                     + f" | {entry['best_kind']} | {'yes' if entry['meets'] else 'no'} |")
+                     + f" | {entry['best_kind']} | {'yes' if entry['meets'] else 'no'} |"
+                     + ((f" {ceiling['flip_rate']:.2f} / {ceiling['collateral']:.3f} |" if ceiling else " |")
+                        if drawn else ""))
     for run in sorted({entry["run"] for entry in summary}):
         met = [entry["attribute"] for entry in summary if entry["run"] == run and entry["meets"]]
         wins = {kind: sum(entry["best_kind"] == kind for entry in summary if entry["run"] == run) for kind in kinds}
         lines += ["", f"{run}: the bar holds for {len(met)} of {sum(e['run'] == run for e in summary)} attributes"
                   + (f" ({', '.join(met)})" if met else "") + "; best kind per attribute: "
                   + ", ".join(f"{kind} {wins[kind]}" for kind in kinds)]
+    if drawn:
+        met = [name for name, row in drawn.items() if meets_bar(row)]
+        lines += ["", f"drawn (the renderer's edit): the bar holds for {len(met)} of {len(drawn)} attributes"
+                  + (f"; not for {', '.join(name for name in drawn if name not in met)}" if len(met) < len(drawn)
+                     else "")]
     lines += ["", "| run | kind | sense | strength | flip rate | probability change | collateral | identity distance |",
               "|---|---|---|---:|---:|---:|---:|---:|"]
     for key, group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], directions.KINDS.index(row["kind"]),
@@ -462,33 +523,59 @@ def edit_examples(run, fitted, held, *, kind, attributes=facemath.EXAMPLE_ATTRIB
     return images, labels
 
 
-def analogy_triples(labels, pair, *, count, seed=0):
-    """Up to `count` (a, b, c) index triples of faces for the attribute pair (X, Y): A has X and not Y, B has
-    both, C has neither; the expected D has Y and not X."""
+def analogy_triples(labels, pair, *, count, seed=0, exemplars=1):
+    """Up to `count` rows of face indices for the attribute pair (X, Y): A has X and not Y, B has both, C has
+    neither; the expected D has Y and not X. Each row is `exemplars` faces of A, as many of B (distinct where the
+    group allows; their mean codes stand for A and B, as Radford et al. averaged three exemplars per concept),
+    then one face C: (count, 2 * exemplars + 1)."""
     x, y = directions.attribute_index(pair[0]), directions.attribute_index(pair[1])
     has = np.asarray(labels) > 0.5
     groups = [np.flatnonzero(has[:, x] & ~has[:, y]), np.flatnonzero(has[:, x] & has[:, y]),
               np.flatnonzero(~has[:, x] & ~has[:, y])]
     if min(len(group) for group in groups) == 0:
-        return np.zeros((0, 3), int)
+        return np.zeros((0, 2 * exemplars + 1), int)
     rng = np.random.default_rng(seed)
-    return np.stack([rng.choice(group, count) for group in groups], axis=1)
+    if exemplars == 1:
+        return np.stack([rng.choice(group, count) for group in groups], axis=1)
+    chosen = [np.stack([rng.choice(group, exemplars, replace=len(group) < exemplars) for _ in range(count)])
+              for group in groups[:2]]
+    return np.concatenate([*chosen, rng.choice(groups[2], count)[:, None]], axis=1)
 
 
-def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, count=200, seed=0):
+def drawn_faces(config, names, name):
+    """The faces `names` of the run's data drawn again with attribute `name` added (synthetic_celeba.draw_edit),
+    in the run's crop and size as the models see them; None unless the data is the renderer's."""
+    data_dir = config["data"]
+    seed = synthetic_celeba.rendered_seed(data_dir)
+    if not synthetic_celeba.is_rendered(data_prep.read_celeba(data_dir).image_dir, list(names), seed=seed):
+        return None
+    drawn = [synthetic_celeba.draw_edit(synthetic_celeba.face_index(face), name, seed=seed)[1] for face in names]
+    return data_prep.to_float(np.stack([data_prep.crop_and_resize(
+        image, image_size=config["image_size"], crop_size=config.get("crop_size", 108)) for image in drawn]))
+
+
+def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, count=200, seed=0, exemplars=1):
     """Per attribute pair: the fraction of D = C + B - A on which the attribute CNN says the expected X and Y
-    (both, and each), beside D = C (no arithmetic: Y stays absent) as the floor."""
+    (both, and each), beside D = C (no arithmetic: Y stays absent) as the floor, and, on the synthetic CelebA,
+    C's face drawn again with Y added (the ceiling: "drawn")."""
     rows = []
     for pair in pairs:
-        triples = analogy_triples(held.labels, pair, count=count, seed=seed)
+        triples = analogy_triples(held.labels, pair, count=count, seed=seed, exemplars=exemplars)
         if len(triples) == 0:
             print(f"skipping {pair[0]}/{pair[1]}: the held-out faces lack one of its three groups")
             continue
-        a, b, c = (held.codes[triples[:, column]] for column in range(3))
+        a, b = (held.codes[triples[:, part * exemplars:(part + 1) * exemplars]].mean(axis=1) for part in range(2))
+        c = held.codes[triples[:, -1]]
         x, y = directions.attribute_index(pair[0]), directions.attribute_index(pair[1])
-        row = {"x": pair[0], "y": pair[1], "triples": int(len(triples))}
-        for name, codes in (("analogy", facemath.analogy_corner(a, b, c)), ("c_alone", c)):
-            said = evaluate.predict_attributes(classifier, dcgan.generate(run.generator, codes)) > 0.5
+        row = {"x": pair[0], "y": pair[1], "triples": int(len(triples)), "exemplars": exemplars}
+        outputs = {"analogy": dcgan.generate(run.generator, facemath.analogy_corner(a, b, c)),
+                   "c_alone": dcgan.generate(run.generator, c)}
+        if held.method != "samples":
+            drawn = drawn_faces(run.config, [held.names[face] for face in triples[:, -1]], pair[1])
+            if drawn is not None:
+                outputs["drawn"] = drawn
+        for name, images in outputs.items():
+            said = evaluate.predict_attributes(classifier, images) > 0.5
             row[f"{name}_both"] = float(np.mean(~said[:, x] & said[:, y]))
             row[f"{name}_x"], row[f"{name}_y"] = float(np.mean(~said[:, x])), float(np.mean(said[:, y]))
         rows.append(row)
@@ -496,13 +583,15 @@ def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, coun
 
 
 def analogies_markdown(rows, settings):
-    lines = ["| A -> B (C -> D) | triples | D right on both | D: X absent | D: Y present | D = C (floor): both |",
-             "|---|---:|---:|---:|---:|---:|"]
+    drawn = any("drawn_both" in row for row in rows)
+    lines = ["| A -> B (C -> D) | triples | D right on both | D: X absent | D: Y present | D = C (floor): both | "
+             "C: X absent |" + (" drawn: C with Y, both |" if drawn else ""),
+             "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if drawn else "")]
     for row in rows:
         lines.append(f"| {row['x']} without {row['y']} -> with (not-{row['x']} -> with {row['y']}) | "
                      f"{row['triples']} | {row['analogy_both']:.3f} | {row['analogy_x']:.3f} | "
-                     f"{row['analogy_y']:.3f} | "
-                     f"{row['c_alone_both']:.3f} |")
+                     f"{row['analogy_y']:.3f} | {row['c_alone_both']:.3f} | {row['c_alone_x']:.3f} |"
+                     + (f" {row['drawn_both']:.3f} |" if "drawn_both" in row else (" |" if drawn else "")))
     described = ", ".join(f"{key} {value}" for key, value in settings.items())
     return "\n".join(lines) + f"\n\n{described}\n"
 
@@ -558,29 +647,37 @@ def run_score_edits(run, args):
         settings[f"{label}_codes"] = f"{codes.method} ({len(codes.names)} fitted), {held.method} (held out)"
         rows += edit_rows(source, fitted, held, classifier=classifier, kinds=kinds, strengths=facemath.SCORE_STRENGTHS,
                           count=args.count, seed=args.seed, label=label, attributes=attributes)
+        if source is run:  # the renderer's edit of the same faces, once
+            drawn = drawn_edit_rows(run.config, fitted, held, classifier=classifier, count=args.count,
+                                    seed=args.seed, attributes=attributes)
         images, labels = edit_examples(source, fitted, held, kind=kinds[0], seed=args.seed)
         data_prep.save_grid(os.path.join(out, f"edit-scores-examples-{label}.png"), images,
                             columns=len(facemath.SWEEP_STRENGTHS), row_labels=labels,
                             column_labels=[f"{s:+g}" for s in facemath.SWEEP_STRENGTHS])
     settings.update(count=args.count, seed=args.seed, seconds=round(time.perf_counter() - started, 1))
     summary = edits_summary(rows)
-    markdown = edits_markdown(rows, summary, settings)
+    markdown = edits_markdown(rows, summary, settings, drawn)
     data_prep.write_report(os.path.join(out, "edit-scores"), markdown,
-                           {"settings": settings, "summary": summary, "rows": rows})
+                           {"settings": settings, "summary": summary, "rows": rows, "drawn": drawn})
     plot_edit_scores(rows, os.path.join(out, "edit-scores.png"))
     print(markdown + f"wrote {out}/edit-scores.{{md,json,png}} and edit-scores-examples-*.png")
     return out
 
 
 def run_score_analogies(run, args):
+    if args.exemplars < 1:
+        raise data_prep.DataError(f"--exemplars must be at least 1, got {args.exemplars}")
     classifier = classifier_for_scores(args.classifier, run)
     held = held_out_for(run, args, classifier=classifier)
-    rows = score_analogies(run, held, classifier=classifier, count=args.count, seed=args.seed)
-    settings = {"run": run.directory, "codes": held.method, "held_out_faces": len(held.names), "seed": args.seed}
+    rows = score_analogies(run, held, classifier=classifier, count=args.count, seed=args.seed,
+                           exemplars=args.exemplars)
+    settings = {"run": run.directory, "codes": held.method, "held_out_faces": len(held.names), "seed": args.seed,
+                "exemplars": args.exemplars}
     out = facemath.output_dir(run, args)
     markdown = analogies_markdown(rows, settings)
-    data_prep.write_report(os.path.join(out, "analogy-scores"), markdown, {"settings": settings, "rows": rows})
-    print(markdown + f"wrote {out}/analogy-scores.{{md,json}}")
+    stem = "analogy-scores" + (f"-exemplars{args.exemplars}" if args.exemplars > 1 else "")
+    data_prep.write_report(os.path.join(out, stem), markdown, {"settings": settings, "rows": rows})
+    print(markdown + f"wrote {out}/{stem}.{{md,json}}")
     return out
 
 
@@ -632,6 +729,8 @@ def subcommand_parser(command):
                 help="comma-separated attributes to score (default: every one that varies)")
         elif command == "analogies":
             add("--count", type=int, default=200, help="triples per attribute pair")
+            add("--exemplars", type=int, default=1, help="faces averaged for A and for B (Radford et al. used 3); "
+                "C stays one face")
     else:
         add("--run", required=True, help="the makeover run directory (runs/<name>)")
         add("--epoch", type=int, default=None, help="use the translator saved after this epoch (default: final)")

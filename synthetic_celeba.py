@@ -11,6 +11,7 @@ Usage (through data_prep's command line, which every script shares):
     python data_prep.py synth --out /tmp/faces --count 2000                      # CPU-sized: about 2 seconds
 """
 
+import json
 import multiprocessing
 import os
 
@@ -246,6 +247,71 @@ def render_face(attributes, rng):
     return canvas, landmarks.astype(np.float32)
 
 
+RENDER_SETTINGS = "synthetic_celeba.json"  # the renderer's seed and count, written beside the label files
+HAIR_LABELS = tuple(name for name in HAIR_COLOURS if name != "other")
+
+
+def with_attribute(attributes, name):
+    """The labels of the same face with `name` added and the fewest others changed so that the drawing shows
+    it and every label stays true: a hair colour replaces the other colours and a bald head; a bald head takes
+    the hair's colour, bangs, receding hairline and sideburns; a hat hides bangs and a receding hairline, which
+    take it off again; No_Beard removes the goatee and mustache; Attractive's rule (young, not blurry, chubby or
+    big-nosed, no bags under the eyes) is made true. No_Beard and Attractive are then re-derived by their rules."""
+    if name not in RENDERED_ATTRIBUTES:
+        raise DataError(f"{name!r} is not drawn by the synthetic CelebA")
+    a = dict(attributes, **{name: True})
+    cleared = {"Bald": (*HAIR_LABELS, "Bangs", "Receding_Hairline", "Sideburns"),
+               "Wearing_Hat": ("Bangs", "Receding_Hairline"), "Bangs": ("Wearing_Hat", "Bald"),
+               "Receding_Hairline": ("Wearing_Hat", "Bald"), "Sideburns": ("Bald",), "No_Beard": ("Goatee", "Mustache"),
+               **{hair: (*(other for other in HAIR_LABELS if other != hair), "Bald") for hair in HAIR_LABELS}}
+    a.update(dict.fromkeys(cleared.get(name, ()), False))
+    if name == "Attractive":
+        a.update(Young=True, Blurry=False, Bags_Under_Eyes=False, Chubby=False, Big_Nose=False)
+    a["No_Beard"] = not (a["Goatee"] or a["Mustache"])
+    a["Attractive"] = a["Young"] and not (a["Blurry"] or a["Bags_Under_Eyes"] or a["Chubby"] or a["Big_Nose"])
+    return a
+
+
+def face_index(file_name):
+    """The 0-based index behind a rendered file name ("000123.jpg" is face 122), or None for any other name."""
+    stem = os.path.splitext(os.path.basename(file_name))[0]
+    return int(stem) - 1 if stem.isdigit() and int(stem) > 0 else None
+
+
+def draw_edit(index, name, *, seed=0):
+    """(before, after): face `index` of the synthetic CelebA rendered with `seed`, as written, and the same face
+    (the same nuisance draws) with `name` added by with_attribute. 218x178 RGB uint8 each."""
+    rng = np.random.default_rng([seed, index])
+    attributes = sample_attributes(rng)
+    state = rng.bit_generator.state
+    before = render_face(attributes, rng)[0]
+    rng.bit_generator.state = state
+    return before, render_face(with_attribute(attributes, name), rng)[0]
+
+
+def rendered_seed(data_dir):
+    """The seed a synthetic CelebA was rendered with (RENDER_SETTINGS beside its labels; 0, the default, for a copy
+    rendered before that file was written)."""
+    try:
+        with open(os.path.join(data_dir, RENDER_SETTINGS)) as handle:
+            return int(json.load(handle)["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def is_rendered(image_dir, file_names, *, seed=0, tolerance=4.0):
+    """Whether the first of `file_names` in `image_dir` is this renderer's face of that name with `seed` (mean
+    absolute difference at most `tolerance` of 255, which JPEG's rounding stays well within)."""
+    if not file_names or face_index(file_names[0]) is None:
+        return False
+    written = cv2.imread(os.path.join(image_dir, file_names[0]), cv2.IMREAD_COLOR)
+    rng = np.random.default_rng([seed, face_index(file_names[0])])
+    drawn = render_face(sample_attributes(rng), rng)[0]
+    if written is None or written.shape != drawn.shape:
+        return False
+    return float(np.abs(cv2.cvtColor(written, cv2.COLOR_BGR2RGB).astype(np.float32) - drawn).mean()) <= tolerance
+
+
 def _render_chunk(job):
     """Render, encode and write the faces numbered first to last - 1 (1-based file names); returns their label rows."""
     image_dir, seed, start, stop = job
@@ -305,6 +371,8 @@ def render_synthetic_celeba(out_dir, *, count=20000, seed=0, workers=2, progress
                 rows.extend(_render_chunk(job))
                 bar.update(job[3] - job[2])
     _write_label_files(temporary, rows)
+    with open(os.path.join(temporary, RENDER_SETTINGS), "w") as handle:
+        json.dump({"seed": seed, "count": count}, handle)
     os.replace(temporary, out_dir)
     return out_dir
 

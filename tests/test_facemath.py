@@ -14,6 +14,7 @@ import data_prep
 from conftest import train_settled_tiny_run
 import dcgan
 import directions
+import evaluate
 import runs
 import scores
 import facemath
@@ -318,9 +319,13 @@ def test_score_commands_write_tables(tiny_run, classifier_dir, tmp_path):
     assert all(0 <= row["flip_rate"] <= 1 for row in payload["rows"])
     assert os.path.isfile(os.path.join(out, "edit-scores.png"))
     assert "| gan |" in open(os.path.join(out, "edit-scores.md")).read()
+    assert payload["drawn"] == [] and "drawn" not in open(os.path.join(out, "edit-scores.md")).read()  # not rendered
     cli(["analogies", "--count", "5", *flags], tiny_run, tmp_path, classifier_dir)
     rows = json.loads(open(os.path.join(out, "analogy-scores.json")).read())["rows"]
-    assert rows and all(0 <= row["analogy_both"] <= 1 for row in rows)
+    assert rows and all(0 <= row["analogy_both"] <= 1 and "drawn_both" not in row for row in rows)
+    cli(["analogies", "--count", "5", "--exemplars", "2", *flags], tiny_run, tmp_path, classifier_dir)
+    rows = json.loads(open(os.path.join(out, "analogy-scores-exemplars2.json")).read())["rows"]
+    assert rows and all(row["exemplars"] == 2 for row in rows)
     cli(["descriptions", *flags], tiny_run, tmp_path, classifier_dir)
     result = json.loads(open(os.path.join(out, "description-scores.json")).read())
     assert result["faces"] == 20 and 0 <= result["precision"] <= 1 and len(result["most_frequent"]) == 5
@@ -399,6 +404,9 @@ def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path, capsys):
     assert "name no faces" in cli_error(["--edit", TEST_FACES[0], "--examples", "--sweep", "Smiling", *base], capsys)
     assert "--add ATTR=STRENGTH or --sweep" in cli_error(["--edit", TEST_FACES[0], *base], capsys)
     assert "python scores.py edits" in cli_error(["score-edits", *base], capsys)
+    with pytest.raises(SystemExit) as exit_info:
+        data_prep.run_cli(scores.main, ["analogies", *base, "--exemplars", "0"])
+    assert exit_info.value.code == 2 and "--exemplars must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_one_edit_writes_a_png_and_bench_times_it(tmp_path):
@@ -409,3 +417,38 @@ def test_one_edit_writes_a_png_and_bench_times_it(tmp_path):
                              str(tmp_path / "edit.png"))
     assert cv2.imread(path).shape == (32, 32, 3)
     assert bench.edit_milliseconds(generator, windows=2) > 0
+
+
+def test_analogy_exemplars_come_from_their_groups():
+    labels = np.zeros((12, 40), np.float32)
+    male, glasses = directions.attribute_index("Male"), directions.attribute_index("Eyeglasses")
+    labels[0:4, male] = 1  # A: men without glasses (faces 0-3)
+    labels[4:6, [male, glasses]] = 1  # B: men with glasses (faces 4 and 5); C: the rest (6-11)
+    rows = scores.analogy_triples(labels, ("Male", "Eyeglasses"), count=20, seed=1, exemplars=3)
+    assert rows.shape == (20, 7)
+    assert set(rows[:, :3].ravel()) <= {0, 1, 2, 3} and all(len(set(row[:3])) == 3 for row in rows)  # distinct
+    assert set(rows[:, 3:6].ravel()) == {4, 5}  # two faces for three places: repeats allowed
+    assert set(rows[:, 6]) <= set(range(6, 12))
+    single = scores.analogy_triples(labels, ("Male", "Eyeglasses"), count=20, seed=1)
+    assert single.shape == (20, 3) and set(single[:, 1]) <= {4, 5}
+
+
+def test_drawn_edits_redraw_the_held_out_faces_on_the_synthetic_celeba(classifier_dir, tmp_path):
+    import synthetic_celeba
+    from types import SimpleNamespace
+
+    data = synthetic_celeba.render_synthetic_celeba(str(tmp_path / "synth"), count=60, seed=5, workers=1,
+                                                    progress=False)
+    celeba = data_prep.read_celeba(data)
+    names = data_prep.select_files(celeba, split="all")
+    labels = (celeba.attributes.loc[names].to_numpy() > 0).astype(np.float32)
+    varying = np.zeros(40, bool)
+    varying[[directions.attribute_index("Eyeglasses"), directions.attribute_index("Smiling")]] = True
+    fitted, held = SimpleNamespace(varying=varying), SimpleNamespace(names=names, labels=labels, method="encoder")
+    config = {"data": data, "image_size": 32, "crop_size": 108}
+    classifier = evaluate.load_classifier(classifier_dir)
+    rows = scores.drawn_edit_rows(config, fitted, held, classifier=classifier, count=7)
+    assert [row["attribute"] for row in rows] == ["Eyeglasses", "Smiling"]
+    assert all(row["faces"] == 7 and row["identity_distance"] > 0 and 0 <= row["flip_rate"] <= 1 for row in rows)
+    held.names = [f"photo{index}.jpg" for index in range(len(names))]  # not the renderer's files: no ceiling
+    assert scores.drawn_edit_rows(config, fitted, held, classifier=classifier, count=7) == []

@@ -138,3 +138,48 @@ def test_sideburns_show_under_a_hat():
     sides = (slice(100, 128), slice(50, 57))
     images = pair("Sideburns", False, True, Male=True, Bald=False, Wearing_Hat=True)
     assert band_change(images, sides) > 10
+
+
+def face(**changes):
+    """A face's labels written out: a young clean-shaven brown-haired man with bangs, changed as given."""
+    labels = dict.fromkeys(data_prep.CELEBA_ATTRIBUTES, False)
+    labels.update(Male=True, Young=True, Brown_Hair=True, Bangs=True, No_Beard=True, Attractive=True)
+    return dict(labels, **changes)
+
+
+def changed(before, after):
+    return {name: after[name] for name in before if before[name] != after[name]}
+
+
+def test_an_added_attribute_changes_only_what_it_implies():
+    add = synthetic_celeba.with_attribute
+    assert changed(face(), add(face(), "Smiling")) == {"Smiling": True}
+    assert changed(face(), add(face(), "Goatee")) == {"Goatee": True, "No_Beard": False}
+    assert changed(face(), add(face(), "Bald")) == {"Bald": True, "Brown_Hair": False, "Bangs": False}
+    assert changed(face(), add(face(), "Blond_Hair")) == {"Blond_Hair": True, "Brown_Hair": False}
+    assert changed(face(), add(face(), "Wearing_Hat")) == {"Wearing_Hat": True, "Bangs": False}
+    assert changed(face(Wearing_Hat=True, Bangs=False), add(face(Wearing_Hat=True, Bangs=False), "Bangs")) == {
+        "Bangs": True, "Wearing_Hat": False}
+    assert changed(face(), add(face(), "Chubby")) == {"Chubby": True, "Attractive": False}  # Attractive's rule
+    old = face(Young=False, Chubby=True, Attractive=False)
+    assert changed(old, add(old, "Attractive")) == {"Attractive": True, "Young": True, "Chubby": False}
+    bearded = face(Mustache=True, No_Beard=False)
+    assert changed(bearded, add(bearded, "No_Beard")) == {"No_Beard": True, "Mustache": False}
+    with pytest.raises(data_prep.DataError, match="'Wavy_Hair' is not drawn"):
+        add(face(), "Wavy_Hair")
+
+
+def test_a_drawn_edit_is_the_written_face_with_only_the_attribute_added(synthetic):
+    image_dir = os.path.join(synthetic, "img_align_celeba")
+    assert synthetic_celeba.rendered_seed(synthetic) == 3 and synthetic_celeba.face_index("000007.jpg") == 6
+    assert synthetic_celeba.face_index("face.jpg") is None
+    assert synthetic_celeba.is_rendered(image_dir, ["000007.jpg"], seed=3)
+    assert not synthetic_celeba.is_rendered(image_dir, ["000007.jpg"], seed=4)
+    labels = data_prep.read_celeba(synthetic).attributes
+    index = next(number for number, name in enumerate(labels.index) if labels.loc[name, "Eyeglasses"] < 0
+                 and labels.loc[name, "Wearing_Hat"] < 0)
+    before, after = synthetic_celeba.draw_edit(index, "Eyeglasses", seed=3)
+    written = data_prep.read_image_uint8(os.path.join(image_dir, f"{index + 1:06d}.jpg")).astype(np.float32)
+    assert np.abs(written - before).mean() < 4  # JPEG's rounding only
+    images = [before.astype(np.float32), after.astype(np.float32)]
+    assert band_change(images, EYE_BAND) > 10 * max(band_change(images, MOUTH_BAND), 0.1)
