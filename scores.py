@@ -209,6 +209,28 @@ def default_classifier(config):
     return "runs/classifier-makeover" if config["crop"] == "makeover" else "runs/classifier"
 
 
+def drawn_translations(config, names, *, terms):
+    """Two more baselines where the run's data is the synthetic CelebA and the populations differ in Male alone:
+    each source face drawn again by the renderer as the other sex the way this data draws that sex (beards off,
+    make-up, lipstick and earrings at the data's rates) and with the fewest changes (Male flipped, what only the
+    old sex wears taken off; synthetic_celeba.draw_other_sex). [] otherwise."""
+    data_dir = config["data"]
+    seed = synthetic_celeba.rendered_seed(data_dir)
+    if [name for name, _ in terms] != ["Male"] or not synthetic_celeba.is_rendered(
+            data_prep.read_celeba(data_dir).image_dir, names, seed=seed):
+        return []
+
+    def drawn(minimal):
+        images = [synthetic_celeba.draw_other_sex(synthetic_celeba.face_index(name), seed=seed, minimal=minimal)[1]
+                  for name in names]
+        return data_prep.to_float(np.stack([data_prep.crop_and_resize(
+            image, crop=config["crop"], image_size=config["image_size"], crop_size=config["crop_size"])
+            for image in images]))
+
+    return [("drawn as the other sex, as the data draws it", "baseline", drawn(False)),
+            ("drawn as the other sex, fewest changes", "baseline", drawn(True))]
+
+
 def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cross_checks=()):
     """The score table's rows: the identity and the mean target face (the trivial baselines), then each run, all
     on the same held-out (test split) source faces; plus the settings and the images of the grid."""
@@ -238,6 +260,11 @@ def score_rows(run_dirs, *, classifier_dir, count=None, seed=0, epoch=None, cros
                "target_features": evaluate.extract_features(classifier, targets)}
     candidates = [("identity (the input)", "baseline", inputs),
                   ("mean target face", "baseline", np.broadcast_to(mean_target, inputs.shape).copy())]
+    names = data_prep.prepare_images(config["data"], split="test", filter=config["source"], crop=config["crop"],
+                                     image_size=config["image_size"], crop_size=config["crop_size"],
+                                     cache_dir=config["cache_dir"], celeba=celeba).names
+    chosen = [names[index] for index in data_prep.seeded_subset(len(sources), count, seed=seed)]
+    candidates += drawn_translations(config, chosen, terms=measure["terms"])
     candidates += [(os.path.basename(os.path.normpath(run_dir)), "trained",
                     makeover.translate(makeover.load_translator(run_dir, epoch=epoch), inputs)) for run_dir in run_dirs]
     rows = [{"name": name, "kind": kind, **translation_scores(outputs=outputs, inputs=inputs, **measure)}

@@ -52,12 +52,14 @@ HAIR_COLOURS = {"Black_Hair": (28, 24, 24), "Brown_Hair": (100, 62, 35), "Blond_
                 "Gray_Hair": (175, 175, 178), "other": (150, 60, 30)}  # "other": auburn, no CelebA label
 
 
-def sample_attributes(rng):
+def sample_attributes(rng, *, male=None):
     """All 40 CelebA attributes as booleans, with CelebA-like rates and its correlations (beards and baldness
     on men, make-up and earrings mostly on women, grey hair mostly on older faces). Only what the drawing shows
     is labelled: a hat hides the hairline, so no bangs or receding hairline under one; no sideburns on a bald
-    head. The random draws stay in one fixed order whatever is kept."""
-    male, young = rng.random() < 0.42, rng.random() < 0.75
+    head. The random draws stay in one fixed order whatever is kept, so `male` (True or False) forces the sex
+    and every other draw stays as it was: the same person, as this data would have drawn them as a man or woman."""
+    drawn_male, young = rng.random() < 0.42, rng.random() < 0.75
+    male = drawn_male if male is None else bool(male)
     p = lambda male_rate, female_rate: rng.random() < (male_rate if male else female_rate)  # noqa: E731
     a = dict.fromkeys(CELEBA_ATTRIBUTES, False)
     a.update(Male=male, Young=young, Smiling=rng.random() < 0.48, Eyeglasses=rng.random() < (0.1 if young else 0.2),
@@ -248,6 +250,8 @@ def render_face(attributes, rng):
 
 
 RENDER_SETTINGS = "synthetic_celeba.json"  # the renderer's seed and count, written beside the label files
+SEX_ONLY = {True: ("5_o_Clock_Shadow", "Bald", "Goatee", "Mustache", "Sideburns"),  # drawn on men only
+            False: ("Heavy_Makeup", "Wearing_Earrings", "Wearing_Lipstick")}  # and on women only
 HAIR_LABELS = tuple(name for name in HAIR_COLOURS if name != "other")
 
 
@@ -287,6 +291,29 @@ def draw_edit(index, name, *, seed=0):
     before = render_face(attributes, rng)[0]
     rng.bit_generator.state = state
     return before, render_face(with_attribute(attributes, name), rng)[0]
+
+
+def as_other_sex(attributes):
+    """The fewest label changes that turn a face into the other sex of this data: Male flipped, and what the data
+    draws only on the old sex (SEX_ONLY) taken off; a bald head gets the unlabelled auburn hair."""
+    a = dict(attributes, Male=not attributes["Male"], **dict.fromkeys(SEX_ONLY[bool(attributes["Male"])], False))
+    a["No_Beard"] = not (a["Goatee"] or a["Mustache"])
+    return a
+
+
+def draw_other_sex(index, *, seed=0, minimal=False):
+    """(labels, image): face `index` of the synthetic CelebA rendered with `seed`, drawn as the other sex. By
+    default as this data draws that sex, every other random draw kept (sample_attributes's `male`): the same age,
+    smile and glasses, with the beards, make-up, lipstick, earrings and hair colours the data gives that sex;
+    with `minimal`, the face changed only by as_other_sex. Either way the same background, skin, pose and light
+    as the face as written. Labels as 40 booleans."""
+    rng = np.random.default_rng([seed, index])
+    attributes = sample_attributes(rng)  # the face as written; rng now draws its nuisance
+    if minimal:
+        attributes = as_other_sex(attributes)
+    else:
+        attributes = sample_attributes(np.random.default_rng([seed, index]), male=not attributes["Male"])
+    return attributes, render_face(attributes, rng)[0]
 
 
 def rendered_seed(data_dir):

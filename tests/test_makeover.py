@@ -464,3 +464,23 @@ def test_a_run_saved_before_the_keep_loss_resumes_with_it_as_zero(tmp_path):
 def test_moved_score_commands_say_where_they_went(capsys):
     assert "python scores.py makeover" in cli_error(makeover.main, ["score", "--run", "runs/x"], capsys)
     assert "python scores.py encoders" in cli_error(encoder.main, ["compare", "--run", "runs/x"], capsys)
+
+
+def test_drawn_translations_on_the_synthetic_celeba(tmp_path):
+    import synthetic_celeba
+
+    data = synthetic_celeba.render_synthetic_celeba(str(tmp_path / "synth"), count=30, seed=2, workers=1,
+                                                    progress=False)
+    celeba = data_prep.read_celeba(data)
+    men = data_prep.select_files(celeba, split="all", filter="Male")[:4]
+    config = {"data": data, "crop": "makeover", "image_size": 32, "crop_size": 108}
+    rows = scores.drawn_translations(config, men, terms=[("Male", False)])
+    assert [kind for _, kind, _ in rows] == ["baseline", "baseline"]
+    assert all(images.shape == (4, 40, 32, 3) and images.min() >= -1 and images.max() <= 1 for _, _, images in rows)
+    index = synthetic_celeba.face_index(men[0])
+    fewest = data_prep.to_float(data_prep.crop_and_resize(synthetic_celeba.draw_other_sex(
+        index, seed=2, minimal=True)[1], crop="makeover", image_size=32)[None])[0]
+    assert np.array_equal(rows[1][2][0], fewest)
+    assert scores.drawn_translations(config, men, terms=[("Male", False), ("Attractive", True)]) == []
+    assert scores.drawn_translations(dict(config, data=str(tmp_path / "synth")), ["face.jpg"],
+                                     terms=[("Male", False)]) == []

@@ -183,3 +183,18 @@ def test_a_drawn_edit_is_the_written_face_with_only_the_attribute_added(syntheti
     assert np.abs(written - before).mean() < 4  # JPEG's rounding only
     images = [before.astype(np.float32), after.astype(np.float32)]
     assert band_change(images, EYE_BAND) > 10 * max(band_change(images, MOUTH_BAND), 0.1)
+
+
+def test_the_other_sex_keeps_every_other_draw():
+    samples = [synthetic_celeba.sample_attributes(np.random.default_rng([5, index])) for index in range(600)]
+    for sex in (True, False):  # what SEX_ONLY says each sex alone wears, the sampler agrees
+        assert not any(a[name] for a in samples if a["Male"] != sex for name in synthetic_celeba.SEX_ONLY[sex])
+    man = next(index for index, a in enumerate(samples) if a["Male"] and a["Goatee"] and not a["Bald"])
+    as_woman = synthetic_celeba.sample_attributes(np.random.default_rng([5, man]), male=False)
+    assert not as_woman["Male"] and not as_woman["Goatee"] and as_woman["No_Beard"]
+    for name in ("Young", "Smiling", "Eyeglasses", "Wearing_Hat", "Narrow_Eyes", "Pale_Skin"):  # drawn first
+        assert as_woman[name] == samples[man][name], name
+    minimal = synthetic_celeba.as_other_sex(samples[man])
+    assert changed(samples[man], minimal) == {name: value for name, value in (
+        ("Male", False), ("Goatee", False), ("No_Beard", True), ("Mustache", False), ("Sideburns", False),
+        ("5_o_Clock_Shadow", False)) if samples[man][name] != value}
