@@ -209,6 +209,13 @@ def default_classifier(config):
     return "runs/classifier-makeover" if config["crop"] == "makeover" else "runs/classifier"
 
 
+def as_run_input(config, images):
+    """Full 218x178 renderings in a run's crop and size, float32 in [-1, 1], as its models see its data."""
+    return data_prep.to_float(np.stack([data_prep.crop_and_resize(
+        image, crop=config.get("crop", "dcgan"), image_size=config["image_size"],
+        crop_size=config.get("crop_size", 108)) for image in images]))
+
+
 def drawn_translations(config, names, *, terms):
     """Two more baselines where the run's data is the synthetic CelebA and the populations differ in Male alone:
     each source face drawn again by the renderer as the other sex the way this data draws that sex (beards off,
@@ -221,11 +228,8 @@ def drawn_translations(config, names, *, terms):
         return []
 
     def drawn(minimal):
-        images = [synthetic_celeba.draw_other_sex(synthetic_celeba.face_index(name), seed=seed, minimal=minimal)[1]
-                  for name in names]
-        return data_prep.to_float(np.stack([data_prep.crop_and_resize(
-            image, crop=config["crop"], image_size=config["image_size"], crop_size=config["crop_size"])
-            for image in images]))
+        return as_run_input(config, [synthetic_celeba.draw_other_sex(synthetic_celeba.face_index(name), seed=seed,
+                                                                     minimal=minimal)[1] for name in names])
 
     return [("drawn as the other sex, as the data draws it", "baseline", drawn(False)),
             ("drawn as the other sex, fewest changes", "baseline", drawn(True))]
@@ -420,10 +424,6 @@ def drawn_edit_rows(config, fitted, held, *, classifier, count, seed=0, attribut
         print(f"no drawn edits: {data_dir} is not the synthetic CelebA, so its faces cannot be drawn again")
         return []
 
-    def prepared(images):
-        return data_prep.to_float(np.stack([data_prep.crop_and_resize(
-            image, image_size=config["image_size"], crop_size=config.get("crop_size", 108)) for image in images]))
-
     rows = []
     for target, groups in edit_groups(held.labels, fitted, count=count, seed=seed, attributes=attributes).items():
         faces = groups["add"]
@@ -432,8 +432,8 @@ def drawn_edit_rows(config, fitted, held, *, classifier, count, seed=0, attribut
         name = facemath.ATTRIBUTES[target]
         pairs = [synthetic_celeba.draw_edit(synthetic_celeba.face_index(held.names[face]), name, seed=seed_rendered)
                  for face in faces]
-        before = cnn_outputs(classifier, prepared([first for first, _ in pairs]))
-        after = cnn_outputs(classifier, prepared([second for _, second in pairs]))
+        before = cnn_outputs(classifier, as_run_input(config, [first for first, _ in pairs]))
+        after = cnn_outputs(classifier, as_run_input(config, [second for _, second in pairs]))
         others = fitted.varying.copy()
         others[target] = False
         rows.append({"run": "drawn", "kind": "drawn", "attribute": name, "sense": "add", "faces": int(len(faces)),
@@ -576,9 +576,8 @@ def drawn_faces(config, names, name):
     seed = synthetic_celeba.rendered_seed(data_dir)
     if not synthetic_celeba.is_rendered(data_prep.read_celeba(data_dir).image_dir, list(names), seed=seed):
         return None
-    drawn = [synthetic_celeba.draw_edit(synthetic_celeba.face_index(face), name, seed=seed)[1] for face in names]
-    return data_prep.to_float(np.stack([data_prep.crop_and_resize(
-        image, image_size=config["image_size"], crop_size=config.get("crop_size", 108)) for image in drawn]))
+    return as_run_input(config, [synthetic_celeba.draw_edit(synthetic_celeba.face_index(face), name, seed=seed)[1]
+                                 for face in names])
 
 
 def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, count=200, seed=0, exemplars=1):
