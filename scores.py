@@ -216,15 +216,21 @@ def as_run_input(config, images):
         crop_size=config.get("crop_size", 108)) for image in images]))
 
 
+def renderer_seed(config, names):
+    """The seed the run's data was rendered with when its files `names` are the synthetic CelebA's own faces (so
+    the renderer can draw them again), else None."""
+    seed = synthetic_celeba.rendered_seed(config["data"])
+    image_dir = data_prep.read_celeba(config["data"]).image_dir
+    return seed if synthetic_celeba.is_rendered(image_dir, list(names), seed=seed) else None
+
+
 def drawn_translations(config, names, *, terms):
     """Two more baselines where the run's data is the synthetic CelebA and the populations differ in Male alone:
     each source face drawn again by the renderer as the other sex the way this data draws that sex (beards off,
     make-up, lipstick and earrings at the data's rates) and with the fewest changes (Male flipped, what only the
     old sex wears taken off; synthetic_celeba.draw_other_sex). [] otherwise."""
-    data_dir = config["data"]
-    seed = synthetic_celeba.rendered_seed(data_dir)
-    if [name for name, _ in terms] != ["Male"] or not synthetic_celeba.is_rendered(
-            data_prep.read_celeba(data_dir).image_dir, names, seed=seed):
+    seed = renderer_seed(config, names) if [name for name, _ in terms] == ["Male"] else None
+    if seed is None:
         return []
 
     def drawn(minimal):
@@ -417,11 +423,9 @@ def drawn_edit_rows(config, fitted, held, *, classifier, count, seed=0, attribut
     if held.method == "samples":
         print("no drawn edits: the held-out faces are generated samples, which the renderer cannot draw again")
         return []
-    data_dir = config["data"]
-    image_dir = data_prep.read_celeba(data_dir).image_dir
-    seed_rendered = synthetic_celeba.rendered_seed(data_dir)
-    if not synthetic_celeba.is_rendered(image_dir, held.names, seed=seed_rendered):
-        print(f"no drawn edits: {data_dir} is not the synthetic CelebA, so its faces cannot be drawn again")
+    seed_rendered = renderer_seed(config, held.names)
+    if seed_rendered is None:
+        print(f"no drawn edits: {config['data']} is not the synthetic CelebA, so its faces cannot be drawn again")
         return []
 
     rows = []
@@ -572,9 +576,8 @@ def analogy_triples(labels, pair, *, count, seed=0, exemplars=1):
 def drawn_faces(config, names, name):
     """The faces `names` of the run's data drawn again with attribute `name` added (synthetic_celeba.draw_edit),
     in the run's crop and size as the models see them; None unless the data is the renderer's."""
-    data_dir = config["data"]
-    seed = synthetic_celeba.rendered_seed(data_dir)
-    if not synthetic_celeba.is_rendered(data_prep.read_celeba(data_dir).image_dir, list(names), seed=seed):
+    seed = renderer_seed(config, names)
+    if seed is None:
         return None
     return as_run_input(config, [synthetic_celeba.draw_edit(synthetic_celeba.face_index(face), name, seed=seed)[1]
                                  for face in names])

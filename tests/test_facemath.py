@@ -447,8 +447,27 @@ def test_drawn_edits_redraw_the_held_out_faces_on_the_synthetic_celeba(classifie
     fitted, held = SimpleNamespace(varying=varying), SimpleNamespace(names=names, labels=labels, method="encoder")
     config = {"data": data, "image_size": 32, "crop_size": 108}
     classifier = evaluate.load_classifier(classifier_dir)
-    rows = scores.drawn_edit_rows(config, fitted, held, classifier=classifier, count=7)
+    drawn = []  # (face index, attribute) of every redrawn face, in order
+    original = synthetic_celeba.draw_edit
+
+    def recording(index, name, *, seed):
+        assert seed == 5  # read back from the render's settings file
+        drawn.append((index, name))
+        return original(index, name, seed=seed)
+
+    synthetic_celeba.draw_edit = recording
+    try:
+        rows = scores.drawn_edit_rows(config, fitted, held, classifier=classifier, count=7)
+    finally:
+        synthetic_celeba.draw_edit = original
     assert [row["attribute"] for row in rows] == ["Eyeglasses", "Smiling"]
     assert all(row["faces"] == 7 and row["identity_distance"] > 0 and 0 <= row["flip_rate"] <= 1 for row in rows)
+    groups = scores.edit_groups(labels, fitted, count=7)  # the faces the models' rows add to, and only those
+    for target, name in ((directions.attribute_index("Eyeglasses"), "Eyeglasses"),
+                         (directions.attribute_index("Smiling"), "Smiling")):
+        faces = groups[target]["add"]
+        assert [index for index, drawn_name in drawn if drawn_name == name] == [int(names[face][:6]) - 1
+                                                                               for face in faces]
+        assert not labels[faces, target].any()  # every one without the attribute before it was drawn in
     held.names = [f"photo{index}.jpg" for index in range(len(names))]  # not the renderer's files: no ceiling
     assert scores.drawn_edit_rows(config, fitted, held, classifier=classifier, count=7) == []

@@ -198,3 +198,14 @@ def test_the_other_sex_keeps_every_other_draw():
     assert changed(samples[man], minimal) == {name: value for name, value in (
         ("Male", False), ("Goatee", False), ("No_Beard", True), ("Mustache", False), ("Sideburns", False),
         ("5_o_Clock_Shadow", False)) if samples[man][name] != value}
+
+
+def test_the_other_sex_is_drawn_on_the_same_background_and_pose():
+    for index in range(6):
+        rng = np.random.default_rng([8, index])
+        written = synthetic_celeba.render_face(synthetic_celeba.sample_attributes(rng), rng)[0].astype(np.float32)
+        labels, other = synthetic_celeba.draw_other_sex(index, seed=8)
+        assert labels["Male"] != synthetic_celeba.sample_attributes(np.random.default_rng([8, index]))["Male"]
+        corner = (slice(0, 12), slice(0, 12))  # background, above any hair or hat
+        assert np.abs(other.astype(np.float32)[corner] - written[corner]).max() <= 1
+        assert np.abs(other.astype(np.float32) - written).mean() > 1  # yet another face
