@@ -202,7 +202,8 @@ def fit_with_evidence(trainer, dataset, out_dir, *, epochs, steps_per_epoch, his
     def save(number):
         save_epoch(number)
         runs.save_checkpoint(out_dir, trainer.state_variables(), history,
-                             arrays={name: f"{name}_losses.npy" for name in history})
+                             arrays={name: "learning_rate.npy" if name == "learning_rate" else f"{name}_losses.npy"
+                                     for name in history})
 
     recorder = runs.EpochRecorder(history, list(columns or history), save_epoch=save)
     runs.fit_epochs(trainer, dataset, out_dir, epochs=epochs, recorder=recorder, steps_per_epoch=steps_per_epoch,
@@ -233,17 +234,30 @@ def stopped_falling(validation, patience):
         validation[:-patience])
 
 
+def next_learning_rate(validation, rates, patience, *, factor=0.5):
+    """The learning rate of the next epoch, given each finished epoch's validation loss and rate: `factor` times
+    the last rate once the loss has not fallen for `patience` epochs and the rate has not changed for as many
+    (Keras's ReduceLROnPlateau); else the last rate. Patience 0: never changed."""
+    rate = rates[-1]
+    unchanged = len(rates) - next((index + 1 for index in range(len(rates) - 1, -1, -1) if rates[index] != rate), 0)
+    if patience and unchanged >= patience and stopped_falling(validation, patience):
+        return rate * factor
+    return rate
+
+
 def train_encoder(run, config, *, resume=False, verbose=1):
     """Train (or resume) E for a loaded GAN run into <run>/encoder/; returns (encoder, history). After each epoch
-    E's loss on held-out validation faces (and fixed codes) goes into validation_losses.npy; training stops once
-    it has not fallen for `patience` epochs, and encoder.keras keeps the epoch where it was lowest."""
+    E's loss on held-out validation faces (and fixed codes) goes into validation_losses.npy; the learning rate is
+    halved when it has not fallen for `lr_patience` epochs (learning_rate.npy holds each epoch's); training stops
+    once it has not fallen for `patience` epochs, and encoder.keras keeps the epoch where it was lowest."""
     out_dir = os.path.join(run.directory, "encoder")
     keras.utils.set_random_seed(config["seed"])
     trainer = make_encoder_trainer(run, config)
-    history = {name: [] for name in ("loss", *EncoderTrainer.PARTS, "validation")}
+    history = {name: [] for name in ("loss", *EncoderTrainer.PARTS, "validation", "learning_rate")}
     if resume:
         history = runs.load_checkpoint(out_dir, trainer.state_variables())
         history.setdefault("validation", [])  # an E trained before validation was watched
+        history.setdefault("learning_rate", [float(np.float32(config["learning_rate"]))] * len(history["loss"]))
     fixed = fixed_held_out(out_dir, run.config, seed=config["seed"])
     validation = data_prep.run_split(run.config, split="validation", limit=config.get("validation_faces", 512)).images
     validation_z = dcgan.latent_for_seed(config["seed"] + 1, len(validation), run.config["latent_dim"],
@@ -257,6 +271,11 @@ def train_encoder(run, config, *, resume=False, verbose=1):
                             row_labels=["x", "G(E(x))"])
         runs.save_weights_atomic(trainer.encoder, epoch_weights_path(out_dir, number))
         history["validation"].append(trainer.validation_loss(validation, validation_z))
+        history["learning_rate"].append(float(keras.ops.convert_to_numpy(trainer.loss_optimizer.learning_rate)))
+        rate = next_learning_rate(history["validation"], history["learning_rate"], config.get("lr_patience", 0))
+        if rate != history["learning_rate"][-1]:
+            print(f"\nE's validation loss has not fallen for {config['lr_patience']} epochs; learning rate {rate:.3g}")
+            trainer.loss_optimizer.learning_rate.assign(rate)
         if stopped_falling(history["validation"], patience):
             print(f"\nE's validation loss has not fallen for {patience} epochs; stopping after epoch {number}")
             trainer.stop_training = True
@@ -542,6 +561,8 @@ def subcommand_parser(command):
                                  batch_help="batch of real images, and of (z, G(z)) pairs")
         add("--patience", type=int, default=10, help="stop once the validation loss has not fallen for this many "
             "epochs (0: never); encoder.keras keeps the best epoch")
+        add("--lr-patience", type=int, default=0, help="halve the learning rate once the validation loss has not "
+            "fallen for this many epochs, nor the rate changed (0: a constant rate)")
         add("--validation-faces", type=int, default=512, help="held-out validation faces the early stopping watches")
         add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
         add("--latent-weight", type=float, default=1.0, help="weight of |E(G(z)) - z|^2 on generated pairs")
@@ -566,12 +587,14 @@ def subcommand_parser(command):
 
 def resolve_training(parser, argv, out_dir, config):
     """(config, resume) for a training of E or of the VAE (vae.py): a new training refuses a directory that holds
-    one; a resumed one reads config.json, where only --epochs, --steps-per-epoch and E's --patience may change."""
+    one; a resumed one reads config.json, where only --epochs, --steps-per-epoch and E's --patience and
+    --lr-patience may change."""
     if not config["resume"]:
         runs.check_new_run(out_dir, "a training")
         return config, False
     typed = runs.typed_flags(parser, argv)
     return runs.resumed_config(config, out_dir, typed=typed, resumable={"epochs", "steps_per_epoch", "patience",
+                                                                        "lr_patience",
                                                                         "resume", "run", "name", "runs_dir",
                                                                         "verbose"}), True
 

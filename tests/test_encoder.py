@@ -482,11 +482,36 @@ def test_compare_writes_one_row_per_method_and_the_vae(encoded_run, vae_run, cla
     assert grid.shape[0] == 6 * 34 + 2  # the originals, then a row per method and the VAE
 
 
+def test_a_resumed_encoder_halves_its_learning_rate_when_the_validation_loss_stalls(gan_run, tmp_path, monkeypatch):
+    copy = str(tmp_path / "gan")
+    shutil.copytree(gan_run, copy)
+    scripted = iter([3.0, 2.0, 2.5, 2.6, 2.7, 1.5, 1.6])
+    monkeypatch.setattr(encoder.EncoderTrainer, "validation_loss", lambda self, images, z: next(scripted))
+    common = ["--steps-per-epoch", "2", "--batch-size", "16", "--patience", "4"]
+    encoder.main(["train", "--run", copy, "--epochs", "3", *common])  # a constant rate, as E was trained before
+    encoder.main(["train", "--run", copy, "--resume", "--epochs", "7", "--lr-patience", "2", *common])
+    out = os.path.join(copy, "encoder")
+    # after epoch 4 (2.5, 2.6 not below 2.0, the rate unchanged since epoch 1) the rate halves for epoch 5; 2.7
+    # after one epoch at 1e-4 is no reason to halve again; 1.5 is a new low
+    np.testing.assert_allclose(np.load(os.path.join(out, "learning_rate.npy")), [2e-4] * 4 + [1e-4] * 3, rtol=1e-6)
+    assert json.loads(open(os.path.join(out, "config.json")).read())["lr_patience"] == 2
+
+
 def test_validation_loss_stops_falling_by_hand():
     assert encoder.stopped_falling([5, 4, 3, 3.5, 3.2, 3.1], 3)  # 3.5, 3.2, 3.1: none below 3
     assert not encoder.stopped_falling([5, 4, 3, 3.5, 2.9], 3)  # 2.9 is below 4, the best before the last three
     assert not encoder.stopped_falling([5, 6, 7, 8], 0)  # patience 0: never
     assert not encoder.stopped_falling([5, 6], 3)  # too few epochs to tell
+
+
+def test_learning_rate_is_halved_after_patience_epochs_without_a_new_low_by_hand():
+    # 2.5 and 2.6 are not below 2.0 and the rate has held for two epochs: halved
+    assert encoder.next_learning_rate([3.0, 2.0, 2.5, 2.6], [4.0] * 4, 2) == 2.0
+    assert encoder.next_learning_rate([3.0, 2.0, 2.5, 1.9], [4.0] * 4, 2) == 4.0  # 1.9 is a new low
+    # no new low, but the rate changed one epoch ago: it waits for two epochs at the new rate
+    assert encoder.next_learning_rate([3.0, 2.0, 2.5, 2.6, 2.7], [4.0] * 4 + [2.0], 2) == 2.0
+    assert encoder.next_learning_rate([3.0, 2.0, 2.5, 2.6, 2.7, 2.8], [4.0] * 4 + [2.0] * 2, 2) == 1.0
+    assert encoder.next_learning_rate([3.0, 2.0, 2.5, 2.6], [4.0] * 4, 0) == 4.0  # patience 0: constant
 
 
 def test_early_stopping_keeps_the_epoch_with_the_lowest_validation_loss(gan_run, tmp_path, monkeypatch):
@@ -499,6 +524,7 @@ def test_early_stopping_keeps_the_epoch_with_the_lowest_validation_loss(gan_run,
     out = os.path.join(copy, "encoder")
     # epochs 3 and 4 (2.5, 2.6) are not below epoch 2's 2.0: it stops after epoch 4 and keeps epoch 2's E
     np.testing.assert_allclose(np.load(os.path.join(out, "validation_losses.npy")), [3.0, 2.0, 2.5, 2.6], rtol=1e-6)
+    np.testing.assert_allclose(np.load(os.path.join(out, "learning_rate.npy")), [2e-4] * 4, rtol=1e-6)  # constant
     best = encoder.build_encoder(latent_dim=100, image_size=32, filters=8, kernel_size=5)
     best.load_weights(encoder.epoch_weights_path(out, 2))
     kept = keras.saving.load_model(os.path.join(out, "encoder.keras"), compile=False)
