@@ -46,6 +46,7 @@ DEFAULT_TARGET = "-Male,Attractive,-Eyeglasses,-Blurry"
 RESIDUAL_INIT_STDDEV = 1e-4  # the last convolution of every residual branch starts near zero ...
 PROJECTION_INIT_STDDEV = 1e-3  # ... and every 1x1 projection near the identity, so G(x) ~ x untrained
 OUTPUT_CLIP = 0.995  # the input is clipped to +-this before atanh; so the untrained G(x) is within 0.005 of x
+CONDITION_RATE = 0.01  # a conditional D sees the attributes the target population shows on 1% to 99% of faces
 IDENTITY_TOLERANCE = 0.01  # max |G(x) - x| of an untrained translator, batch norm in either mode (tested)
 STEP_COLUMNS = ("d_loss", "g_loss", "pixel_loss", "adversarial_loss", "cycle_loss", "identity_loss", "d_real",
                 "d_fake", "pixel_weight", "adversarial_weight", "keep_loss", "smooth_loss")  # train_step's, log.csv's
@@ -148,9 +149,11 @@ def build_translator(*, image_shape=(80, 64), filters=64, name="translator"):
     return keras.Model(image, output, name=name)
 
 
-def build_discriminator(*, image_shape=(80, 64), filters=64, layers=3, name="patch_discriminator"):
+def build_discriminator(*, image_shape=(80, 64), filters=64, layers=3, conditions=0, name="patch_discriminator"):
     """PatchGAN (Isola et al. 2017): `layers` 4x4 stride-2 convolutions (LeakyReLU 0.2, batch norm on all but the
-    first), one stride-1, then one logit per patch: (batch, h/8, w/8, 1) for 3 layers."""
+    first), one stride-1, then one logit per patch: (batch, h/8, w/8, 1) for 3 layers. With `conditions` it takes
+    [image, labels (batch, conditions) of +-1] and adds to each patch's logit the inner product of its features with
+    an embedding of the labels (the projection discriminator, Miyato and Koyama 2018)."""
     height, width = image_shape
     image = keras.Input((height, width, 3), name="image")
     x = image
@@ -165,7 +168,15 @@ def build_discriminator(*, image_shape=(80, 64), filters=64, layers=3, name="pat
     x = keras.layers.LeakyReLU(0.2, name="patch_features")(dcgan.batch_norm("patch_bn")(x))
     logits = keras.layers.Conv2D(1, 4, padding="same", kernel_initializer=dcgan.weight_init(), dtype="float32",
                                  name="logits")(x)  # (batch, h/2^layers, w/2^layers, 1)
-    return keras.Model(image, logits, name=name)
+    if not conditions:
+        return keras.Model(image, logits, name=name)
+    labels = keras.Input((conditions,), name="labels")
+    embedded = keras.layers.Dense(filters * 2 ** layers, use_bias=False, kernel_initializer=dcgan.weight_init(),
+                                  name="label_embedding")(labels)  # (batch, channels)
+    projection = keras.ops.sum(keras.ops.cast(x, "float32") * keras.ops.cast(embedded, "float32")[:, None, None, :],
+                               axis=-1, keepdims=True)  # (batch, h/2^layers, w/2^layers, 1)
+    return keras.Model([image, labels], keras.layers.Add(dtype="float32", name="conditional_logits")(
+        [logits, projection]), name=name)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -202,7 +213,7 @@ class Makeover(runs.TrainingModel):
 
     def __init__(self, translator, discriminator, *, back_translator=None, source_discriminator=None,
                  schedule=None, cycle_weight=0.0, identity_weight=0.0, keepers=(), keep_columns=(),
-                 keep_weight=0.0, smooth_weight=0.0, **kwargs):
+                 keep_weight=0.0, smooth_weight=0.0, conditional=False, **kwargs):
         super().__init__(STEP_COLUMNS, **kwargs)
         self.translator, self.discriminator = translator, discriminator
         self.back_translator, self.source_discriminator = back_translator, source_discriminator
@@ -211,6 +222,7 @@ class Makeover(runs.TrainingModel):
         self.keepers, self.keep_weight = list(keepers), float(keep_weight)  # frozen attribute CNNs, not trained here
         self.keep_columns = tf.constant(list(keep_columns), tf.int32)  # the attributes it must not see change
         self.smooth_weight = float(smooth_weight)
+        self.conditional = bool(conditional)  # D sees the labels: a real face's own, a translated face's source's
 
     def compile(self, d_optimizer, g_optimizer, **kwargs):
         super().compile(**kwargs)
@@ -225,12 +237,15 @@ class Makeover(runs.TrainingModel):
         return [self.discriminator] + ([self.source_discriminator] if self.source_discriminator is not None else [])
 
     @staticmethod
-    def _adversarial(discriminator, real, fake):
-        """(D loss on real and detached fake, G's non-saturating loss, mean D(real), mean D(fake))."""
-        real_logits = discriminator(real, training=True)
-        fake_logits = discriminator(tf.stop_gradient(fake), training=True)
+    def _adversarial(discriminator, real, fake, *, real_labels=None, fake_labels=None):
+        """(D loss on real and detached fake, G's non-saturating loss, mean D(real), mean D(fake)); a conditional D
+        is given each batch's labels."""
+        judge = (lambda images, labels: discriminator(images, training=True)) if real_labels is None else (
+            lambda images, labels: discriminator([images, labels], training=True))
+        real_logits = judge(real, real_labels)
+        fake_logits = judge(tf.stop_gradient(fake), fake_labels)
         d_loss = _cross_entropy(1.0, real_logits) + _cross_entropy(0.0, fake_logits)
-        g_loss = _cross_entropy(1.0, discriminator(fake, training=True))
+        g_loss = _cross_entropy(1.0, judge(fake, fake_labels))
         return d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
 
     def _keep_loss(self, source, translated):
@@ -254,10 +269,11 @@ class Makeover(runs.TrainingModel):
         return (tf.reduce_mean(tf.abs(change[:, 1:] - change[:, :-1]))
                 + tf.reduce_mean(tf.abs(change[:, :, 1:] - change[:, :, :-1])))
 
-    def _loss_terms(self, source, target):
+    def _loss_terms(self, source, target, source_labels=None, target_labels=None):
         """Every loss term of one step, as scalars."""
         translated = self.translator(source, training=True)
-        d_loss, adversarial, d_real, d_fake = self._adversarial(self.discriminator, target, translated)
+        d_loss, adversarial, d_real, d_fake = self._adversarial(self.discriminator, target, translated,
+                                                                real_labels=target_labels, fake_labels=source_labels)
         pixel = _l1(translated, source)
         cycle = identity = keep = tf.constant(0.0)
         if self.keepers:
@@ -285,11 +301,16 @@ class Makeover(runs.TrainingModel):
         optimizer.apply_gradients(zip(gradients, variables))
 
     def train_step(self, data):
-        """One update of D and G on a (source batch, target batch) pair; returns this step's own values."""
+        """One update of D and G on a (source batch, target batch) pair (with a conditional D, each an (images,
+        labels) pair); returns this step's own values."""
+        labels = [None, None]
+        if self.conditional:
+            (source, labels[0]), (target, labels[1]) = data
+            data = source, target
         source, target = (runs.to_float_batch(images) for images in data)
         pixel_weight, adversarial_weight = loss_weights(self.g_optimizer.iterations, **self.schedule)
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            step = self._loss_terms(source, target)
+            step = self._loss_terms(source, target, *labels)
             g_loss = (pixel_weight * step["pixel_loss"] + adversarial_weight * step["adversarial_loss"]
                       + self.cycle_weight * step["cycle_loss"] + self.identity_weight * step["identity_loss"]
                       + self.keep_weight * step["keep_loss"] + self.smooth_weight * step["smooth_loss"])
@@ -353,12 +374,26 @@ def check_populations(celeba, *, source, target, allow_overlap=False):
     return int(shared.sum())
 
 
-def population(config, *, split, which, celeba=None, limit=None):
-    """The uint8 images (n, h, w, 3) of the source or target population of one split, with the run's crop."""
+def population(config, *, split, which, celeba=None, limit=None, labels=False):
+    """The uint8 images (n, h, w, 3) of the source or target population of one split, with the run's crop; with
+    `labels`, also their +-1 labels (n, k) of the run's condition attributes."""
     prepared = data_prep.prepare_images(config["data"], split=split, filter=config[which], crop=config["crop"],
                                         image_size=config["image_size"], crop_size=config["crop_size"],
                                         limit=limit, cache_dir=config["cache_dir"], celeba=celeba)
-    return np.asarray(prepared.images)
+    if not labels:
+        return np.asarray(prepared.images)
+    celeba = celeba or data_prep.read_celeba(config["data"])
+    table = celeba.attributes.loc[prepared.names, config["condition_attributes"]].to_numpy()
+    return np.asarray(prepared.images), np.where(table == 1, 1.0, -1.0).astype(np.float32)
+
+
+def condition_attributes(attributes, source, target, *, least=CONDITION_RATE):
+    """The attributes a conditional D sees: those no filter names that vary in the data (collateral_attributes)
+    and that the target population shows at a rate between `least` and 1 - `least`, so that real faces teach D
+    what each label looks like (a label the target never has, such as a beard for women, is left out)."""
+    shown = attributes[data_prep.filter_mask(attributes, target)]
+    return [name for name in collateral_attributes(attributes, source, target)
+            if least <= float((shown[name] == 1).mean()) <= 1 - least]
 
 
 def training_data(config):
@@ -367,11 +402,15 @@ def training_data(config):
     celeba = data_prep.read_celeba(config["data"])
     check_populations(celeba, source=config["source"], target=config["target"],
                       allow_overlap=config["allow_overlap"])
-    source = population(config, split="train", which="source", celeba=celeba, limit=config["limit"])
-    target = population(config, split="train", which="target", celeba=celeba, limit=config["limit"])
+    conditional = config.get("conditional", False)
+    source = population(config, split="train", which="source", celeba=celeba, limit=config["limit"], labels=conditional)
+    target = population(config, split="train", which="target", celeba=celeba, limit=config["limit"], labels=conditional)
+    (source, source_labels), (target, target_labels) = (source, target) if conditional else ((source, None),
+                                                                                             (target, None))
     options = {"batch_size": config["batch_size"], "flip": config["flip"], "scale": False}
-    pairs = tf.data.Dataset.zip((data_prep.make_dataset(source, seed=config["seed"], **options).repeat(),
-                                 data_prep.make_dataset(target, seed=config["seed"] + 1, **options).repeat()))
+    pairs = tf.data.Dataset.zip((
+        data_prep.make_dataset(source, labels=source_labels, seed=config["seed"], **options).repeat(),
+        data_prep.make_dataset(target, labels=target_labels, seed=config["seed"] + 1, **options).repeat()))
     held_out = population(config, split="validation", which="source", celeba=celeba)
     chosen = data_prep.seeded_subset(len(held_out), config["grid_count"], seed=config["seed"])
     return pairs.prefetch(tf.data.AUTOTUNE), len(source), len(target), held_out[chosen]
@@ -384,8 +423,9 @@ def image_shape(config):
 def build_makeover(config):
     """The translator(s), discriminator(s) and the compiled Makeover of a run's config, optimizer slots built."""
     shape, filters = image_shape(config), config["filters"]
+    conditions = len(config["condition_attributes"]) if config.get("conditional") else 0
     networks = {"translator": build_translator(image_shape=shape, filters=filters),
-                "discriminator": build_discriminator(image_shape=shape, filters=filters)}
+                "discriminator": build_discriminator(image_shape=shape, filters=filters, conditions=conditions)}
     if config["cycle_weight"] > 0:
         networks["back_translator"] = build_translator(image_shape=shape, filters=filters, name="back_translator")
         networks["source_discriminator"] = build_discriminator(image_shape=shape, filters=filters,
@@ -398,7 +438,7 @@ def build_makeover(config):
         networks["keep_columns"] = [data_prep.CELEBA_ATTRIBUTES.index(name) for name in config["keep_attributes"]]
     gan = Makeover(**networks, schedule=schedule, cycle_weight=config["cycle_weight"],
                    identity_weight=config["identity_weight"], keep_weight=config.get("keep_weight", 0.0),
-                   smooth_weight=config.get("smooth_weight", 0.0))
+                   smooth_weight=config.get("smooth_weight", 0.0), conditional=bool(conditions))
     gan.compile(d_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]),
                 g_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta1"]))
     gan.d_optimizer.build([v for network in gan.discriminators for v in network.trainable_variables])
@@ -550,6 +590,8 @@ def training_parser():
         "the attributes no filter names the translator must keep; not the CNN that scores the run")
     add("--keep-weight", type=float, default=0.0, help="weight of that keep loss (mean Bernoulli KL per attribute)")
     add("--smooth-weight", type=float, default=0.0, help="weight of the total variation of the change G(x) - x")
+    add("--conditional", action="store_true", help="D also sees the labels that no filter names (a real face's "
+        "own, a translated face's source labels), so it asks for a target face with the input's other attributes")
     add("--flip", action="store_true", help="random horizontal flips of both populations")
     add("--grid-count", type=int, default=16, help="held-out source faces in each epoch's grid")
     add("--seed", type=int, default=0, help="seed of weights, shuffling and the grid's faces")
@@ -575,6 +617,8 @@ def validate_config(config):
     for name in ("cycle_weight", "identity_weight", "keep_weight", "smooth_weight"):
         if config.get(name, 0.0) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {config[name]}")
+    if config.get("conditional") and config["cycle_weight"] > 0:
+        raise ValueError("--conditional and --cycle-weight cannot be combined (the translator back has no labels)")
     if config.get("keep_weight", 0.0) > 0 and not config.get("keep_classifier"):
         raise ValueError("--keep-weight needs --keep-classifier DIR (train one with `python evaluate.py classifier "
                          "--crop makeover --seed 1 --out DIR`)")
@@ -634,6 +678,11 @@ def main(argv=None):
         if not config["keep_attributes"]:
             raise data_prep.DataError("the filters name every attribute that varies, so the keep loss has nothing to "
                                       "keep; drop --keep-weight")
+    if config.get("conditional") and not resume:
+        config["condition_attributes"] = condition_attributes(celeba.attributes, config["source"], config["target"])
+        if not config["condition_attributes"]:
+            raise data_prep.DataError("no attribute outside the filters varies in the target population, so a "
+                                      "conditional D has nothing to see; drop --conditional")
     runs.training_job(run_dir, config, resume=resume, train=lambda: train(config, run_dir, resume=resume),
                       result=f"evidence in {run_dir}")
 

@@ -231,6 +231,56 @@ def test_cycle_and_identity_losses_add_a_translator_back(tiny_celeba, tmp_path):
     assert len(runs.read_checkpoint(tmp_path / "cycle")[0]) == len(gan.state_variables())
 
 
+def test_conditional_discriminator_adds_its_features_projected_on_the_labels_embedding():
+    d = makeover.build_discriminator(image_shape=(40, 32), filters=4, conditions=3)
+    parts = keras.Model(d.inputs[0], [d.get_layer("patch_features").output, d.get_layer("logits").output])
+    embedding = np.arange(3 * 32, dtype=np.float32).reshape(3, 32) / 100.0  # 3 labels onto 32 = 4 * 2^3 channels
+    d.get_layer("label_embedding").set_weights([embedding])
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 40, 32, 3)).astype(np.float32)
+    labels = np.array([[1, -1, 1], [-1, -1, 1]], np.float32)
+    features, logits = (keras.ops.convert_to_numpy(part) for part in parts(images, training=False))
+    expected = logits + np.einsum("bhwc,bc->bhw", features, labels @ embedding)[..., None]  # (2, 5, 4, 1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(d([images, labels], training=False)), expected,
+                               rtol=1e-4, atol=1e-4)
+    d.get_layer("label_embedding").set_weights([np.zeros_like(embedding)])  # no embedding: the plain PatchGAN
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(d([images, labels], training=False)), logits, atol=1e-6)
+
+
+def test_condition_attributes_are_those_the_target_population_shows_by_hand():
+    import pandas as pd
+    table = pd.DataFrame(-1, index=[f"{i:06d}.jpg" for i in range(200)], columns=data_prep.CELEBA_ATTRIBUTES)
+    men = np.arange(200) % 2 == 0
+    table.loc[men, "Male"] = 1
+    table.loc[np.arange(200) % 4 < 2, "Smiling"] = 1  # half the men, half the women
+    table.loc[men & (np.arange(200) % 3 == 0), "Goatee"] = 1  # men only: women never show it
+    table.iloc[[1], table.columns.get_loc("Wearing_Lipstick")] = 1  # one woman in 100 (the 1% edge): kept
+    table.iloc[[1, 3], table.columns.get_loc("Eyeglasses")] = 1  # named by the source filter
+    table.loc[:, "Young"] = np.where(men, -1, 1)  # every woman young: the target shows no variation
+    assert makeover.condition_attributes(table, "Male,-Eyeglasses", "-Male") == ["Smiling", "Wearing_Lipstick"]
+
+
+def test_a_conditional_run_gives_d_each_face_s_labels(tiny_celeba, tmp_path, capsys):
+    makeover.main(tiny_flags(tiny_celeba, tmp_path, "conditional", "--epochs", "1", "--steps-per-epoch", "2",
+                             "--conditional"))
+    config = runs.read_config(tmp_path / "conditional")
+    table = data_prep.read_celeba(str(tiny_celeba)).attributes
+    assert config["condition_attributes"] == makeover.condition_attributes(table, "Male", "-Male")
+    assert len(config["condition_attributes"]) == 39  # the tiny CelebA's labels are coin flips: all but Male vary
+    d = keras.saving.load_model(str(tmp_path / "conditional" / "discriminator.keras"), compile=False)
+    assert [tuple(shape[1:]) for shape in (d.inputs[0].shape, d.inputs[1].shape)] == [(40, 32, 3), (39,)]
+    assert np.isfinite(runs.read_step_log(tmp_path / "conditional")["d_loss"]).all()
+    source, labels = makeover.population(config, split="train", which="source", labels=True)
+    rows = {name: values for name, values, _ in tiny_celeba_rows()}
+    names = data_prep.prepare_images(config["data"], split="train", filter="Male", crop=config["crop"],
+                                     image_size=32, cache_dir=config["cache_dir"]).names
+    column = data_prep.CELEBA_ATTRIBUTES.index(config["condition_attributes"][0])
+    assert labels[:, 0].tolist() == [float(rows[name][column]) for name in names] and len(source) == len(names)
+    capsys.readouterr()
+    error = cli_error(makeover.main, tiny_flags(tiny_celeba, tmp_path, "both", "--conditional", "--cycle-weight",
+                                                "1"), capsys)
+    assert "--conditional and --cycle-weight" in error and not (tmp_path / "both").exists()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Apply, and paste back through the inverse warp
 
