@@ -3,7 +3,10 @@ while keeping the person recognisable, after David Garcia's deep-makeover (2017)
 only two poolings, initialised to return its input, trained with a loss annealed from an L1 pixel term to the
 adversarial term, between populations chosen only by CelebA attribute filters. Optional cycle-consistency and
 identity losses follow CycleGAN (Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consistent
-Adversarial Networks"); the discriminator is pix2pix's PatchGAN (Isola et al. 2017).
+Adversarial Networks"); the discriminator is pix2pix's PatchGAN (Isola et al. 2017). With --conditional the
+discriminator also sees the labels no filter names (the projection discriminator of Miyato and Koyama 2018), each
+source face paired with a target face nearest in those labels, so that it asks for a target face that keeps the
+input's other attributes rather than for the target population's typical face.
 
 deep-makeover's own code never ran its annealing (the assign op was never executed), used another crop at
 inference than in training, and could not resume. Here the loss weights are a function of the optimizer's step
@@ -22,6 +25,7 @@ Usage:
     python makeover.py --name makeover-adv --anneal-steps 0          # ablation: adversarial only from the start
     python makeover.py --name makeover-l1 --anneal-end 0             # ablation: pixel loss only
     python makeover.py --cycle-weight 10 --identity-weight 5         # CycleGAN's extra losses (a translator back)
+    python makeover.py --name makeover-cond --conditional            # D sees the other labels; label-matched pairs
     python makeover.py apply --run runs/makeover-m2f photo.jpg --paste
     python scores.py makeover --run runs/makeover-m2f --compare runs/makeover-adv runs/makeover-l1
 """
@@ -46,6 +50,7 @@ DEFAULT_TARGET = "-Male,Attractive,-Eyeglasses,-Blurry"
 RESIDUAL_INIT_STDDEV = 1e-4  # the last convolution of every residual branch starts near zero ...
 PROJECTION_INIT_STDDEV = 1e-3  # ... and every 1x1 projection near the identity, so G(x) ~ x untrained
 OUTPUT_CLIP = 0.995  # the input is clipped to +-this before atanh; so the untrained G(x) is within 0.005 of x
+MATCHES = 8  # a conditional run pairs each source face with one of the 8 target faces nearest in labels
 CONDITION_RATE = 0.01  # a conditional D sees the attributes the target population shows on 1% to 99% of faces
 IDENTITY_TOLERANCE = 0.01  # max |G(x) - x| of an untrained translator, batch norm in either mode (tested)
 STEP_COLUMNS = ("d_loss", "g_loss", "pixel_loss", "adversarial_loss", "cycle_loss", "identity_loss", "d_real",
@@ -402,18 +407,62 @@ def training_data(config):
     celeba = data_prep.read_celeba(config["data"])
     check_populations(celeba, source=config["source"], target=config["target"],
                       allow_overlap=config["allow_overlap"])
-    conditional = config.get("conditional", False)
-    source = population(config, split="train", which="source", celeba=celeba, limit=config["limit"], labels=conditional)
-    target = population(config, split="train", which="target", celeba=celeba, limit=config["limit"], labels=conditional)
-    (source, source_labels), (target, target_labels) = (source, target) if conditional else ((source, None),
-                                                                                             (target, None))
-    options = {"batch_size": config["batch_size"], "flip": config["flip"], "scale": False}
-    pairs = tf.data.Dataset.zip((
-        data_prep.make_dataset(source, labels=source_labels, seed=config["seed"], **options).repeat(),
-        data_prep.make_dataset(target, labels=target_labels, seed=config["seed"] + 1, **options).repeat()))
+    if config.get("conditional") or config.get("matched"):
+        source, source_labels = population(config, split="train", which="source", celeba=celeba,
+                                           limit=config["limit"], labels=True)
+        target, target_labels = population(config, split="train", which="target", celeba=celeba,
+                                           limit=config["limit"], labels=True)
+        pairs = matched_pairs(source, source_labels, target, target_labels, batch_size=config["batch_size"],
+                              flip=config["flip"], seed=config["seed"])
+        if not config.get("conditional"):  # the pairs alone: D sees images only
+            pairs = pairs.map(lambda source, target: (source[0], target[0]))
+    else:
+        source = population(config, split="train", which="source", celeba=celeba, limit=config["limit"])
+        target = population(config, split="train", which="target", celeba=celeba, limit=config["limit"])
+        options = {"batch_size": config["batch_size"], "flip": config["flip"], "scale": False}
+        pairs = tf.data.Dataset.zip((data_prep.make_dataset(source, seed=config["seed"], **options).repeat(),
+                                     data_prep.make_dataset(target, seed=config["seed"] + 1, **options).repeat()))
     held_out = population(config, split="validation", which="source", celeba=celeba)
     chosen = data_prep.seeded_subset(len(held_out), config["grid_count"], seed=config["seed"])
     return pairs.prefetch(tf.data.AUTOTUNE), len(source), len(target), held_out[chosen]
+
+
+def nearest_by_labels(source_labels, target_labels, *, count=MATCHES):
+    """(n_source, count) indices of the target faces whose +-1 labels differ from each source face's in the
+    fewest places (ties broken by order)."""
+    target_labels = np.asarray(target_labels, np.float32)
+    count = min(count, len(target_labels))
+    rows = []
+    for start in range(0, len(source_labels), 1024):
+        differences = (target_labels.shape[1] - np.asarray(source_labels[start:start + 1024], np.float32)
+                       @ target_labels.T) / 2  # (chunk, n_target): labels that differ
+        rows.append(np.argsort(differences, axis=1, kind="stable")[:, :count])
+    return np.concatenate(rows).astype(np.int32)
+
+
+def matched_pairs(source, source_labels, target, target_labels, *, batch_size, flip, seed):
+    """Repeated ((source, labels), (target, labels)) uint8 batches in which each target face is one of the
+    MATCHES target faces nearest in labels to the source face beside it (nearest_by_labels): real and translated
+    faces then carry the same labels, so a conditional D must judge the images, not the labels alone."""
+    nearest = tf.constant(nearest_by_labels(source_labels, target_labels))
+    tensors = [tf.constant(np.asarray(array)) for array in (source, source_labels, target, target_labels)]
+    indices = tf.data.Dataset.range(len(source)).shuffle(len(source), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+
+    def load(batch, batch_seed):
+        column = tf.random.stateless_uniform([tf.shape(batch)[0]], seed=tf.stack([batch_seed, 0]), maxval=tf.shape(
+            nearest)[1], dtype=tf.int32)
+        matched = tf.gather_nd(nearest, tf.stack([tf.cast(batch, tf.int32), column], axis=1))
+        images = [tf.gather(tensors[0], batch), tf.gather(tensors[2], matched)]
+        if flip:
+            for side in range(2):
+                flips = tf.random.stateless_uniform([tf.shape(batch)[0], 1, 1, 1],
+                                                    seed=tf.stack([batch_seed, side + 1])) < 0.5
+                images[side] = tf.where(flips, tf.reverse(images[side], axis=[2]), images[side])
+        return (images[0], tf.gather(tensors[1], batch)), (images[1], tf.gather(tensors[3], matched))
+
+    batches = tf.data.Dataset.zip((indices.batch(batch_size, drop_remainder=True), seeds))
+    return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE).repeat()
 
 
 def image_shape(config):
@@ -591,7 +640,10 @@ def training_parser():
     add("--keep-weight", type=float, default=0.0, help="weight of that keep loss (mean Bernoulli KL per attribute)")
     add("--smooth-weight", type=float, default=0.0, help="weight of the total variation of the change G(x) - x")
     add("--conditional", action="store_true", help="D also sees the labels that no filter names (a real face's "
-        "own, a translated face's source labels), so it asks for a target face with the input's other attributes")
+        "own, a translated face's source labels), and each source face is paired with a target face nearest in "
+        "them, so D asks for a target face with the input's other attributes")
+    add("--matched", action="store_true", help="pair each source face with a target face nearest in the labels no "
+        "filter names, D seeing images only (--conditional without the labels)")
     add("--flip", action="store_true", help="random horizontal flips of both populations")
     add("--grid-count", type=int, default=16, help="held-out source faces in each epoch's grid")
     add("--seed", type=int, default=0, help="seed of weights, shuffling and the grid's faces")
@@ -678,11 +730,11 @@ def main(argv=None):
         if not config["keep_attributes"]:
             raise data_prep.DataError("the filters name every attribute that varies, so the keep loss has nothing to "
                                       "keep; drop --keep-weight")
-    if config.get("conditional") and not resume:
+    if (config.get("conditional") or config.get("matched")) and not resume:
         config["condition_attributes"] = condition_attributes(celeba.attributes, config["source"], config["target"])
         if not config["condition_attributes"]:
-            raise data_prep.DataError("no attribute outside the filters varies in the target population, so a "
-                                      "conditional D has nothing to see; drop --conditional")
+            raise data_prep.DataError("no attribute outside the filters varies in the target population, so there "
+                                      "are no labels to see or match; drop --conditional and --matched")
     runs.training_job(run_dir, config, resume=resume, train=lambda: train(config, run_dir, resume=resume),
                       result=f"evidence in {run_dir}")
 

@@ -259,6 +259,29 @@ def test_condition_attributes_are_those_the_target_population_shows_by_hand():
     assert makeover.condition_attributes(table, "Male,-Eyeglasses", "-Male") == ["Smiling", "Wearing_Lipstick"]
 
 
+def test_source_faces_are_paired_with_the_target_faces_nearest_in_labels_by_hand():
+    source = np.array([[1, 1, -1], [-1, -1, -1]], np.float32)
+    target = np.array([[1, 1, -1], [-1, -1, 1], [1, -1, -1], [-1, -1, -1]], np.float32)
+    # differences from the first: 0, 3, 1, 2 labels; from the second: 2, 1, 1, 0 (ties in file order)
+    assert makeover.nearest_by_labels(source, target, count=3).tolist() == [[0, 2, 3], [3, 1, 2]]
+    assert makeover.nearest_by_labels(source, target, count=9).shape == (2, 4)  # never more than the targets
+    rng = np.random.default_rng(0)
+    source_labels, target_labels = rng.choice([-1.0, 1.0], (40, 6)), rng.choice([-1.0, 1.0], (30, 6))
+    faces = lambda count: np.repeat(np.arange(count, dtype=np.uint8), 4 * 4 * 3).reshape(count, 4, 4, 3)  # noqa
+    nearest = makeover.nearest_by_labels(source_labels, target_labels)
+    pairs = makeover.matched_pairs(faces(40), source_labels, faces(30), target_labels, batch_size=8, flip=True,
+                                   seed=0)
+    seen = set()
+    for (images, labels), (targets, matched_labels) in pairs.take(10):
+        for image, label, matched, matched_label in zip(*(np.asarray(part) for part in (images, labels, targets,
+                                                                                            matched_labels))):
+            index, chosen = int(image[0, 0, 0]), int(matched[0, 0, 0])
+            assert chosen in nearest[index] and (label == source_labels[index]).all()
+            assert (matched_label == target_labels[chosen]).all()
+            seen.add(index)
+    assert len(seen) == 40  # ten batches of 8 go through the 40 source faces twice
+
+
 def test_a_conditional_run_gives_d_each_face_s_labels(tiny_celeba, tmp_path, capsys):
     makeover.main(tiny_flags(tiny_celeba, tmp_path, "conditional", "--epochs", "1", "--steps-per-epoch", "2",
                              "--conditional"))
@@ -275,6 +298,11 @@ def test_a_conditional_run_gives_d_each_face_s_labels(tiny_celeba, tmp_path, cap
                                      image_size=32, cache_dir=config["cache_dir"]).names
     column = data_prep.CELEBA_ATTRIBUTES.index(config["condition_attributes"][0])
     assert labels[:, 0].tolist() == [float(rows[name][column]) for name in names] and len(source) == len(names)
+    makeover.main(tiny_flags(tiny_celeba, tmp_path, "matched", "--epochs", "1", "--steps-per-epoch", "2",
+                             "--matched"))  # the same pairs, D seeing images only
+    d = keras.saving.load_model(str(tmp_path / "matched" / "discriminator.keras"), compile=False)
+    assert len(d.inputs) == 1 and runs.read_config(tmp_path / "matched")["condition_attributes"] == config[
+        "condition_attributes"]
     capsys.readouterr()
     error = cli_error(makeover.main, tiny_flags(tiny_celeba, tmp_path, "both", "--conditional", "--cycle-weight",
                                                 "1"), capsys)
