@@ -228,19 +228,20 @@ def epoch_weights_path(out_dir, number):
     return os.path.join(out_dir, "checkpoints", f"encoder_epoch_{number:03d}.weights.h5")
 
 
-def stopped_falling(validation, patience):
-    """True when none of the last `patience` validation losses is below the best one before them."""
+def stopped_falling(validation, patience, min_delta=0.0):
+    """True when none of the last `patience` validation losses is below the best one before them by more than
+    `min_delta` (Keras's EarlyStopping: a smaller fall does not count)."""
     return bool(patience) and len(validation) > patience and min(validation[-patience:]) >= min(
-        validation[:-patience])
+        validation[:-patience]) - min_delta
 
 
-def next_learning_rate(validation, rates, patience, *, factor=0.5):
+def next_learning_rate(validation, rates, patience, *, factor=0.5, min_delta=0.0):
     """The learning rate of the next epoch, given each finished epoch's validation loss and rate: `factor` times
     the last rate once the loss has not fallen for `patience` epochs and the rate has not changed for as many
-    (Keras's ReduceLROnPlateau); else the last rate. Patience 0: never changed."""
+    by more than `min_delta` (Keras's ReduceLROnPlateau); else the last rate. Patience 0: never changed."""
     rate = rates[-1]
     unchanged = len(rates) - next((index + 1 for index in range(len(rates) - 1, -1, -1) if rates[index] != rate), 0)
-    if patience and unchanged >= patience and stopped_falling(validation, patience):
+    if patience and unchanged >= patience and stopped_falling(validation, patience, min_delta):
         return rate * factor
     return rate
 
@@ -262,7 +263,7 @@ def train_encoder(run, config, *, resume=False, verbose=1):
     validation = data_prep.run_split(run.config, split="validation", limit=config.get("validation_faces", 512)).images
     validation_z = dcgan.latent_for_seed(config["seed"] + 1, len(validation), run.config["latent_dim"],
                                          run.config["latent_distribution"])
-    patience = config.get("patience")
+    patience, min_delta = config.get("patience"), config.get("min_delta", 0.0)
 
     def save_epoch(number):
         reconstructions = dcgan.generate(run.generator, encoder_codes(trainer.encoder, data_prep.to_float(fixed)))
@@ -272,11 +273,12 @@ def train_encoder(run, config, *, resume=False, verbose=1):
         runs.save_weights_atomic(trainer.encoder, epoch_weights_path(out_dir, number))
         history["validation"].append(trainer.validation_loss(validation, validation_z))
         history["learning_rate"].append(float(keras.ops.convert_to_numpy(trainer.loss_optimizer.learning_rate)))
-        rate = next_learning_rate(history["validation"], history["learning_rate"], config.get("lr_patience", 0))
+        rate = next_learning_rate(history["validation"], history["learning_rate"], config.get("lr_patience", 0),
+                                  min_delta=min_delta)
         if rate != history["learning_rate"][-1]:
             print(f"\nE's validation loss has not fallen for {config['lr_patience']} epochs; learning rate {rate:.3g}")
             trainer.loss_optimizer.learning_rate.assign(rate)
-        if stopped_falling(history["validation"], patience):
+        if stopped_falling(history["validation"], patience, min_delta):
             print(f"\nE's validation loss has not fallen for {patience} epochs; stopping after epoch {number}")
             trainer.stop_training = True
 
@@ -285,7 +287,7 @@ def train_encoder(run, config, *, resume=False, verbose=1):
     steps = config["steps_per_epoch"]
     if len(history['loss']) < config["epochs"]:
         print(f"training E on {len(images)} images, epochs {len(history['loss']) + 1} to {config['epochs']}")
-    if not stopped_falling(history["validation"], patience):
+    if not stopped_falling(history["validation"], patience, min_delta):
         fit_with_evidence(trainer, dataset.repeat() if steps else dataset, out_dir, epochs=config["epochs"],
                           steps_per_epoch=steps, history=history, save_epoch=save_epoch, verbose=verbose,
                           columns=("loss", *EncoderTrainer.PARTS))
@@ -563,6 +565,8 @@ def subcommand_parser(command):
             "epochs (0: never); encoder.keras keeps the best epoch")
         add("--lr-patience", type=int, default=0, help="halve the learning rate once the validation loss has not "
             "fallen for this many epochs, nor the rate changed (0: a constant rate)")
+        add("--min-delta", type=float, default=0.0, help="a fall of the validation loss by no more than this does "
+            "not count for --patience and --lr-patience")
         add("--validation-faces", type=int, default=512, help="held-out validation faces the early stopping watches")
         add("--steps-per-epoch", type=int, default=None, help="cap the steps of an epoch (quick checks)")
         add("--latent-weight", type=float, default=1.0, help="weight of |E(G(z)) - z|^2 on generated pairs")
@@ -587,14 +591,14 @@ def subcommand_parser(command):
 
 def resolve_training(parser, argv, out_dir, config):
     """(config, resume) for a training of E or of the VAE (vae.py): a new training refuses a directory that holds
-    one; a resumed one reads config.json, where only --epochs, --steps-per-epoch and E's --patience and
-    --lr-patience may change."""
+    one; a resumed one reads config.json, where only --epochs, --steps-per-epoch and E's --patience,
+    --lr-patience and --min-delta may change."""
     if not config["resume"]:
         runs.check_new_run(out_dir, "a training")
         return config, False
     typed = runs.typed_flags(parser, argv)
     return runs.resumed_config(config, out_dir, typed=typed, resumable={"epochs", "steps_per_epoch", "patience",
-                                                                        "lr_patience",
+                                                                        "lr_patience", "min_delta",
                                                                         "resume", "run", "name", "runs_dir",
                                                                         "verbose"}), True
 
@@ -609,6 +613,8 @@ def run_train(argv):
                                   f"start a new one without --resume")
     if config["epochs"] < 1 or config["batch_size"] < 1:
         raise data_prep.DataError("--epochs and --batch-size must be positive")
+    if config.get("min_delta", 0.0) < 0:
+        raise data_prep.DataError(f"--min-delta must be 0 or more, got {config['min_delta']}")
     weights = [config[f"{part}_weight"] for part in EncoderTrainer.PARTS]
     if min(weights) < 0 or not any(weights):
         raise data_prep.DataError(f"the loss weights must be 0 or more and not all 0, got {weights}")

@@ -430,6 +430,10 @@ def test_bad_input_is_one_line_and_nothing_is_written(gan_run, encoded_run, tmp_
                                            "--out", str(tmp_path / "c")], capsys)
     assert not any(os.path.exists(tmp_path / name) for name in ("a", "b", "c"))
     assert "already holds a training" in cli_error(["train", "--run", encoded_run], capsys)
+    fresh = str(tmp_path / "fresh")
+    shutil.copytree(gan_run, fresh)
+    assert "--min-delta must be 0 or more" in cli_error(["train", "--run", fresh, "--min-delta", "-0.1"], capsys)
+    assert not os.path.exists(os.path.join(fresh, "encoder"))
 
 
 def test_runs_without_a_network_or_with_anothers_encoder_are_refused(gan_run, encoded_run, tmp_path, capsys):
@@ -502,6 +506,16 @@ def test_validation_loss_stops_falling_by_hand():
     assert not encoder.stopped_falling([5, 4, 3, 3.5, 2.9], 3)  # 2.9 is below 4, the best before the last three
     assert not encoder.stopped_falling([5, 6, 7, 8], 0)  # patience 0: never
     assert not encoder.stopped_falling([5, 6], 3)  # too few epochs to tell
+
+
+def test_a_fall_no_larger_than_min_delta_does_not_count_by_hand():
+    # the best before the last three is 3.0; 2.95 is below it by 0.05
+    assert not encoder.stopped_falling([5, 4, 3.0, 3.5, 3.2, 2.95], 3)
+    assert encoder.stopped_falling([5, 4, 3.0, 3.5, 3.2, 2.95], 3, 0.1)  # 0.05 is not more than 0.1
+    assert not encoder.stopped_falling([5, 4, 3.0, 3.5, 3.2, 2.85], 3, 0.1)  # 0.15 is
+    # three epochs at one rate, the last three at most 0.05 under 2.0: halved with 0.1, held without
+    assert encoder.next_learning_rate([3.0, 2.0, 1.97, 1.99, 1.95], [4.0] * 5, 3, min_delta=0.1) == 2.0
+    assert encoder.next_learning_rate([3.0, 2.0, 1.97, 1.99, 1.95], [4.0] * 5, 3) == 4.0
 
 
 def test_learning_rate_is_halved_after_patience_epochs_without_a_new_low_by_hand():
