@@ -237,8 +237,8 @@ def stopped_falling(validation, patience, min_delta=0.0):
 
 def next_learning_rate(validation, rates, patience, *, factor=0.5, min_delta=0.0):
     """The learning rate of the next epoch, given each finished epoch's validation loss and rate: `factor` times
-    the last rate once the loss has not fallen for `patience` epochs and the rate has not changed for as many
-    by more than `min_delta` (Keras's ReduceLROnPlateau); else the last rate. Patience 0: never changed."""
+    the last rate once the loss has not fallen by more than `min_delta` for `patience` epochs and the rate has not
+    changed for as many (Keras's ReduceLROnPlateau); else the last rate. Patience 0: never changed."""
     rate = rates[-1]
     unchanged = len(rates) - next((index + 1 for index in range(len(rates) - 1, -1, -1) if rates[index] != rate), 0)
     if patience and unchanged >= patience and stopped_falling(validation, patience, min_delta):
@@ -264,6 +264,7 @@ def train_encoder(run, config, *, resume=False, verbose=1):
     validation_z = dcgan.latent_for_seed(config["seed"] + 1, len(validation), run.config["latent_dim"],
                                          run.config["latent_distribution"])
     patience, min_delta = config.get("patience"), config.get("min_delta", 0.0)
+    by_more = f" by more than {min_delta:g}" if min_delta else ""
 
     def save_epoch(number):
         reconstructions = dcgan.generate(run.generator, encoder_codes(trainer.encoder, data_prep.to_float(fixed)))
@@ -276,10 +277,11 @@ def train_encoder(run, config, *, resume=False, verbose=1):
         rate = next_learning_rate(history["validation"], history["learning_rate"], config.get("lr_patience", 0),
                                   min_delta=min_delta)
         if rate != history["learning_rate"][-1]:
-            print(f"\nE's validation loss has not fallen for {config['lr_patience']} epochs; learning rate {rate:.3g}")
+            print(f"\nE's validation loss has not fallen{by_more} for {config['lr_patience']} epochs; "
+                  f"learning rate {rate:.3g}")
             trainer.loss_optimizer.learning_rate.assign(rate)
         if stopped_falling(history["validation"], patience, min_delta):
-            print(f"\nE's validation loss has not fallen for {patience} epochs; stopping after epoch {number}")
+            print(f"\nE's validation loss has not fallen{by_more} for {patience} epochs; stopping after epoch {number}")
             trainer.stop_training = True
 
     images = data_prep.run_split(run.config, split="train", limit=config["limit"]).images

@@ -518,6 +518,20 @@ def test_a_fall_no_larger_than_min_delta_does_not_count_by_hand():
     assert encoder.next_learning_rate([3.0, 2.0, 1.97, 1.99, 1.95], [4.0] * 5, 3) == 4.0
 
 
+def test_a_resumed_encoder_with_min_delta_stops_when_its_loss_only_creeps_down(gan_run, tmp_path, monkeypatch):
+    copy = str(tmp_path / "gan")
+    shutil.copytree(gan_run, copy)
+    scripted = iter([3.0, 2.0, 1.99, 1.98, 1.97, 1.96])  # a new low every epoch, by 0.01 after the second
+    monkeypatch.setattr(encoder.EncoderTrainer, "validation_loss", lambda self, images, z: next(scripted))
+    common = ["--steps-per-epoch", "2", "--batch-size", "16", "--patience", "2"]
+    encoder.main(["train", "--run", copy, "--epochs", "2", *common])
+    encoder.main(["train", "--run", copy, "--resume", "--epochs", "6", "--min-delta", "0.1", *common])
+    out = os.path.join(copy, "encoder")
+    # epochs 3 and 4 fall by 0.01 and 0.02 below 2.0, not by more than 0.1: it stops after epoch 4, not 6
+    np.testing.assert_allclose(np.load(os.path.join(out, "validation_losses.npy")), [3.0, 2.0, 1.99, 1.98], rtol=1e-6)
+    assert json.loads(open(os.path.join(out, "config.json")).read())["min_delta"] == 0.1
+
+
 def test_learning_rate_is_halved_after_patience_epochs_without_a_new_low_by_hand():
     # 2.5 and 2.6 are not below 2.0 and the rate has held for two epochs: halved
     assert encoder.next_learning_rate([3.0, 2.0, 2.5, 2.6], [4.0] * 4, 2) == 2.0
