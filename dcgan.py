@@ -19,6 +19,7 @@ Usage:
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -577,9 +578,46 @@ def load_run(run_dir=None, *, epoch=None, kind=None, runs_dir="runs"):
     return Run(os.path.abspath(run_dir), config, networks["generator"], networks["discriminator"], epoch)
 
 
-def generate(generator, z, *, batch_size=256, training=False):
-    """Images in [-1, 1] (float32 NumPy) for latent codes z, in batches."""
-    return runs.predict_batches(generator, z, batch_size=batch_size, training=training)
+def generate(generator, z, *, batch_size=256, training=False, maps_offsets=None):
+    """Images in [-1, 1] (float32 NumPy) for latent codes z, in batches. `maps_offsets` (one per code, or one
+    for all) are added to the generator's 8x8 feature maps (generator_maps) on the way: local edits."""
+    if maps_offsets is None:
+        return runs.predict_batches(generator, z, batch_size=batch_size, training=training)
+    maps = runs.predict_batches(split_generator(generator)[0], z, batch_size=batch_size, training=training)
+    return generate_from_maps(generator, maps + np.asarray(maps_offsets, np.float32), batch_size=batch_size,
+                              training=training)
+
+
+MAPS_LAYER = "up1_bn"  # the generator's 8x8 feature maps: the first up-sampling's batch norm, before its ReLU
+
+
+def has_maps(generator):
+    """Whether the generator has the 8x8 feature maps that local edits need (every generator dcgan.py builds)."""
+    return any(layer.name == MAPS_LAYER for layer in generator.layers)
+
+
+@functools.lru_cache(maxsize=4)
+def split_generator(generator):
+    """(head, tail): z -> the 8x8 feature maps of MAPS_LAYER, and those maps -> the image; tail(head(z)) is
+    generator(z). One in a generator of another design is refused in one line."""
+    if not has_maps(generator):
+        raise data_prep.DataError(f"this generator has no {MAPS_LAYER} layer, so it has no 8x8 feature maps to edit")
+    head = keras.Model(generator.input, generator.get_layer(MAPS_LAYER).output)
+    maps = keras.Input(generator.get_layer(MAPS_LAYER).output.shape[1:])
+    output = maps
+    for layer in generator.layers[[layer.name for layer in generator.layers].index(MAPS_LAYER) + 1:]:
+        output = layer(output)
+    return head, keras.Model(maps, output)
+
+
+def generate_from_maps(generator, maps, *, batch_size=256, training=False):
+    """Images in [-1, 1] drawn by the rest of the generator from its 8x8 feature maps (generator_maps)."""
+    return runs.predict_batches(split_generator(generator)[1], maps, batch_size=batch_size, training=training)
+
+
+def generator_maps(generator, z, *, batch_size=256):
+    """The generator's 8x8 feature maps (MAPS_LAYER) of codes z: (n, 8, 8, channels) float32."""
+    return runs.predict_batches(split_generator(generator)[0], z, batch_size=batch_size)
 
 
 def make_sampler(run_dir, *, epoch=None, batch_statistics=False):

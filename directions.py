@@ -6,7 +6,8 @@ method "samples", from the prior with the attribute CNN's labels of G(z) (InterF
 NVIDIA's mean-difference vector (mean code with the attribute minus mean code without, "Photo editing with
 generative adversarial networks", part 2), InterFaceGAN's boundary normal (logistic regression) and its
 conditional form that leaves chosen attributes alone, and the partial effect (the attribute's coefficient when
-the codes are regressed on every label). facemath.py does the arithmetic with them.
+the codes are regressed on every label). One kind lives in the generator rather than its codes: `local`, the mean
+difference of the generator's 8x8 feature maps, kept where it is largest. facemath.py does the arithmetic with them.
 
 Strength has one unit for every kind of direction: strength 1 moves a code by the mean distance between faces
 with and without the attribute, measured along the direction (so mean-difference strength 1 adds NVIDIA's vector).
@@ -28,6 +29,9 @@ import evaluate
 ATTRIBUTES = data_prep.CELEBA_ATTRIBUTES
 KINDS = ("mean", "boundary", "conditional", "partial")  # NVIDIA's mean difference, InterFaceGAN's normal and its
 # conditional, and the partial effect: the attribute's coefficient when the codes are regressed on every label
+MAP_KINDS = ("local",)  # directions in the generator's 8x8 feature maps rather than in its codes (fit_local)
+EDIT_KINDS = KINDS + MAP_KINDS
+LOCAL_QUANTILE = 0.75  # a local direction keeps the quarter of the 8x8 positions where the maps differ most
 METHODS = ("auto", "encoder", "optimize", "hybrid", "samples")  # "samples": G(z) labelled by the attribute CNN
 MIN_GROUP = 10  # faces needed on each side of an attribute before it has a direction
 HELD_OUT_FRACTION = 0.2  # of the fitted codes, kept out of the boundary's fit to measure its accuracy
@@ -156,6 +160,7 @@ class Directions:
     correlation: np.ndarray  # (40, 40) correlation of the labels
     count: int
     partial: np.ndarray = None  # (40, latent_dim) least-squares coefficients of the codes on all varying labels
+    local: np.ndarray = None  # (40, 8, 8, channels) fit_local: mean differences of the generator's 8x8 feature maps
 
     @property
     def mean(self):
@@ -212,6 +217,31 @@ def partial_effects(codes, labels, varying):
     return partial
 
 
+def fit_local(generator, codes, labels, varying, *, quantile=LOCAL_QUANTILE, batch_size=256):
+    """(40, 8, 8, channels): per varying attribute, the mean difference of the generator's 8x8 feature maps
+    (dcgan.generator_maps) between the faces with and without it, kept only at the positions where it is largest
+    (the top `1 - quantile` of positions by the squared norm over channels; zero elsewhere), so that an edit
+    touches the part of the face the attribute lives in (glasses, the eyes; a hat, the top of the head). Added
+    to the maps of a face and drawn by the rest of the generator, it leaves the codes alone. Sums are gathered
+    batch by batch, so the faces' maps are never held at once."""
+    labels = np.asarray(labels) > 0.5
+    total, with_sum = None, None
+    for start in range(0, len(codes), batch_size):
+        maps = dcgan.generator_maps(generator, codes[start:start + batch_size]).astype(np.float64)
+        flat = maps.reshape(len(maps), -1)
+        part = labels[start:start + batch_size].T.astype(np.float64) @ flat  # (40, positions x channels)
+        total = flat.sum(axis=0) if total is None else total + flat.sum(axis=0)
+        with_sum = part if with_sum is None else with_sum + part
+    positives = labels.sum(axis=0).astype(np.float64)
+    local = np.zeros((len(ATTRIBUTES), *maps.shape[1:]), np.float32)
+    for index in np.flatnonzero(varying):
+        difference = (with_sum[index] / positives[index]
+                      - (total - with_sum[index]) / (len(codes) - positives[index])).reshape(maps.shape[1:])
+        energy = np.sum(difference ** 2, axis=-1)
+        local[index] = difference * (energy >= np.quantile(energy, quantile))[..., None]
+    return local
+
+
 def conditional_direction(vectors, target, conditions):
     """InterFaceGAN's conditional manipulation: the target's direction with its components along every
     condition's direction removed (Gram-Schmidt on the conditions), as a unit vector."""
@@ -239,7 +269,8 @@ def direction_unit(directions, target, *, kind="mean", conditions=None):
     directions of the same kind out of the target's (boundary normals for "conditional"); by default the
     conditions are the CONDITION_COUNT attributes whose labels correlate most with the target's."""
     if kind not in KINDS:
-        raise data_prep.DataError(f"unknown kind of direction {kind!r}; expected one of {', '.join(KINDS)}")
+        raise data_prep.DataError(f"unknown kind of direction in the codes {kind!r}; expected one of "
+                                  f"{', '.join(KINDS)}")
     check_varying(directions, [target, *(conditions or [])])
     bases = {"mean": directions.mean, "partial": directions.partial}
     if kind == "conditional" or conditions:
@@ -253,7 +284,16 @@ def edit_vector(directions, target, *, kind="mean", conditions=None):
     """The strength-1 edit: the unit direction times the mean distance between the faces with and without the
     attribute along it (mean-difference strength 1 adds exactly NVIDIA's vector). For `partial` that distance is
     measured with every other label held, which is the coefficient itself: the plain groups' distance along it can
-    be small or even negative when a correlated attribute pulls the other way (Goatee on men)."""
+    be small or even negative when a correlated attribute pulls the other way (Goatee on men). A local edit is
+    a step in the generator's 8x8 feature maps (fit_local), which dcgan.generate adds as `maps_offsets`; its
+    length along itself is its own norm, so strength 1 again moves by the groups' mean distance along it."""
+    if kind in MAP_KINDS:
+        if conditions:
+            raise data_prep.DataError(f"{kind} directions take no conditions (drop the |ATTR part)")
+        check_varying(directions, [target])
+        if directions.local is None:
+            raise data_prep.DataError("these directions have no local kind: it needs the generator's 8x8 feature maps")
+        return np.asarray(directions.local[target], np.float32)
     if kind == "partial" and not conditions:
         check_varying(directions, [target])
         return np.asarray(directions.partial[target], np.float32)
@@ -318,7 +358,10 @@ def fit_for_run(run, *, method="auto", limit=4000, steps=200, seed=0, classifier
     method = resolve_method(run, method, dataset=True, classifier_ready=classifier is not None)
     codes = dataset_codes(run, method=method, split="train", limit=limit, steps=steps, seed=seed,
                           classifier=classifier)
-    return fit_directions(codes.codes, codes.labels, seed=seed), codes
+    fitted = fit_directions(codes.codes, codes.labels, seed=seed)
+    if dcgan.has_maps(run.generator):
+        fitted.local = fit_local(run.generator, codes.codes, codes.labels, fitted.varying)
+    return fitted, codes
 
 
 def save_directions(out_dir, directions, codes, *, run, seed):

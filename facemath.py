@@ -16,6 +16,11 @@ codes are computed once and cached in <run>/facemath/ with their labels.
 Strength has one unit for every kind of direction: strength 1 moves a code by the mean distance between faces
 with and without the attribute, measured along the direction (so mean-difference strength 1 adds NVIDIA's vector).
 
+The arithmetic can also be done one step into the generator: on its 8x8 feature maps (dcgan.generator_maps), where
+units stand for parts of a face (GAN Dissection, Bau et al. 2019). `--kind local` edits there, with each
+attribute's mean difference of the maps kept at the quarter of positions where it is largest, and `--space maps`
+does an analogy's D = C + B - A on the three faces' maps; the rest of the generator draws the result.
+
 Usage:
     python facemath.py --analogy a.jpg b.jpg c.jpg                 # D = C + B - A on an 8x8 grid: PNG, .npz, GIF
     python facemath.py --analogy --examples --run runs/reference    # three held-out faces chosen by their labels
@@ -23,6 +28,8 @@ Usage:
     python facemath.py --edit photo.jpg --add Smiling=1.5 --add Eyeglasses=-1 --add "Smiling|Male=2"
     python facemath.py --edit photo.jpg --add Smiling=2 --paste     # also the photo with the edited face put back
     python facemath.py --edit photo.jpg --sweep Smiling --kind boundary
+    python facemath.py --edit photo.jpg --sweep Eyeglasses --kind local     # edited on the 8x8 feature maps
+    python facemath.py --analogy --examples --space maps                     # D = C + B - A on the 8x8 feature maps
     python facemath.py --edit --examples --sweep Smiling --sweep Eyeglasses     # a held-out man, no photo needed
     python facemath.py --describe photo.jpg                        # top five attributes, beside the CNN's view
     python facemath.py --average a.jpg b.jpg c.jpg                 # one face from several photos
@@ -55,6 +62,7 @@ SWEEP_STRENGTHS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 TOP_COUNT = 5  # attributes that --describe names
 ANALOGY_PAIRS = (("Male", "Eyeglasses"), ("Male", "Smiling"), ("Male", "Wearing_Hat"), ("Young", "Eyeglasses"),
                  ("Smiling", "Eyeglasses"), ("Male", "Mouth_Slightly_Open"))  # (X, Y): A x!y, B xy, C !x!y, D !xy
+SPACES = ("codes", "maps")  # where an analogy's arithmetic is done: the codes, or the generator's 8x8 feature maps
 EXAMPLE_ATTRIBUTES = ("Smiling", "Eyeglasses", "Male", "Blond_Hair", "Wearing_Hat", "Young", "Mustache", "Bangs")
 DEMO_SWEEPS = ("Smiling", "Eyeglasses", "Male", "Wearing_Hat")  # the demo's edit sweep, one row each
 EXAMPLE_FILTERS = ("Male,-Eyeglasses", "Male,Eyeglasses", "-Male,-Eyeglasses")  # --examples: A, B and C
@@ -114,12 +122,26 @@ def analogy_grid(a, b, c, *, size=8, spherical=True):
     return np.stack(rows)
 
 
-def apply_edits(code, edits, fitted, *, kind="mean"):
-    """code + sum of strength x edit vector over (target, conditions, strength) edits of fitted Directions."""
-    code = np.asarray(code, np.float32).copy()
-    for target, conditions, strength in edits:
-        code += strength * directions.edit_vector(fitted, target, kind=kind, conditions=conditions)
-    return code
+def edit_step(edits, fitted, *, kind="mean"):
+    """The sum of strength x edit vector over (target, conditions, strength) edits of fitted Directions: a step
+    for a code, or for a local kind (directions.MAP_KINDS) one for the generator's 8x8 feature maps."""
+    steps = [strength * directions.edit_vector(fitted, target, kind=kind, conditions=conditions)
+             for target, conditions, strength in edits]
+    return np.sum(steps, axis=0).astype(np.float32)
+
+
+def edited_images(run, codes, steps, *, kind):
+    """G of codes edited by `steps` (one per code, from edit_step): added to the codes, or for a local kind to
+    the generator's 8x8 feature maps on the way."""
+    if kind in directions.MAP_KINDS:
+        return dcgan.generate(run.generator, codes, maps_offsets=steps)
+    return dcgan.generate(run.generator, np.asarray(codes, np.float32) + steps)
+
+
+def edit_images(run, code, edit_lists, fitted, *, kind):
+    """One image of `code` for each list of edits in `edit_lists`."""
+    steps = np.stack([edit_step(edits, fitted, kind=kind) for edits in edit_lists])
+    return edited_images(run, np.repeat(np.asarray(code, np.float32)[None], len(steps), axis=0), steps, kind=kind)
 
 
 def attribute_scores(fitted, codes):
@@ -230,7 +252,8 @@ def add_run_flags(add):
              "generated samples labelled by the attribute CNN for directions")
     add("--steps", type=int, default=200, help="Adam steps of projection by optimisation (optimize, hybrid)")
     add("--fit-limit", type=int, default=4000, help="training faces (or samples) whose codes fit the directions")
-    add("--kind", default="mean", choices=directions.KINDS, help="kind of direction for edits, sweeps and example grids")
+    add("--kind", default="mean", choices=directions.EDIT_KINDS,
+        help="kind of direction for edits, sweeps and example grids (local: in the generator's 8x8 feature maps)")
     add("--classifier", default=os.path.join("runs", "classifier"), help="the attribute CNN's directory")
     add("--seed", type=int, default=0, help="seed of every choice and of projection's starting codes")
     add("--out", default=None, help="output directory (default: <run>/facemath)")
@@ -255,6 +278,8 @@ def mode_parser():
     add("--sweep", action="append", default=[], metavar="ATTR", help="--edit: strengths -3 to 3 in a row")
     add("--size", type=int, default=8, help="--analogy: the grid is size x size")
     add("--linear", action="store_true", help="interpolate linearly instead of spherically (slerp)")
+    add("--space", default="codes", choices=SPACES, help="--analogy: do the arithmetic on the faces' codes, or on "
+        "the generator's 8x8 feature maps of them (maps; the grid then interpolates linearly)")
     add("--frames", type=int, default=8, help="--interpolate: faces in the strip")
     add("--split", default="test", choices=list(data_prep.SPLITS), help="--map: the split whose codes are mapped")
     add("--limit", type=int, default=500, help="--map: faces of the split")
@@ -336,10 +361,17 @@ def run_analogy(run, args):
         raise data_prep.DataError(f"--analogy takes exactly three faces A B C (D = C + B - A), got "
                                   f"{len(args.analogy)}; or pass --examples")
     faces, names, encoding, method = input_faces(run, args, args.analogy, count=3)
-    grid = analogy_grid(*encoding.codes, size=args.size, spherical=not args.linear)
-    images = dcgan.generate(run.generator, grid.reshape(-1, grid.shape[-1]))
-    size, interpolation = args.size, "linear" if args.linear else "slerp"
-    stem = os.path.join(output_dir(run, args), f"analogy-{file_stem(names)}-{method}-{interpolation}-seed{args.seed}")
+    size, interpolation = args.size, "linear" if args.linear or args.space == "maps" else "slerp"
+    if args.space == "maps":
+        corners = dcgan.generator_maps(run.generator, encoding.codes)
+        grid = analogy_grid(*corners.reshape(3, -1), size=size, spherical=False)
+        images = dcgan.generate_from_maps(run.generator, grid.reshape(-1, *corners.shape[1:]))
+    else:
+        grid = analogy_grid(*encoding.codes, size=size, spherical=interpolation == "slerp")
+        images = dcgan.generate(run.generator, grid.reshape(-1, grid.shape[-1]))
+    space = "-maps" if args.space == "maps" else ""
+    stem = os.path.join(output_dir(run, args),
+                        f"analogy-{file_stem(names)}-{method}{space}-{interpolation}-seed{args.seed}")
     labels = ["A -> B"] + [""] * (size - 2) + ["C -> D"]
     data_prep.save_grid(stem + ".png", images, columns=size, row_labels=labels)
     data_prep.save_grid(stem + "-inputs.png", np.concatenate([data_prep.to_float(faces), encoding.reconstructions]),
@@ -347,12 +379,14 @@ def run_analogy(run, args):
     with data_prep.atomic_path(stem + ".npz") as temporary:
         np.savez(temporary, grid=grid, a=encoding.codes[0], b=encoding.codes[1], c=encoding.codes[2],
                  d=grid[-1, -1], names=np.asarray(names), run=run.directory, method=method, seed=args.seed,
-                 interpolation=interpolation)
+                 interpolation=interpolation, space=args.space)
     data_prep.save_gif(stem + ".gif", serpentine(images.reshape(size, size, *images.shape[1:])))
     write_record(stem + ".json", record(run, args, command="analogy", inputs=names, method=method, size=size,
-                                       interpolation=interpolation, reconstruction_mse=encoding.losses.tolist()))
+                                       interpolation=interpolation, space=args.space,
+                                       reconstruction_mse=encoding.losses.tolist()))
+    where = "8x8 feature maps" if args.space == "maps" else "codes"
     print(f"analogy D = C + B - A with A {names[0]}, B {names[1]}, C {names[2]} ({run.directory}, {method}, "
-          f"{interpolation}): wrote {stem}.png, .npz, .gif, -inputs.png, .json")
+          f"{interpolation}, on the {where}): wrote {stem}.png, .npz, .gif, -inputs.png, .json")
     return stem
 
 
@@ -366,30 +400,29 @@ def run_edit(run, args):
                                   "with --examples, a file of the run's data or --center-crop)")
     edits = [directions.parse_edit(text) for text in args.add]
     sweeps = [directions.parse_direction(text) for text in args.sweep]
+    if args.kind in directions.MAP_KINDS and any(edit[1] for edit in [*edits, *sweeps]):
+        raise data_prep.DataError(f"{args.kind} directions take no conditions (drop the |ATTR part)")
     faces, names, encoding, method = input_faces(run, args, args.edit, count=1)
     fitted, codes = directions_for(run, args, classifier=classifier_or_none(args.classifier, run))
     code = encoding.codes[0]
     stem = os.path.join(output_dir(run, args), f"edit-{file_stem(names)}-{method}-{args.kind}-seed{args.seed}")
     outputs = []
     if edits:
-        rows = [apply_edits(code, [edit], fitted, kind=args.kind) for edit in edits]
-        labels = [directions.edit_label(*edit) for edit in edits]
-        if len(edits) > 1:
-            rows.append(apply_edits(code, edits, fitted, kind=args.kind))
-            labels.append("all together")
+        lists = [[edit] for edit in edits] + ([edits] if len(edits) > 1 else [])
+        labels = [directions.edit_label(*edit) for edit in edits] + (["all together"] if len(edits) > 1 else [])
+        edited = edit_images(run, code, lists, fitted, kind=args.kind)
         images = np.stack([np.stack([data_prep.to_float(faces[0]), encoding.reconstructions[0], image])
-                           for image in dcgan.generate(run.generator, np.stack(rows))])
+                           for image in edited])
         outputs.append(data_prep.save_grid(stem + ".png", images.reshape(-1, *images.shape[2:]), columns=3,
                                            row_labels=labels, column_labels=["photo", "G(z)", "edited"]))
     if sweeps:
-        rows = [np.stack([apply_edits(code, [(target, conditions, s)], fitted, kind=args.kind)
-                          for s in SWEEP_STRENGTHS]) for target, conditions in sweeps]
-        images = dcgan.generate(run.generator, np.concatenate(rows))
+        images = np.concatenate([edit_images(run, code, [[(target, conditions, s)] for s in SWEEP_STRENGTHS],
+                                             fitted, kind=args.kind) for target, conditions in sweeps])
         labels = [directions.edit_label(target, conditions, 0.0).rsplit(" ", 1)[0] for target, conditions in sweeps]
         outputs.append(data_prep.save_grid(stem + "-sweep.png", images, columns=len(SWEEP_STRENGTHS),
                                            row_labels=labels, column_labels=[f"{s:+g}" for s in SWEEP_STRENGTHS]))
     if args.paste:
-        outputs.append(paste_edit(run, args, rows[-1] if edits else None, stem))
+        outputs.append(paste_edit(run, args, edited[-1] if edits else None, stem))
     write_record(stem + ".json", record(run, args, command="edit", inputs=names, method=method, kind=args.kind,
                                         edits=args.add, sweeps=args.sweep, directions_from=codes.method,
                                         fit_faces=len(codes.names), strength_unit="mean distance between the "
@@ -399,11 +432,10 @@ def run_edit(run, args):
     return stem
 
 
-def paste_edit(run, args, code, stem):
-    """<stem>-pasted.png: the photo with G(code) put back where its face was found."""
-    if code is None:
+def paste_edit(run, args, face, stem):
+    """<stem>-pasted.png: the photo with the edited face put back where its face was found."""
+    if face is None:
         raise data_prep.DataError("--paste needs an --add edit to paste (a sweep has no single face)")
-    face = dcgan.generate(run.generator, code[None])[0]
     photo = data_prep.paste_into_photo(args.edit[0], face, crop=run.config.get("crop", "dcgan"),
                                        image_size=run.config["image_size"],
                                        crop_size=run.config.get("crop_size", 108))

@@ -400,9 +400,11 @@ def edit_rows(run, fitted, held, *, classifier, kinds, strengths, count, seed=0,
             continue
         for kind in kinds:
             vector = directions.edit_vector(fitted, int(target), kind=kind)
-            codes = np.concatenate([held.codes[faces] + (strength if sense == "add" else -strength) * vector
+            steps = np.concatenate([np.full(len(faces), strength if sense == "add" else -strength, np.float32)
                                     for sense, strength, faces in jobs])
-            probabilities, features = cnn_outputs(classifier, dcgan.generate(run.generator, codes))
+            codes = np.concatenate([held.codes[faces] for _, _, faces in jobs])
+            steps = steps.reshape(-1, *[1] * vector.ndim) * vector  # a step for a code, or for its 8x8 maps
+            probabilities, features = cnn_outputs(classifier, facemath.edited_images(run, codes, steps, kind=kind))
             offset = 0
             for sense, strength, faces in jobs:
                 part = slice(offset, offset + len(faces))
@@ -471,7 +473,7 @@ def meets_bar(row):
 def edits_markdown(rows, summary, settings, drawn=()):
     """The summary table (with the renderer's own edit of the same faces as its last column when there is one),
     how many attributes meet the bar per model, and the means per kind, sense and strength."""
-    kinds = sorted({row["kind"] for row in rows}, key=directions.KINDS.index)
+    kinds = sorted({row["kind"] for row in rows}, key=directions.EDIT_KINDS.index)
     drawn = {row["attribute"]: row for row in drawn}
     lines = [f"Adding each attribute at strength {TARGET_STRENGTH:g} to held-out faces without it: flip rate / "
              f"collateral per kind; the bar is flip >= {FLIP_TARGET} with collateral <= {COLLATERAL_TARGET}."
@@ -500,8 +502,9 @@ def edits_markdown(rows, summary, settings, drawn=()):
                      else "")]
     lines += ["", "| run | kind | sense | strength | flip rate | probability change | collateral | identity distance |",
               "|---|---|---|---:|---:|---:|---:|---:|"]
-    for key, group in itertools.groupby(sorted(rows, key=lambda row: (row["run"], directions.KINDS.index(row["kind"]),
-                                                                     row["sense"], row["strength"])),
+    ordered = sorted(rows, key=lambda row: (row["run"], directions.EDIT_KINDS.index(row["kind"]), row["sense"],
+                                            row["strength"]))
+    for key, group in itertools.groupby(ordered,
                                         key=lambda row: (row["run"], row["kind"], row["sense"], row["strength"])):
         group = list(group)
         means = [np.mean([row[field] for row in group]) for field in
@@ -547,11 +550,10 @@ def edit_examples(run, fitted, held, *, kind, attributes=facemath.EXAMPLE_ATTRIB
         if len(without) == 0:
             continue
         code = held.codes[int(rng.choice(without))]
-        vector = directions.edit_vector(fitted, int(target), kind=kind)
-        rows.append(np.stack([code + strength * vector for strength in strengths]))
+        rows.append(facemath.edit_images(run, code, [[(int(target), None, strength)] for strength in strengths],
+                                         fitted, kind=kind))
         labels.append(facemath.ATTRIBUTES[target][:14])
-    images = dcgan.generate(run.generator, np.concatenate(rows))
-    return images, labels
+    return np.concatenate(rows), labels
 
 
 def analogy_triples(labels, pair, *, count, seed=0, exemplars=1):
@@ -583,10 +585,13 @@ def drawn_faces(config, names, name):
                                  for face in names])
 
 
-def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, count=200, seed=0, exemplars=1):
+def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, count=200, seed=0, exemplars=1,
+                    space="codes"):
     """Per attribute pair: the fraction of D = C + B - A on which the attribute CNN says the expected X and Y
     (both, and each), beside D = C (no arithmetic: Y stays absent) as the floor, and, on the synthetic CelebA,
-    C's face drawn again with Y added (the ceiling: "drawn")."""
+    C's face drawn again with Y added (the ceiling: "drawn"). `space` "maps" does the arithmetic on the
+    generator's 8x8 feature maps of the three faces instead of their codes."""
+    maps = dcgan.generator_maps(run.generator, held.codes) if space == "maps" else None
     rows = []
     for pair in pairs:
         triples = analogy_triples(held.labels, pair, count=count, seed=seed, exemplars=exemplars)
@@ -596,8 +601,13 @@ def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, coun
         a, b = (held.codes[triples[:, part * exemplars:(part + 1) * exemplars]].mean(axis=1) for part in range(2))
         c = held.codes[triples[:, -1]]
         x, y = directions.attribute_index(pair[0]), directions.attribute_index(pair[1])
-        row = {"x": pair[0], "y": pair[1], "triples": int(len(triples)), "exemplars": exemplars}
-        outputs = {"analogy": dcgan.generate(run.generator, facemath.analogy_corner(a, b, c)),
+        row = {"x": pair[0], "y": pair[1], "triples": int(len(triples)), "exemplars": exemplars, "space": space}
+        if space == "maps":
+            a, b = (maps[triples[:, part * exemplars:(part + 1) * exemplars]].mean(axis=1) for part in range(2))
+            analogy = dcgan.generate(run.generator, c, maps_offsets=b - a)
+        else:
+            analogy = dcgan.generate(run.generator, facemath.analogy_corner(a, b, c))
+        outputs = {"analogy": analogy,
                    "c_alone": dcgan.generate(run.generator, c)}
         if held.method != "samples":
             drawn = drawn_faces(run.config, [held.names[face] for face in triples[:, -1]], pair[1])
@@ -663,8 +673,8 @@ def held_out_for(run, args, *, classifier):
 def run_score_edits(run, args):
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
     for kind in kinds:
-        if kind not in directions.KINDS:
-            raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(directions.KINDS)}")
+        if kind not in directions.EDIT_KINDS:
+            raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(directions.EDIT_KINDS)}")
     attributes = [directions.attribute_index(name) for name in args.attributes.split(",") if name.strip()] or None
     classifier = classifier_for_scores(args.classifier, run)
     sources = [(run.kind, run), *labelled_vaes(args.vae, run)]
@@ -679,10 +689,12 @@ def run_score_edits(run, args):
         if source is run:  # the renderer's edit of the same faces, once
             drawn = drawn_edit_rows(run.config, fitted, held, classifier=classifier, count=args.count,
                                     seed=args.seed, attributes=attributes)
-        images, labels = edit_examples(source, fitted, held, kind=kinds[0], seed=args.seed)
-        data_prep.save_grid(os.path.join(out, f"edit-scores-examples-{label}.png"), images,
-                            columns=len(facemath.SWEEP_STRENGTHS), row_labels=labels,
-                            column_labels=[f"{s:+g}" for s in facemath.SWEEP_STRENGTHS])
+        for kind in dict.fromkeys([kinds[0], *(kind for kind in kinds if kind in directions.MAP_KINDS)]):
+            images, labels = edit_examples(source, fitted, held, kind=kind, seed=args.seed)
+            suffix = "" if kind == kinds[0] else f"-{kind}"
+            data_prep.save_grid(os.path.join(out, f"edit-scores-examples-{label}{suffix}.png"), images,
+                                columns=len(facemath.SWEEP_STRENGTHS), row_labels=labels,
+                                column_labels=[f"{s:+g}" for s in facemath.SWEEP_STRENGTHS])
     settings.update(count=args.count, seed=args.seed, seconds=round(time.perf_counter() - started, 1))
     summary = edits_summary(rows)
     markdown = edits_markdown(rows, summary, settings, drawn)
@@ -699,12 +711,13 @@ def run_score_analogies(run, args):
     classifier = classifier_for_scores(args.classifier, run)
     held = held_out_for(run, args, classifier=classifier)
     rows = score_analogies(run, held, classifier=classifier, count=args.count, seed=args.seed,
-                           exemplars=args.exemplars)
+                           exemplars=args.exemplars, space=args.space)
     settings = {"run": run.directory, "codes": held.method, "held_out_faces": len(held.names), "seed": args.seed,
-                "exemplars": args.exemplars}
+                "exemplars": args.exemplars, "space": args.space}
     out = facemath.output_dir(run, args)
     markdown = analogies_markdown(rows, settings)
-    stem = "analogy-scores" + (f"-exemplars{args.exemplars}" if args.exemplars > 1 else "")
+    stem = ("analogy-scores" + ("-maps" if args.space == "maps" else "")
+            + (f"-exemplars{args.exemplars}" if args.exemplars > 1 else ""))
     data_prep.write_report(os.path.join(out, stem), markdown, {"settings": settings, "rows": rows})
     print(markdown + f"wrote {out}/{stem}.{{md,json}}")
     return out
@@ -750,7 +763,7 @@ def subcommand_parser(command):
         facemath.add_run_flags(add)
         add("--test-limit", type=int, default=1000, help="held-out (test split) faces encoded for the scores")
         if command == "edits":
-            add("--kinds", default=",".join(directions.KINDS), help="comma-separated kinds of direction to score")
+            add("--kinds", default=",".join(directions.EDIT_KINDS), help="comma-separated kinds of direction to score")
             add("--count", type=int, default=200, help="held-out faces per attribute, sense and kind")
             add("--vae", nargs="+", default=[], help="VAE runs on the same data (vae.py, plain or --gan), scored "
                 "the same way (GAN codes against VAE codes)")
@@ -760,6 +773,8 @@ def subcommand_parser(command):
             add("--count", type=int, default=200, help="triples per attribute pair")
             add("--exemplars", type=int, default=1, help="faces averaged for A and for B (Radford et al. used 3); "
                 "C stays one face")
+            add("--space", default="codes", choices=facemath.SPACES, help="do the arithmetic on the codes, or on "
+                "the generator's 8x8 feature maps of them (maps)")
     else:
         add("--run", required=True, help="the makeover run directory (runs/<name>)")
         add("--epoch", type=int, default=None, help="use the translator saved after this epoch (default: final)")

@@ -18,6 +18,7 @@ import evaluate
 import runs
 import scores
 import facemath
+import keras  # after dcgan, which chooses the TensorFlow backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,8 +179,34 @@ def test_strength_one_is_the_group_distance_along_the_direction():
     boundary = directions.edit_vector(fitted, smiling, kind="boundary")
     normal = fitted.normals[smiling]
     assert np.allclose(boundary, (fitted.mean[smiling] @ normal) * normal, atol=1e-5)
-    edited = facemath.apply_edits(codes[0], [(smiling, None, 2.0)], fitted, kind="mean")
-    assert np.allclose(edited, codes[0] + 2.0 * fitted.mean[smiling], atol=1e-5)
+    step = facemath.edit_step([(smiling, None, 2.0), (smiling, None, -0.5)], fitted, kind="mean")
+    assert np.allclose(step, 1.5 * fitted.mean[smiling], atol=1e-5)
+
+
+def test_local_direction_keeps_the_quarter_of_positions_where_the_maps_differ_most(monkeypatch):
+    # Maps of 2x2 positions and one channel are the codes themselves; four Smiling faces and four without.
+    codes = np.array([[1, 0, 0, 4], [3, 0, 2, 4], [1, 2, 0, 4], [3, 2, 2, 4],
+                      [0, 0, 0, 4], [0, 0, 0, 4], [0, 0, 0, 4], [0, 0, 0, 4]], np.float32)
+    monkeypatch.setattr(dcgan, "generator_maps", lambda generator, z: np.asarray(z).reshape(-1, 2, 2, 1))
+    labels = np.zeros((8, 40), np.float32)
+    smiling = directions.attribute_index("Smiling")
+    labels[:4, smiling] = 1
+    varying = np.zeros(40, bool)
+    varying[smiling] = True
+    local = directions.fit_local(None, codes, labels, varying, batch_size=3)  # sums gathered over three batches
+    # Mean difference by hand: (2, 1, 1, 0); its largest position, and nothing else, is kept.
+    np.testing.assert_allclose(local[smiling].reshape(-1), [2, 0, 0, 0])
+    assert not local[directions.attribute_index("Male")].any()  # not varying: no direction
+    fitted = directions.fit_directions(codes, labels, min_group=2)
+    fitted.local = local
+    vector = directions.edit_vector(fitted, smiling, kind="local")
+    assert vector.shape == (2, 2, 1) and float(vector.reshape(-1) @ [2, 1, 1, 0]) == pytest.approx(4.0)  # |v|^2
+    assert np.allclose(facemath.edit_step([(smiling, None, 1.5)], fitted, kind="local"), 1.5 * vector)
+    with pytest.raises(data_prep.DataError, match="no conditions"):
+        directions.edit_vector(fitted, smiling, kind="local", conditions=[directions.attribute_index("Male")])
+    fitted.local = None
+    with pytest.raises(data_prep.DataError, match="8x8 feature maps"):
+        directions.edit_vector(fitted, smiling, kind="local")
 
 
 def test_description_scores_are_zero_midway_and_a_half_at_the_group_mean():
@@ -264,6 +291,49 @@ def test_edit_writes_one_row_per_edit_and_a_sweep(tiny_run, tmp_path):
     assert grid.shape[0] > 4 * 32 and sweep.shape[1] > 7 * 32  # three edits and "all together"; seven strengths
     record = json.loads(open(stem + ".json").read())
     assert record["edits"] == ["Smiling=1.5", "Eyeglasses=-1", "Smiling|Male=2"] and record["kind"] == "mean"
+
+
+def test_generator_split_at_its_8x8_maps_draws_the_same_faces_and_adds_map_steps(tiny_run):
+    generator = dcgan.load_generator(tiny_run)
+    z = dcgan.latent_for_seed(3, 4, LATENT)
+    maps = dcgan.generator_maps(generator, z)
+    assert maps.shape[1:3] == (8, 8)
+    np.testing.assert_allclose(dcgan.generate_from_maps(generator, maps), dcgan.generate(generator, z), atol=1e-5)
+    step = np.zeros(maps.shape[1:], np.float32)
+    step[2:4, 2:4] = 3.0
+    edited = dcgan.generate(generator, z, maps_offsets=step)
+    np.testing.assert_allclose(edited, dcgan.generate_from_maps(generator, maps + step), atol=1e-5)
+    assert np.abs(edited - dcgan.generate(generator, z)).max() > 1e-3
+    plain = keras.Sequential([keras.Input((LATENT,)), keras.layers.Dense(4, name="project")])
+    with pytest.raises(data_prep.DataError, match="no up1_bn layer"):
+        dcgan.generator_maps(plain, z)
+
+
+def test_local_edits_and_analogies_on_the_feature_maps(tiny_run, classifier_dir, tmp_path):
+    stem = cli(["--edit", TEST_FACES[0], "--add", "Smiling=1.5", "--sweep", "Smiling", "--kind", "local"],
+               tiny_run, tmp_path)
+    record = json.loads(open(stem + ".json").read())
+    assert record["kind"] == "local" and cv2.imread(stem + ".png") is not None
+    assert cv2.imread(stem + "-sweep.png").shape[1] > 7 * 32
+    stem = cli(["--analogy", *TEST_FACES, "--size", "3", "--space", "maps"], tiny_run, tmp_path)
+    archive = np.load(stem + ".npz")
+    maps = dcgan.generator_maps(dcgan.load_generator(tiny_run), np.stack([archive["a"], archive["b"], archive["c"]]))
+    corners = maps.reshape(3, -1)
+    assert archive["grid"].shape == (3, 3, corners.shape[1]) and str(archive["space"]) == "maps"
+    np.testing.assert_allclose(archive["grid"][0, 0], corners[0], atol=1e-5)
+    np.testing.assert_allclose(archive["grid"][-1, -1], corners[2] + corners[1] - corners[0], atol=1e-4)
+    assert os.path.basename(stem).startswith("analogy-000181-000182-000183-optimize-maps-linear")
+    flags = ["--test-limit", "20"]
+    out = cli(["edits", "--count", "4", "--kinds", "mean,local", "--attributes", "Smiling", *flags],
+              tiny_run, tmp_path / "scores", classifier_dir)
+    rows = json.loads(open(os.path.join(out, "edit-scores.json")).read())["rows"]
+    assert {row["kind"] for row in rows} == {"mean", "local"}
+    unedited = [row for row in rows if row["strength"] == 0]  # a step of zero leaves every face as it was
+    assert all(row["collateral"] < 1e-4 and row["identity_distance"] < 1e-3 for row in unedited)
+    assert os.path.isfile(os.path.join(out, "edit-scores-examples-gan-local.png"))
+    cli(["analogies", "--count", "5", "--space", "maps", *flags], tiny_run, tmp_path / "scores", classifier_dir)
+    rows = json.loads(open(os.path.join(out, "analogy-scores-maps.json")).read())["rows"]
+    assert rows and all(row["space"] == "maps" and 0 <= row["analogy_both"] <= 1 for row in rows)
 
 
 def test_describe_average_and_interpolate_write_their_files(tiny_run, classifier_dir, tmp_path, capsys):
@@ -403,6 +473,8 @@ def test_bad_inputs_are_one_line_errors(tiny_run, tmp_path, capsys):
     assert "did you mean 'Male'" in cli_error(["--map", "--color-by", "Mail", *base], capsys)
     assert "name no faces" in cli_error(["--edit", TEST_FACES[0], "--examples", "--sweep", "Smiling", *base], capsys)
     assert "--add ATTR=STRENGTH or --sweep" in cli_error(["--edit", TEST_FACES[0], *base], capsys)
+    assert "local directions take no conditions" in cli_error(
+        ["--edit", TEST_FACES[0], "--add", "Smiling|Male=2", "--kind", "local", *base], capsys)
     assert "python scores.py edits" in cli_error(["score-edits", *base], capsys)
     with pytest.raises(SystemExit) as exit_info:
         data_prep.run_cli(scores.main, ["analogies", *base, "--exemplars", "0"])
