@@ -592,7 +592,8 @@ MAPS_LAYER = "up1_bn"  # the generator's 8x8 feature maps: the first up-sampling
 
 
 def has_maps(generator):
-    """Whether the generator has the 8x8 feature maps that local edits need (every generator dcgan.py builds)."""
+    """Whether the generator has the 8x8 feature maps that local edits need (every generator dcgan.py builds for
+    16 pixels or more; an 8-pixel one goes from 4x4 straight to the image)."""
     return any(layer.name == MAPS_LAYER for layer in generator.layers)
 
 

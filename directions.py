@@ -372,7 +372,8 @@ def save_directions(out_dir, directions, codes, *, run, seed):
         np.savez(temporary, mean=directions.mean, mean_with=directions.mean_with, mean_without=directions.mean_without,
                  normals=directions.normals, partial=directions.partial, accuracy=directions.accuracy,
                  majority=directions.majority, varying=directions.varying, attributes=np.asarray(ATTRIBUTES),
-                 run=run.directory, method=codes.method, seed=seed, faces=directions.count)
+                 run=run.directory, method=codes.method, seed=seed, faces=directions.count,
+                 **({} if directions.local is None else {"local": directions.local}))
     lines = [f"Directions of {run.directory} from {directions.count} {codes.method} codes (train split); boundary "
              f"accuracy on a held-out {HELD_OUT_FRACTION:.0%} of them.", "",
              "| attribute | faces with it | boundary accuracy | majority | mean-difference length |",

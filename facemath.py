@@ -360,6 +360,8 @@ def run_analogy(run, args):
     if not args.examples and len(args.analogy) != 3:
         raise data_prep.DataError(f"--analogy takes exactly three faces A B C (D = C + B - A), got "
                                   f"{len(args.analogy)}; or pass --examples")
+    if args.space == "maps":
+        dcgan.split_generator(run.generator)  # refuses a generator without 8x8 feature maps before any encoding
     faces, names, encoding, method = input_faces(run, args, args.analogy, count=3)
     size, interpolation = args.size, "linear" if args.linear or args.space == "maps" else "slerp"
     if args.space == "maps":
@@ -376,10 +378,14 @@ def run_analogy(run, args):
     data_prep.save_grid(stem + ".png", images, columns=size, row_labels=labels)
     data_prep.save_grid(stem + "-inputs.png", np.concatenate([data_prep.to_float(faces), encoding.reconstructions]),
                         columns=3, row_labels=["photo", "G(z)"], column_labels=["A", "B", "C"])
+    # The grid, and D, are codes, or with --space maps the corners' and grid's 8x8 maps (flattened per face).
+    grids = ({"grid": grid, "d": grid[-1, -1]} if args.space == "codes" else
+             {"grid_maps": grid, "d_maps": grid[-1, -1], "a_maps": grid[0, 0], "b_maps": grid[0, -1],
+              "c_maps": grid[-1, 0]})
     with data_prep.atomic_path(stem + ".npz") as temporary:
-        np.savez(temporary, grid=grid, a=encoding.codes[0], b=encoding.codes[1], c=encoding.codes[2],
-                 d=grid[-1, -1], names=np.asarray(names), run=run.directory, method=method, seed=args.seed,
-                 interpolation=interpolation, space=args.space)
+        np.savez(temporary, a=encoding.codes[0], b=encoding.codes[1], c=encoding.codes[2], names=np.asarray(names),
+                 run=run.directory, method=method, seed=args.seed, interpolation=interpolation, space=args.space,
+                 **grids)
     data_prep.save_gif(stem + ".gif", serpentine(images.reshape(size, size, *images.shape[1:])))
     write_record(stem + ".json", record(run, args, command="analogy", inputs=names, method=method, size=size,
                                        interpolation=interpolation, space=args.space,
@@ -402,6 +408,8 @@ def run_edit(run, args):
     sweeps = [directions.parse_direction(text) for text in args.sweep]
     if args.kind in directions.MAP_KINDS and any(edit[1] for edit in [*edits, *sweeps]):
         raise data_prep.DataError(f"{args.kind} directions take no conditions (drop the |ATTR part)")
+    if args.kind in directions.MAP_KINDS:
+        dcgan.split_generator(run.generator)  # refuses a generator without 8x8 feature maps before any encoding
     faces, names, encoding, method = input_faces(run, args, args.edit, count=1)
     fitted, codes = directions_for(run, args, classifier=classifier_or_none(args.classifier, run))
     code = encoding.codes[0]

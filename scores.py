@@ -671,13 +671,19 @@ def held_out_for(run, args, *, classifier):
 
 
 def run_score_edits(run, args):
-    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+    kinds = [kind.strip() for kind in (args.kinds or ",".join(directions.EDIT_KINDS)).split(",") if kind.strip()]
     for kind in kinds:
         if kind not in directions.EDIT_KINDS:
             raise data_prep.DataError(f"unknown kind {kind!r} in --kinds; expected {', '.join(directions.EDIT_KINDS)}")
     attributes = [directions.attribute_index(name) for name in args.attributes.split(",") if name.strip()] or None
     classifier = classifier_for_scores(args.classifier, run)
     sources = [(run.kind, run), *labelled_vaes(args.vae, run)]
+    if any(kind in directions.MAP_KINDS for kind in kinds) and not all(dcgan.has_maps(s.generator) for _, s in sources):
+        if args.kinds:
+            raise data_prep.DataError("a generator here has no 8x8 feature maps (an 8-pixel run), so it has no local "
+                                      "kind; leave local out of --kinds")
+        kinds = [kind for kind in kinds if kind not in directions.MAP_KINDS]
+        print("a generator here has no 8x8 feature maps (an 8-pixel run): the local kind is left out")
     rows, started, settings = [], time.perf_counter(), {"run": run.directory, "vae": args.vae}
     out = facemath.output_dir(run, args)
     for label, source in sources:
@@ -689,9 +695,10 @@ def run_score_edits(run, args):
         if source is run:  # the renderer's edit of the same faces, once
             drawn = drawn_edit_rows(run.config, fitted, held, classifier=classifier, count=args.count,
                                     seed=args.seed, attributes=attributes)
-        for kind in dict.fromkeys([kinds[0], *(kind for kind in kinds if kind in directions.MAP_KINDS)]):
+        in_codes = [kind for kind in kinds if kind not in directions.MAP_KINDS]
+        for kind in in_codes[:1] + [kind for kind in kinds if kind in directions.MAP_KINDS]:
             images, labels = edit_examples(source, fitted, held, kind=kind, seed=args.seed)
-            suffix = "" if kind == kinds[0] else f"-{kind}"
+            suffix = f"-{kind}" if kind in directions.MAP_KINDS else ""
             data_prep.save_grid(os.path.join(out, f"edit-scores-examples-{label}{suffix}.png"), images,
                                 columns=len(facemath.SWEEP_STRENGTHS), row_labels=labels,
                                 column_labels=[f"{s:+g}" for s in facemath.SWEEP_STRENGTHS])
@@ -763,7 +770,8 @@ def subcommand_parser(command):
         facemath.add_run_flags(add)
         add("--test-limit", type=int, default=1000, help="held-out (test split) faces encoded for the scores")
         if command == "edits":
-            add("--kinds", default=",".join(directions.EDIT_KINDS), help="comma-separated kinds of direction to score")
+            add("--kinds", default=None, help="comma-separated kinds of direction to score (default: "
+                f"{','.join(directions.EDIT_KINDS)}; local only where the generator has 8x8 feature maps)")
             add("--count", type=int, default=200, help="held-out faces per attribute, sense and kind")
             add("--vae", nargs="+", default=[], help="VAE runs on the same data (vae.py, plain or --gan), scored "
                 "the same way (GAN codes against VAE codes)")

@@ -184,23 +184,28 @@ def test_strength_one_is_the_group_distance_along_the_direction():
 
 
 def test_local_direction_keeps_the_quarter_of_positions_where_the_maps_differ_most(monkeypatch):
-    # Maps of 2x2 positions and one channel are the codes themselves; four Smiling faces and four without.
-    codes = np.array([[1, 0, 0, 4], [3, 0, 2, 4], [1, 2, 0, 4], [3, 2, 2, 4],
-                      [0, 0, 0, 4], [0, 0, 0, 4], [0, 0, 0, 4], [0, 0, 0, 4]], np.float32)
-    monkeypatch.setattr(dcgan, "generator_maps", lambda generator, z: np.asarray(z).reshape(-1, 2, 2, 1))
+    # Maps of 2x2 positions and two channels are the codes themselves. The Smiling faces' maps average to the
+    # difference below (half and one and a half times it); the other faces' maps are zero.
+    difference = np.array([[2, 0], [1.5, 1.5], [0, 1], [0, 0]], np.float32)  # (position, channel)
+    codes = np.concatenate([np.stack([0.5 * difference, 1.5 * difference] * 2).reshape(4, -1), np.zeros((4, 8))])
+    monkeypatch.setattr(dcgan, "generator_maps", lambda generator, z: np.asarray(z).reshape(-1, 2, 2, 2))
     labels = np.zeros((8, 40), np.float32)
     smiling = directions.attribute_index("Smiling")
-    labels[:4, smiling] = 1
+    labels[:4, smiling] = [1.0, 0.9, 0.6, 1.0]  # read as present (> 0.5), not as weights
+    labels[4:, smiling] = [0.0, 0.2, 0.4, 0.0]
     varying = np.zeros(40, bool)
     varying[smiling] = True
-    local = directions.fit_local(None, codes, labels, varying, batch_size=3)  # sums gathered over three batches
-    # Mean difference by hand: (2, 1, 1, 0); its largest position, and nothing else, is kept.
-    np.testing.assert_allclose(local[smiling].reshape(-1), [2, 0, 0, 0])
+    local = directions.fit_local(None, codes.astype(np.float32), labels, varying, batch_size=3)  # three batches
+    # Squared norms over the channels: 4, 4.5, 1, 0. Only the second position is kept, with both channels (a mask
+    # per position and channel would keep the single largest value, 2, instead).
+    np.testing.assert_allclose(local[smiling].reshape(4, 2), [[0, 0], [1.5, 1.5], [0, 0], [0, 0]], atol=1e-6)
     assert not local[directions.attribute_index("Male")].any()  # not varying: no direction
+    labels = (labels > 0.5).astype(np.float32)
     fitted = directions.fit_directions(codes, labels, min_group=2)
     fitted.local = local
     vector = directions.edit_vector(fitted, smiling, kind="local")
-    assert vector.shape == (2, 2, 1) and float(vector.reshape(-1) @ [2, 1, 1, 0]) == pytest.approx(4.0)  # |v|^2
+    # Strength 1 moves by the groups' mean distance along the vector: difference . v / |v| = |v| (4.5 / 4.5 ** 0.5).
+    assert vector.shape == (2, 2, 2) and float(vector.reshape(-1) @ difference.reshape(-1)) == pytest.approx(4.5)
     assert np.allclose(facemath.edit_step([(smiling, None, 1.5)], fitted, kind="local"), 1.5 * vector)
     with pytest.raises(data_prep.DataError, match="no conditions"):
         directions.edit_vector(fitted, smiling, kind="local", conditions=[directions.attribute_index("Male")])
@@ -297,7 +302,9 @@ def test_generator_split_at_its_8x8_maps_draws_the_same_faces_and_adds_map_steps
     generator = dcgan.load_generator(tiny_run)
     z = dcgan.latent_for_seed(3, 4, LATENT)
     maps = dcgan.generator_maps(generator, z)
-    assert maps.shape[1:3] == (8, 8)
+    batch_norm = keras.Model(generator.input, generator.get_layer("up1_bn").output)
+    np.testing.assert_allclose(maps, np.asarray(batch_norm(z)), atol=1e-5)  # after the batch norm, before its ReLU
+    assert maps.shape[1:3] == (8, 8) and maps.min() < 0
     np.testing.assert_allclose(dcgan.generate_from_maps(generator, maps), dcgan.generate(generator, z), atol=1e-5)
     step = np.zeros(maps.shape[1:], np.float32)
     step[2:4, 2:4] = 3.0
@@ -309,7 +316,7 @@ def test_generator_split_at_its_8x8_maps_draws_the_same_faces_and_adds_map_steps
         dcgan.generator_maps(plain, z)
 
 
-def test_local_edits_and_analogies_on_the_feature_maps(tiny_run, classifier_dir, tmp_path):
+def test_local_edits_and_analogies_on_the_feature_maps(tiny_run, classifier_dir, tmp_path, monkeypatch):
     stem = cli(["--edit", TEST_FACES[0], "--add", "Smiling=1.5", "--sweep", "Smiling", "--kind", "local"],
                tiny_run, tmp_path)
     record = json.loads(open(stem + ".json").read())
@@ -319,21 +326,42 @@ def test_local_edits_and_analogies_on_the_feature_maps(tiny_run, classifier_dir,
     archive = np.load(stem + ".npz")
     maps = dcgan.generator_maps(dcgan.load_generator(tiny_run), np.stack([archive["a"], archive["b"], archive["c"]]))
     corners = maps.reshape(3, -1)
-    assert archive["grid"].shape == (3, 3, corners.shape[1]) and str(archive["space"]) == "maps"
-    np.testing.assert_allclose(archive["grid"][0, 0], corners[0], atol=1e-5)
-    np.testing.assert_allclose(archive["grid"][-1, -1], corners[2] + corners[1] - corners[0], atol=1e-4)
+    assert archive["grid_maps"].shape == (3, 3, corners.shape[1]) and str(archive["space"]) == "maps"
+    assert "grid" not in archive and "d" not in archive  # no array of maps under a name that holds codes elsewhere
+    np.testing.assert_allclose(archive["a_maps"], corners[0], atol=1e-5)
+    np.testing.assert_allclose(archive["d_maps"], corners[2] + corners[1] - corners[0], atol=1e-4)
     assert os.path.basename(stem).startswith("analogy-000181-000182-000183-optimize-maps-linear")
     flags = ["--test-limit", "20"]
+    # The tiny CNN's features hardly move, so here they are the pixels: identity distance is how far a face moved.
+    pixels = scores.cnn_outputs
+    monkeypatch.setattr(scores, "cnn_outputs", lambda classifier, images: (pixels(classifier, images)[0],
+                                                                           images.reshape(len(images), -1)))
     out = cli(["edits", "--count", "4", "--kinds", "mean,local", "--attributes", "Smiling", *flags],
               tiny_run, tmp_path / "scores", classifier_dir)
     rows = json.loads(open(os.path.join(out, "edit-scores.json")).read())["rows"]
     assert {row["kind"] for row in rows} == {"mean", "local"}
     unedited = [row for row in rows if row["strength"] == 0]  # a step of zero leaves every face as it was
     assert all(row["collateral"] < 1e-4 and row["identity_distance"] < 1e-3 for row in unedited)
+    moved = {(row["sense"], row["strength"]): row["identity_distance"] for row in rows if row["kind"] == "local"}
+    assert 0 < moved["add", 1.0] < moved["add", 2.0] < moved["add", 3.0]  # the local step reaches the images
     assert os.path.isfile(os.path.join(out, "edit-scores-examples-gan-local.png"))
     cli(["analogies", "--count", "5", "--space", "maps", *flags], tiny_run, tmp_path / "scores", classifier_dir)
     rows = json.loads(open(os.path.join(out, "analogy-scores-maps.json")).read())["rows"]
     assert rows and all(row["space"] == "maps" and 0 <= row["analogy_both"] <= 1 for row in rows)
+
+
+def test_edits_leave_the_local_kind_out_for_a_generator_without_8x8_maps(tiny_run, classifier_dir, tmp_path,
+                                                                          monkeypatch, capsys):
+    monkeypatch.setattr(dcgan, "has_maps", lambda generator: False)  # as an 8-pixel run's generator
+    flags = ["--test-limit", "20", "--count", "4", "--attributes", "Smiling"]
+    out = cli(["edits", *flags], tiny_run, tmp_path, classifier_dir)
+    assert "the local kind is left out" in capsys.readouterr().out
+    rows = json.loads(open(os.path.join(out, "edit-scores.json")).read())["rows"]
+    assert {row["kind"] for row in rows} == set(directions.KINDS)
+    with pytest.raises(SystemExit) as exit_info:
+        data_prep.run_cli(scores.main, ["edits", "--run", tiny_run, "--out", str(tmp_path), *QUICK, *flags,
+                                        "--classifier", str(classifier_dir), "--kinds", "mean,local"])
+    assert exit_info.value.code == 2 and "leave local out of --kinds" in capsys.readouterr().err
 
 
 def test_describe_average_and_interpolate_write_their_files(tiny_run, classifier_dir, tmp_path, capsys):
