@@ -400,10 +400,10 @@ def edit_rows(run, fitted, held, *, classifier, kinds, strengths, count, seed=0,
             continue
         for kind in kinds:
             vector = directions.edit_vector(fitted, int(target), kind=kind)
-            steps = np.concatenate([np.full(len(faces), strength if sense == "add" else -strength, np.float32)
-                                    for sense, strength, faces in jobs])
+            signed = np.concatenate([np.full(len(faces), strength if sense == "add" else -strength, np.float32)
+                                     for sense, strength, faces in jobs])
             codes = np.concatenate([held.codes[faces] for _, _, faces in jobs])
-            steps = steps.reshape(-1, *[1] * vector.ndim) * vector  # a step for a code, or for its 8x8 maps
+            steps = signed.reshape(-1, *[1] * vector.ndim) * vector  # a step for each code, or for its 8x8 maps
             probabilities, features = cnn_outputs(classifier, facemath.edited_images(run, codes, steps, kind=kind))
             offset = 0
             for sense, strength, faces in jobs:
@@ -598,15 +598,14 @@ def score_analogies(run, held, *, classifier, pairs=facemath.ANALOGY_PAIRS, coun
         if len(triples) == 0:
             print(f"skipping {pair[0]}/{pair[1]}: the held-out faces lack one of its three groups")
             continue
-        a, b = (held.codes[triples[:, part * exemplars:(part + 1) * exemplars]].mean(axis=1) for part in range(2))
+        # A and B: the mean codes (or, on the maps, the mean maps) of their exemplars
+        a, b = ((held.codes if maps is None else maps)[triples[:, part * exemplars:(part + 1) * exemplars]].mean(axis=1)
+                for part in range(2))
         c = held.codes[triples[:, -1]]
         x, y = directions.attribute_index(pair[0]), directions.attribute_index(pair[1])
         row = {"x": pair[0], "y": pair[1], "triples": int(len(triples)), "exemplars": exemplars, "space": space}
-        if space == "maps":
-            a, b = (maps[triples[:, part * exemplars:(part + 1) * exemplars]].mean(axis=1) for part in range(2))
-            analogy = dcgan.generate(run.generator, c, maps_offsets=b - a)
-        else:
-            analogy = dcgan.generate(run.generator, facemath.analogy_corner(a, b, c))
+        analogy = (dcgan.generate(run.generator, facemath.analogy_corner(a, b, c)) if maps is None
+                   else dcgan.generate(run.generator, c, maps_offsets=b - a))  # C's maps + B's - A's
         outputs = {"analogy": analogy,
                    "c_alone": dcgan.generate(run.generator, c)}
         if held.method != "samples":

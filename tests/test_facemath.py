@@ -350,6 +350,26 @@ def test_local_edits_and_analogies_on_the_feature_maps(tiny_run, classifier_dir,
     assert rows and all(row["space"] == "maps" and 0 <= row["analogy_both"] <= 1 for row in rows)
 
 
+def test_an_analogy_on_the_maps_whose_c_is_a_draws_b(tiny_run, monkeypatch):
+    # A and C share one code, B has another: D's maps are C's + B's - A's = B's, so D is drawn as G(B) exactly
+    # (the analogy on the codes gives the same, and a sign slip, A - B, would draw G(2A - B) instead).
+    run = dcgan.load_run(tiny_run)
+    a, b = dcgan.latent_for_seed(5, 2, LATENT)
+    labels = np.zeros((3, 40), np.float32)
+    labels[:2, directions.attribute_index("Male")] = 1
+    labels[1, directions.attribute_index("Eyeglasses")] = 1  # face 0: A (a man), 1: B (with glasses), 2: C
+    held = directions.Codes(np.stack([a, b, a]), ["a", "b", "c"], labels, "samples", "test", tiny_run)
+    seen = []
+    monkeypatch.setattr(evaluate, "predict_attributes", lambda classifier, images: seen.append(images)
+                        or np.zeros((len(images), 40)))
+    for space in facemath.SPACES:
+        seen.clear()
+        row, = scores.score_analogies(run, held, classifier=None, pairs=[("Male", "Eyeglasses")], count=3,
+                                      space=space)
+        np.testing.assert_allclose(seen[0], np.repeat(dcgan.generate(run.generator, b[None]), 3, axis=0), atol=1e-5)
+        assert row["space"] == space and row["analogy_x"] == 1.0 and row["analogy_y"] == 0.0  # nothing said present
+
+
 def test_edits_leave_the_local_kind_out_for_a_generator_without_8x8_maps(tiny_run, classifier_dir, tmp_path,
                                                                           monkeypatch, capsys):
     monkeypatch.setattr(dcgan, "has_maps", lambda generator: False)  # as an 8-pixel run's generator
